@@ -1,0 +1,76 @@
+"""Direct logit attribution maths shared by the logit lens, per-layer, per-head and attention analyses.
+
+The final logits are linear in the residual stream once the final LayerNorm's scale is fixed at the
+value of this run (weights folded in, so only the scale remains):
+    logit(a) - logit(b) = sum_c  ln_scale(c) @ (W_U[:, a] - W_U[:, b])  +  b_U[a] - b_U[b]
+where c runs over the components that write to the residual stream at the final position
+(embeddings, each attention layer, each MLP; an attention layer splits further into its heads plus
+its output bias). Method: Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits";
+the notebook's `residual_stack_to_logit_diff`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from analyses.metrics import answer_pair, diff_directions, model_device
+from analyses.types import PromptSet
+
+METRIC_LABELS = {"copy": "vs day in prompt", "clean_vs_corrupted": "vs corrupted answer"}
+
+
+def run_clean_with_cache(model, prompts: PromptSet):
+    """Final-position logits [batch, vocab] and the activation cache of the clean prompts."""
+    logits, cache = model.run_with_cache(prompts.clean_tokens.to(model_device(model)))
+    return logits[:, -1, :].float(), cache
+
+
+def project(cache, stack: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """[components, batch, d_model] final-position residual pieces -> [components, batch] logit differences."""
+    scaled = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=-1)
+    return torch.einsum("cbd,bd->cb", scaled.float(), directions.float())
+
+
+def metric_terms(model, prompts: PromptSet, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unembedding directions [batch, d_model] and bias terms [batch] for a metric of analyses.metrics."""
+    pos, neg = answer_pair(prompts, metric)
+    directions, bias = diff_directions(model, pos, neg)
+    return directions.float(), bias.float()
+
+
+def logit_lens(model, cache, prompts: PromptSet, metric: str) -> tuple[torch.Tensor, list[str]]:
+    """[points, batch] logit difference read from the accumulated residual stream (incl. mid-layer points).
+
+    Every point uses the final LayerNorm scale of the real final stream, plus the unembedding bias,
+    so the last point equals the model's own logit difference.
+    """
+    stack, labels = cache.accumulated_resid(layer=-1, incl_mid=True, pos_slice=-1, return_labels=True)
+    directions, bias = metric_terms(model, prompts, metric)
+    return project(cache, stack, directions) + bias, list(labels)
+
+
+def layer_attributions(model, cache, prompts: PromptSet, metric: str) -> tuple[torch.Tensor, list[str]]:
+    """[components, batch]: embeddings, each attention layer, each MLP; + the unembedding bias sums to the logit diff."""
+    stack, labels = cache.decompose_resid(layer=-1, pos_slice=-1, return_labels=True)
+    directions, _ = metric_terms(model, prompts, metric)
+    return project(cache, stack, directions), list(labels)
+
+
+def head_attributions(model, cache, prompts: PromptSet, metric: str) -> torch.Tensor:
+    """[layers, heads, batch] direct logit attribution of each head's output (its share of attn_out, bias excluded)."""
+    stack = cache.stack_head_results(layer=-1, pos_slice=-1)
+    directions, _ = metric_terms(model, prompts, metric)
+    per_head = project(cache, stack, directions)
+    return per_head.reshape(model.cfg.n_layers, model.cfg.n_heads, -1)
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def ranked_heads(values: torch.Tensor, k: int, largest: bool) -> list[dict]:
+    """Top-k heads of a [layers, heads] tensor as [{"head": "L9H1", "value": 1.23}], sorted by value."""
+    n_heads = values.shape[1]
+    flat = values.flatten()
+    order = torch.argsort(flat, descending=largest)[:k]
+    return [{"head": head_name(int(i) // n_heads, int(i) % n_heads), "value": float(flat[i])} for i in order]

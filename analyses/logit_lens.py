@@ -1,0 +1,81 @@
+"""Logit lens: the logit difference read off the accumulated residual stream, layer by layer.
+
+For each point p (before each layer, after each attention layer, and the final stream),
+    lens[p, i] = ln_scale(resid_p[i, -1]) @ (W_U[:, a_i] - W_U[:, b_i]) + b_U[a_i] - b_U[b_i]
+with the final LayerNorm scale of the real final stream, so the last point is the model's own logit
+difference. Shapes: lens [points = 2 * n_layers + 1, batch]. Computed for both metrics; the summary
+reports the first point at which the mean passes half its final value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyses import plots
+from analyses.attribution import METRIC_LABELS, logit_lens, run_clean_with_cache
+from analyses.types import Analysis, Figure, PromptSet, Result
+
+
+def point_name(label: str) -> str:
+    """'3_pre' -> 'before layer 3', '3_mid' -> 'after attention 3', 'final_post' -> 'final'."""
+    if label == "final_post":
+        return "final"
+    layer, where = label.split("_")
+    return f"before layer {layer}" if where == "pre" else f"after attention {layer}"
+
+
+def half_point(mean: np.ndarray, labels: list[str]) -> str:
+    """The first point whose mean passes half of the final value ('none' when the final value is not positive)."""
+    final = mean[-1]
+    if final <= 0:
+        return "none"
+    index = int(np.argmax(mean >= final / 2))
+    return point_name(labels[index])
+
+
+def compute(model, prompts: PromptSet) -> Result:
+    final_logits, cache = run_clean_with_cache(model, prompts)
+    arrays, summary = {}, {"family": prompts.family}
+    for metric in METRIC_LABELS:
+        lens, labels = logit_lens(model, cache, prompts, metric)
+        values = lens.cpu().numpy()  # [points, batch]
+        arrays[metric] = values
+        mean = values.mean(axis=1)
+        summary[f"{metric}_final_mean"] = float(mean[-1])
+        summary[f"{metric}_half_point"] = half_point(mean, labels)
+        summary[f"{metric}_mean_by_point"] = mean.tolist()
+    summary["points"] = [point_name(label) for label in labels]
+    return Result(summary=summary, arrays=arrays, labels={"points": labels})
+
+
+def figures(result: Result) -> list[Figure]:
+    labels = result.labels["points"]
+    x = np.arange(len(labels)) / 2  # layer units: 0.5 = after the first attention layer
+    series = {METRIC_LABELS[m]: result.arrays[m].mean(axis=1) for m in METRIC_LABELS}
+    fig = plots.lines(x, series, "Logit difference read from the accumulated residual stream (mean over prompts)",
+                      "layer (x.5 = after that layer's attention)", "logit difference",
+                      hover=[point_name(label) for label in labels])
+    return [Figure("logit-lens", fig)]
+
+
+def narrative(result: Result) -> list[str]:
+    s = result.summary
+    final, half = s["copy_final_mean"], s["copy_half_point"]
+    if half == "none":
+        return [f"The final logit difference against the day in the prompt is {final:+.2f}, not positive, so there "
+                "is no point at which the model 'has' the answer."]
+    means = s["copy_mean_by_point"]
+    return [f"Against the day in the prompt, the residual stream reaches half of its final logit difference "
+            f"({final:+.2f}) {half}; it starts at {means[0]:+.2f} from the embeddings alone.",
+            f"Against the corrupted answer the final value is {s['clean_vs_corrupted_final_mean']:+.2f}, half of it "
+            f"reached {s['clean_vs_corrupted_half_point']}."]
+
+
+LOGIT_LENS = Analysis(
+    name="logit_lens",
+    title="Logit lens",
+    definition="The accumulated residual stream at the final position, before each layer and after each attention "
+               "layer, scaled by the final LayerNorm of the real run and projected on W_U[:, correct] − W_U[:, other], "
+               "plus the unembedding bias difference. The last point is the model's logit difference.",
+    compute=compute, figures=figures, narrative=narrative,
+)

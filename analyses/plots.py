@@ -1,0 +1,89 @@
+"""Small Plotly builders shared by the analyses: one look for every figure, explicit heights.
+
+Each returns a `go.Figure`; no global theme is set (no import-time side effects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), font=dict(size=12))
+
+
+def _finish(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.01), height=height, **LAYOUT)
+    return fig
+
+
+def heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, *,
+            hover: np.ndarray | None = None, height: int | None = None, zmid: float | None = 0.0) -> go.Figure:
+    """A diverging heatmap (blue negative, red positive) centred at zmid; rows y, columns x."""
+    z = np.asarray(z, dtype=float)
+    limit = float(np.nanmax(np.abs(z))) if z.size and np.isfinite(z).any() else 1.0
+    trace = go.Heatmap(
+        z=z, x=list(x), y=list(y), colorscale="RdBu", reversescale=True,
+        zmid=zmid, zmin=-limit if zmid == 0 else None, zmax=limit if zmid == 0 else None,
+        colorbar=dict(title=dict(text=colorbar)),
+        customdata=hover, hovertemplate=("%{customdata}<br>" if hover is not None else "%{y}, %{x}<br>")
+        + "value: %{z:.3f}<extra></extra>",
+    )
+    fig = go.Figure(trace)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return _finish(fig, title, height or max(320, 28 * len(y) + 140))
+
+
+def lines(x: Sequence, series: dict[str, np.ndarray], title: str, xaxis: str, yaxis: str, *,
+          hover: Sequence[str] | None = None, height: int = 380) -> go.Figure:
+    """One line per named series over a shared x axis (hover shows `hover` labels when given)."""
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_trace(go.Scatter(x=list(x), y=np.asarray(values, dtype=float), mode="lines+markers", name=name,
+                                 text=list(hover) if hover is not None else None,
+                                 hovertemplate="%{text}<br>%{y:.3f}<extra>" + name + "</extra>"
+                                 if hover is not None else None))
+    fig.update_xaxes(title=xaxis)
+    fig.update_yaxes(title=yaxis, zeroline=True)
+    return _finish(fig, title, height)
+
+
+def bars(x: Sequence[str], series: dict[str, np.ndarray], title: str, yaxis: str, *,
+         error: dict[str, np.ndarray] | None = None, height: int = 380) -> go.Figure:
+    """Grouped bars, one group per x label; optional symmetric error bars per series."""
+    fig = go.Figure()
+    for name, values in series.items():
+        err = None if not error or name not in error else dict(type="data", array=np.asarray(error[name]))
+        fig.add_trace(go.Bar(x=list(x), y=np.asarray(values, dtype=float), name=name, error_y=err,
+                             hovertemplate="%{x}<br>%{y:.3f}<extra>" + name + "</extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(title=yaxis)
+    return _finish(fig, title, height)
+
+
+def table(header: Sequence[str], columns: Sequence[Sequence], title: str, *, height: int | None = None) -> go.Figure:
+    fig = go.Figure(go.Table(header=dict(values=list(header), align="left"),
+                             cells=dict(values=[list(c) for c in columns], align="left")))
+    rows = len(columns[0]) if columns else 0
+    return _finish(fig, title, height or 110 + 28 * rows)
+
+
+def scatter(x: np.ndarray, y: np.ndarray, names: Sequence[str], title: str, xaxis: str, yaxis: str, *,
+            color: np.ndarray | None = None, color_title: str = "", height: int = 420) -> go.Figure:
+    """Points labelled by `names` on hover (e.g. head names), with a y = x guide line."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    marker = dict(size=9)
+    if color is not None:
+        marker.update(color=np.asarray(color, dtype=float), colorscale="Viridis", showscale=True,
+                      colorbar=dict(title=dict(text=color_title)))
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="markers", text=list(names), marker=marker,
+                               hovertemplate="%{text}<br>x: %{x:.3f}<br>y: %{y:.3f}<extra></extra>"))
+    lo = float(min(x.min(initial=0.0), y.min(initial=0.0)))
+    hi = float(max(x.max(initial=0.0), y.max(initial=0.0)))
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line=dict(dash="dot", color="grey"))
+    fig.update_xaxes(title=xaxis)
+    fig.update_yaxes(title=yaxis)
+    return _finish(fig, title, height)

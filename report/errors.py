@@ -1,0 +1,16 @@
+"""User errors: bad input that the CLI reports as one clear line and a non-zero exit, no traceback."""
+
+
+class UserError(Exception):
+    """A problem with what the user asked for (a family, a prompt, a model, a file).
+
+    The message must name the offending thing. `exit_code` is what the CLI exits with.
+    """
+
+    exit_code = 1
+
+
+class ModelUnavailable(UserError):
+    """The model cannot be loaded here (no network, not cached, extra not installed)."""
+
+    exit_code = 2

