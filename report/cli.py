@@ -1,0 +1,131 @@
+"""The `weekday-circuits` command: run, build, report, list."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from report.errors import UserError
+
+DEFAULT_OUT = Path("runs")
+DEFAULT_SITE = Path("site")
+
+
+def user_errors(command):
+    """User errors become one line on stderr and a non-zero exit, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
+
+    return wrapper
+
+
+def run_options(command):
+    """The options shared by `run` and `report`."""
+    options = [
+        click.option("--model", "models", multiple=True, default=("gpt2",), show_default=True,
+                     help="Hugging Face id (gpt2, gpt2-medium, ...; gpt2-small = gpt2), a local checkpoint folder, "
+                          "or gemma-3-270m (bundled, offline). Repeat for several models."),
+        click.option("--families", default="all", show_default=True,
+                     help="'all' or a comma-separated list of family names (see `list families`)."),
+        click.option("--families-file", type=click.Path(path_type=Path), default=None,
+                     help="A TOML file of your own prompt families, instead of the shipped ones."),
+        click.option("--analyses", default="all", show_default=True,
+                     help="'all' or a comma-separated list of analysis names (see `list analyses`)."),
+        click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
+                     help="Folder that holds the run folders."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+                     help="auto picks cuda, then mps, then cpu."),
+        click.option("--resume", is_flag=True, help="Continue the latest run in --out (or --run-id), skipping "
+                                                    "analyses that are already complete."),
+        click.option("--run-id", default=None, help="Name of the run folder (default: the start time)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _options(models, families, families_file, analyses, out, device, resume, run_id):
+    from report.pipeline import RunOptions
+
+    return RunOptions(models=list(models), families=families, families_file=families_file, analyses=analyses,
+                      out=out, device=device, resume=resume, run_id=run_id,
+                      command=" ".join(shlex.quote(a) for a in ["weekday-circuits", *sys.argv[1:]]))
+
+
+@click.group()
+def main():
+    """How small language models know what day comes next: compute, save and publish the evidence."""
+
+
+@main.command()
+@run_options
+@user_errors
+def run(**kwargs):
+    """Compute every analysis for every model and family, and save the results under --out."""
+    from report.pipeline import run as run_pipeline
+
+    run_dir = run_pipeline(_options(**kwargs))
+    click.echo(f"results: {run_dir}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--site", type=click.Path(path_type=Path), default=DEFAULT_SITE, show_default=True,
+              help="Folder to write the HTML report into.")
+@user_errors
+def build(run_dirs, site):
+    """Render the HTML report from saved results only (no model is loaded)."""
+    from report.render import build_site
+
+    index = build_site(list(run_dirs), site)
+    click.echo(f"report: {index}")
+
+
+@main.command()
+@run_options
+@click.option("--site", type=click.Path(path_type=Path), default=DEFAULT_SITE, show_default=True,
+              help="Folder to write the HTML report into.")
+@user_errors
+def report(site, **kwargs):
+    """Run, then build: compute everything and write the HTML report."""
+    from report.pipeline import run as run_pipeline
+    from report.render import build_site
+
+    run_dir = run_pipeline(_options(**kwargs))
+    index = build_site([run_dir], site)
+    click.echo(f"results: {run_dir}\nreport: {index}")
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["families", "analyses", "models"]))
+@click.option("--families-file", type=click.Path(path_type=Path), default=None,
+              help="List the families of this TOML file instead of the shipped ones.")
+@user_errors
+def list_(what, families_file):
+    """List the prompt families, the analyses, or the documented models."""
+    if what == "families":
+        from report.families import load_family_specs
+
+        for spec in load_family_specs(families_file).values():
+            click.echo(f"{spec.name:20} {spec.template!r} -> day{spec.answer_offset:+d}   {spec.description}")
+    elif what == "analyses":
+        from analyses import REGISTRY
+
+        for analysis in REGISTRY:
+            click.echo(f"{analysis.name:20} {analysis.title}")
+    else:
+        from report.catalogue import MODELS
+
+        for entry in MODELS:
+            network = "needs the network" if entry.needs_network else "offline"
+            click.echo(f"{entry.name:16} {entry.size:>10}  {network:18} {entry.note}")
