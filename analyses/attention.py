@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from analyses.attribution import head_attributions, ranked_heads, run_clean_with_cache
+from analyses.text import signed
 from analyses.types import DAYS, Analysis, Figure, PromptSet, Result
 
 N_SHOWN = 3
@@ -56,7 +57,7 @@ def _parse(name: str) -> tuple[int, int]:
 def _widget(title: str, pattern: torch.Tensor, prompts: PromptSet, heads: list[dict]) -> dict:
     stacked = torch.stack([pattern[_parse(h["head"])[0], 0, _parse(h["head"])[1]] for h in heads])
     return {"title": title, "tokens": prompts.str_tokens[0], "attention": stacked.tolist(),
-            "head_names": [f"{h['head']} (DLA {h['value']:+.2f})" for h in heads]}
+            "head_names": [f"{h['head']} (DLA {signed(h['value'])})" for h in heads]}
 
 
 def figures(result: Result) -> list[Figure]:
@@ -75,7 +76,7 @@ def narrative(result: Result) -> list[str]:
                      + (", the same head." if top_day["head"] == best["head"] else "."))
     worst = s["top_negative"][0]
     if worst["value"] < 0:
-        sentences.append(f"The most negative head, {worst['head']} ({worst['value']:+.2f}), puts "
+        sentences.append(f"The most negative head, {worst['head']} ({signed(worst['value'])}), puts "
                          f"{100 * worst['day_attention']:.0f}% of its final-position attention on the day token(s).")
     return sentences
 

@@ -50,7 +50,7 @@ def logit_lens(model, cache, prompts: PromptSet, metric: str) -> tuple[torch.Ten
 
 
 def layer_attributions(model, cache, prompts: PromptSet, metric: str) -> tuple[torch.Tensor, list[str]]:
-    """[components, batch]: embeddings, each attention layer, each MLP; + the unembedding bias sums to the logit diff."""
+    """[components, batch]: embeddings, each attention layer, each MLP (plus the unembedding bias: the logit diff)."""
     stack, labels = cache.decompose_resid(layer=-1, pos_slice=-1, return_labels=True)
     directions, _ = metric_terms(model, prompts, metric)
     return project(cache, stack, directions), list(labels)

@@ -15,6 +15,7 @@ import torch
 
 from analyses import plots
 from analyses.attribution import run_clean_with_cache
+from analyses.text import num
 from analyses.types import DAYS, Analysis, Figure, PromptSet, Result
 
 TOP_K = 10
@@ -69,7 +70,7 @@ def figures(result: Result) -> list[Figure]:
     topk = plots.table(
         ["rank", "token", "logit", "probability"],
         [list(range(1, len(lab["topk_tokens"]) + 1)), [repr(t) for t in lab["topk_tokens"]],
-         [f"{v:.2f}" for v in a["topk_logits"]], [f"{100 * v:.2f}%" for v in a["topk_probs"]]],
+         [f"{num(v)}" for v in a["topk_logits"]], [f"{num(100 * v)}%" for v in a["topk_probs"]]],
         f"Top {len(lab['topk_tokens'])} next tokens for {s['first_prompt']!r}",
     )
     per_prompt = plots.bars(lab["prompts"], {"P(correct)": np.asarray(s["p_correct"])},
@@ -77,7 +78,7 @@ def figures(result: Result) -> list[Figure]:
     confusion = plots.heatmap(a["confusion"], [f"→ {d}" for d in DAYS], list(DAYS),
                               "Day in the prompt (rows) → day the model prefers among the seven (columns)",
                               "prompts", zmid=None, height=420)
-    confusion.update_traces(colorscale="Blues", reversescale=False, zmin=0, zmax=1)
+    confusion.update_traces(colorscale="Blues", reversescale=False, zmin=0, zmax=max(1.0, float(a["confusion"].max())))
     return [Figure("behaviour-topk", topk), Figure("behaviour-p-correct", per_prompt),
             Figure("behaviour-confusion", confusion)]
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from analyses import plots
 from analyses.attribution import METRIC_LABELS, head_attributions, ranked_heads, run_clean_with_cache
+from analyses.text import signed
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 TOP_K = 5
@@ -51,14 +52,14 @@ def narrative(result: Result) -> list[str]:
     positive = [h for h in pos if h["value"] > 0][:3]
     if positive:
         sentences.append("Against the day in the prompt, the heads that write most for the correct day are "
-                         + ", ".join(f"{h['head']} ({h['value']:+.2f})" for h in positive) + ".")
+                         + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in positive) + ".")
     negative = [h for h in neg if h["value"] < 0][:3]
     if negative:
         sentences.append("The heads that write most against it are "
-                         + ", ".join(f"{h['head']} ({h['value']:+.2f})" for h in negative) + ".")
+                         + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in negative) + ".")
     other = s["clean_vs_corrupted_top_positive"][0]
     same = "the same head" if other["head"] == pos[0]["head"] else "a different head"
-    sentences.append(f"Against the corrupted answer, the top head is {other['head']} ({other['value']:+.2f}), "
+    sentences.append(f"Against the corrupted answer, the top head is {other['head']} ({signed(other['value'])}), "
                      f"{same} as for the copy comparison.")
     return sentences
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from analyses import plots
 from analyses.attribution import METRIC_LABELS, layer_attributions, metric_terms, run_clean_with_cache
 from analyses.metrics import answer_pair, logit_diff
+from analyses.text import num, signed
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 
@@ -47,18 +48,16 @@ def figures(result: Result) -> list[Figure]:
 
 
 def narrative(result: Result) -> list[str]:
-    s = result.summary
-    m = "copy"
+    s = {key.removeprefix("copy_"): value for key, value in result.summary.items()}
     sentences = [
-        f"Against the day in the prompt, {s[f'{m}_top_component']} writes the most (+{s[f'{m}_top_value']:.2f}"
-        f" of {s[f'{m}_logit_diff_mean']:+.2f}) directly into the answer."
-        if s[f"{m}_top_value"] > 0 else
+        f"Against the day in the prompt, {s['top_component']} writes the most ({signed(s['top_value'])} of "
+        f"{signed(s['logit_diff_mean'])}) directly into the answer." if s["top_value"] > 0 else
         "Against the day in the prompt, no component writes a positive direct contribution on average.",
     ]
-    if s[f"{m}_bottom_value"] < 0:
-        sentences.append(f"{s[f'{m}_bottom_component']} pushes the other way most ({s[f'{m}_bottom_value']:+.2f}).")
-    sentences.append(f"The components plus the unembedding bias ({s[f'{m}_bias_mean']:+.2f}) reconstruct the logit "
-                     f"difference to within {s[f'{m}_reconstruction_error_max']:.1e}.")
+    if s["bottom_value"] < 0:
+        sentences.append(f"{s['bottom_component']} pushes the other way most ({signed(s['bottom_value'])}).")
+    sentences.append(f"The components plus the unembedding bias ({signed(s['bias_mean'])}) reconstruct the logit "
+                     f"difference to within {num(s['reconstruction_error_max'])}.")
     return sentences
 
 

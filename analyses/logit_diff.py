@@ -13,6 +13,7 @@ import numpy as np
 
 from analyses import plots
 from analyses.metrics import answer_pair, logit_diff, model_device
+from analyses.text import num, signed
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 
@@ -52,11 +53,11 @@ def narrative(result: Result) -> list[str]:
     n = s["n_prompts"]
     copy = s["copy_logit_diff_mean"]
     sentences = [
-        f"On average the correct day's logit is {copy:+.2f} above the day named in the prompt "
-        f"(a probability ratio of {np.exp(copy):.2f}×), positive for "
+        f"On average the correct day's logit is {signed(copy)} above the day named in the prompt "
+        f"(a probability ratio of {num(np.exp(copy))}×), positive for "
         f"{round(s['copy_logit_diff_positive_frac'] * n)} of {n} prompts.",
-        f"Against the corrupted prompt's answer, the logit difference is {s['clean_logit_diff_mean']:+.2f} on the clean "
-        f"prompts and {s['corrupted_logit_diff_mean']:+.2f} on the corrupted ones.",
+        f"Against the corrupted prompt's answer, the logit difference is {signed(s['clean_logit_diff_mean'])} on the "
+        f"clean prompts and {signed(s['corrupted_logit_diff_mean'])} on the corrupted ones.",
     ]
     gap = s["clean_logit_diff_mean"] - s["corrupted_logit_diff_mean"]
     if gap <= 0:

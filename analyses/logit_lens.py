@@ -13,6 +13,7 @@ import numpy as np
 
 from analyses import plots
 from analyses.attribution import METRIC_LABELS, logit_lens, run_clean_with_cache
+from analyses.text import signed
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 
@@ -62,12 +63,12 @@ def narrative(result: Result) -> list[str]:
     s = result.summary
     final, half = s["copy_final_mean"], s["copy_half_point"]
     if half == "none":
-        return [f"The final logit difference against the day in the prompt is {final:+.2f}, not positive, so there "
+        return [f"The final logit difference against the day in the prompt is {signed(final)}, not positive, so there "
                 "is no point at which the model 'has' the answer."]
     means = s["copy_mean_by_point"]
     return [f"Against the day in the prompt, the residual stream reaches half of its final logit difference "
-            f"({final:+.2f}) {half}; it starts at {means[0]:+.2f} from the embeddings alone.",
-            f"Against the corrupted answer the final value is {s['clean_vs_corrupted_final_mean']:+.2f}, half of it "
+            f"({signed(final)}) {half}; it starts at {signed(means[0])} from the embeddings alone.",
+            f"Against the corrupted answer the final value is {signed(s['clean_vs_corrupted_final_mean'])}, half of it "
             f"reached {s['clean_vs_corrupted_half_point']}."]
 
 

@@ -68,7 +68,7 @@ def table(header: Sequence[str], columns: Sequence[Sequence], title: str, *, hei
     fig = go.Figure(go.Table(header=dict(values=list(header), align="left"),
                              cells=dict(values=[list(c) for c in columns], align="left")))
     rows = len(columns[0]) if columns else 0
-    return _finish(fig, title, height or 110 + 28 * rows)
+    return _finish(fig, title, height or 90 + 24 * rows)
 
 
 def scatter(x: np.ndarray, y: np.ndarray, names: Sequence[str], title: str, xaxis: str, yaxis: str, *,

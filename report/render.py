@@ -20,6 +20,7 @@ import plotly.io as pio
 from markupsafe import Markup
 
 from analyses import REGISTRY
+from analyses.text import num, pct, signed
 from analyses.types import Analysis, Result
 from report import results
 from report.errors import UserError
@@ -103,7 +104,7 @@ def headline(summary: dict) -> list[tuple[str, str]]:
         if key == "family":
             continue
         if isinstance(value, bool) or isinstance(value, (int, float, str)):
-            rows.append((key.replace("_", " "), format_value(value)))
+            rows.append((key.replace("_", " "), num(value)))
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             rows.append((key.replace("_", " "), ", ".join(_ranked_entry(v) for v in value)))
     return rows
@@ -111,30 +112,18 @@ def headline(summary: dict) -> list[tuple[str, str]]:
 
 def _ranked_entry(entry: dict) -> str:
     name = entry.get("head") or entry.get("component") or "?"
-    text = f"{name} ({format_value(entry.get('value', float('nan')), signed=True)}"
+    text = f"{name} ({num(entry.get('value', float('nan')), signed=True)}"
     if "ci_low" in entry and "ci_high" in entry:
-        text += f", 95% CI {format_value(entry['ci_low'])} to {format_value(entry['ci_high'])}"
+        text += f", 95% CI {num(entry['ci_low'])} to {num(entry['ci_high'])}"
     return text + ")"
-
-
-def format_value(value, signed: bool = False) -> str:
-    """Numbers to 3 significant figures (small ones in scientific notation); strings as they are."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or isinstance(value, int):
-        return str(value)
-    sign = "+" if signed else ""
-    if value != 0 and abs(value) < 1e-3:
-        return f"{value:{sign}.2e}"
-    return f"{value:{sign}.3g}" if abs(value) < 1000 else f"{value:{sign},.0f}"
 
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["num"] = format_value
-    env.filters["signed"] = lambda v: format_value(v, signed=True)
-    env.filters["pct"] = lambda v: f"{100 * v:.1f}%"
+    env.filters["num"] = num
+    env.filters["signed"] = signed
+    env.filters["pct"] = pct
     return env
 
 
@@ -215,4 +204,5 @@ def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published page must be world-readable
     os.replace(tmp, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,13 @@ import torch
 TOKENIZER_DIR = Path(__file__).parent / "fixtures" / "gpt2-tokenizer"
 
 
-def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 64, seed: int = 0) -> Path:
-    """A randomly initialised GPT-2-architecture checkpoint that tokenizes exactly like GPT-2 small."""
+def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 64, seed: int = 0,
+                   split_words: tuple[str, ...] = ()) -> Path:
+    """A randomly initialised GPT-2-architecture checkpoint that tokenizes exactly like GPT-2 small.
+
+    `split_words` (e.g. (" Wednesday",)) removes the BPE merge that makes each of them one token, so that a
+    test has a tokenizer for which a family's answer is not a single token.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     torch.manual_seed(seed)
@@ -22,8 +28,22 @@ def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int 
             if name.endswith(".bias") or ".ln_" in name:
                 param.add_(0.05 * torch.randn_like(param))
     model.save_pretrained(folder)
-    GPT2TokenizerFast.from_pretrained(TOKENIZER_DIR).save_pretrained(folder)
+    GPT2TokenizerFast.from_pretrained(_tokenizer_dir(folder, split_words)).save_pretrained(folder)
     return folder
+
+
+def _tokenizer_dir(folder: Path, split_words: tuple[str, ...]) -> Path:
+    if not split_words:
+        return TOKENIZER_DIR
+    merged = {word.replace(" ", "\u0120") for word in split_words}  # GPT-2 spells a leading space as U+0120
+    edited = folder / "edited-tokenizer"
+    edited.mkdir()
+    shutil.copy(TOKENIZER_DIR / "vocab.json", edited / "vocab.json")
+    lines = (TOKENIZER_DIR / "merges.txt").read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.replace(" ", "") not in merged]
+    assert len(kept) == len(lines) - len(split_words), "each split word must be made by exactly one merge"
+    (edited / "merges.txt").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return edited
 
 
 @pytest.fixture(scope="session")

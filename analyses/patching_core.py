@@ -1,0 +1,468 @@
+"""Activation patching, exact and batched, and attribution patching: the maths, no plotting.
+
+Method (Meng et al. 2022; Wang et al. 2022; Heimersheim & Nanda 2024, "How to use and interpret activation
+patching"): run the corrupted prompts, replace one activation by its value on the clean prompts, and measure
+how far the patching logit difference moves back towards the clean run.
+
+    LD(run)     = logit(clean answer) - logit(corrupted answer), at the final position  [batch]
+    effect      = (LD_patched - LD_corrupted) / (LD_clean - LD_corrupted)              0 = corrupted, 1 = clean
+
+Normalisation. Every sweep keeps the raw patched LD per prompt, [layers, units, batch]. Two normalisations:
+  * per prompt:  (LD_patched[i] - LD_corrupted[i]) / (LD_clean[i] - LD_corrupted[i])   (arrays `*_per_prompt`)
+  * of the mean: (mean_i LD_patched - mean_i LD_corrupted) / (mean_i LD_clean - mean_i LD_corrupted)
+The headline numbers (heatmaps, rankings, summary) use the normalisation of the mean: a prompt whose clean
+and corrupted LD nearly agree has a tiny per-prompt denominator and would dominate a mean of per-prompt
+ratios. The 95% interval resamples prompts (1000 bootstrap resamples, seed 0) and recomputes that same
+ratio of means on each resample.
+
+Sweeps (a unit is one position or one head):
+  resid_pre, attn_out, mlp_out   [layer, position]  the activation at one position
+  z, v                           [layer, head]      one head's output / values at every position
+  pattern                        [layer, head]      one head's whole attention pattern
+
+Exact and fast (`exact_sweeps`). A naive sweep runs the full model once per patch (`looped_sweep`, kept as
+the reference). Here:
+  * patches are stacked along the batch dimension, rows = patch-major (row = patch * n_prompts + prompt),
+    chunk after chunk, so one block call serves hundreds of patches;
+  * every patch at layer L starts from the corrupted run's residual stream entering block L and runs only
+    blocks L..n-1, calling the bridge's blocks directly. TransformerBridge's `start_at_layer` does NOT do
+    this: it feeds the residual as `inputs_embeds` and HF still executes blocks 0..L-1, discarding their
+    output (see its docstring; checked by counting block calls);
+  * each block gets the other arguments the model passed it in the corrupted run (attention mask, rotary
+    position embeddings, ...; KV caches dropped), captured once with a forward pre-hook and tiled over the
+    patches, so any architecture the bridge runs works unchanged;
+  * only the final position is unembedded, and only on the two answer columns of W_U (2 x d_model
+    multiply-adds per row instead of d_model x d_vocab per position);
+  * chunk sizes come from free memory (CUDA: mem_get_info; CPU: available RAM, capped so a chunk's working
+    set stays cache-friendly).
+Positions before the patched one are not reused: that would need the K/V of the corrupted run inside each
+architecture's attention, which the bridge does not expose; every block is the model's own module.
+
+Attribution patching (`attribution_sweeps`; Nanda 2023, "Attribution Patching"; Syed et al. 2023, EAP): the
+first-order Taylor estimate LD_patched - LD_corrupted ~ (a_clean - a_corrupted) . dLD/da at the corrupted
+run, for every activation a at once, from one clean forward, one corrupted forward and one backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+
+from analyses.metrics import answer_pair, logit_diff, model_device
+from analyses.types import PromptSet
+
+NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), with LD = logit(clean answer) "
+                 "− logit(corrupted answer) at the final position and each LD averaged over the prompts first; "
+                 "0 = the corrupted run, 1 = the clean run")
+N_BOOTSTRAP = 1000
+CPU_TOKENS_PER_CHUNK = 4096  # rows x positions per block call on CPU: larger stops paying off (cache misses)
+MEMORY_FRACTION = {"cuda": 0.5, "cpu": 0.25}  # share of free memory one chunk's working set may take
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    hook: str  # hook name template with {layer}
+    dim: int  # axis of the unit (position or head) in the hook's activation
+    unit: str  # "pos" or "head"
+    title: str
+
+
+SWEEPS = {
+    "resid_pre": Sweep("resid_pre", "blocks.{layer}.hook_resid_pre", 1, "pos", "Residual stream before the layer"),
+    "attn_out": Sweep("attn_out", "blocks.{layer}.hook_attn_out", 1, "pos", "Attention output"),
+    "mlp_out": Sweep("mlp_out", "blocks.{layer}.hook_mlp_out", 1, "pos", "MLP output"),
+    "z": Sweep("z", "blocks.{layer}.attn.hook_z", 2, "head", "Head output (z)"),  # [batch, pos, head, d_head]
+    "v": Sweep("v", "blocks.{layer}.attn.hook_v", 2, "head", "Head values (v)"),  # [batch, pos, kv_head, d_head]
+    "pattern": Sweep("pattern", "blocks.{layer}.attn.hook_pattern", 1, "head", "Attention pattern"),  # [b, h, q, k]
+}
+POSITION_SWEEPS = ("resid_pre", "attn_out", "mlp_out")
+HEAD_SWEEPS = ("z", "v", "pattern")
+
+
+def hook_name(sweep: str, layer: int) -> str:
+    return SWEEPS[sweep].hook.format(layer=layer)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Activations patched together in one run: (sweep, unit) pairs, all at `layer`."""
+
+    layer: int
+    parts: tuple[tuple[str, int], ...]
+
+
+@dataclass
+class Runs:
+    """The clean and corrupted runs that every patch starts from. B prompts, S positions."""
+
+    clean: dict[str, torch.Tensor]  # hook name -> clean activation [B, ...]
+    corrupted: dict[str, torch.Tensor]  # hook name -> corrupted activation [B, ...]
+    clean_ld: torch.Tensor  # [B] LD of the clean run (full forward, full vocabulary)
+    corrupted_ld: torch.Tensor  # [B]
+    corrupted_tokens: torch.Tensor  # [B, S]
+    pos_ids: torch.Tensor  # [B] clean answer
+    neg_ids: torch.Tensor  # [B] corrupted answer
+    block_args: list[tuple[tuple, dict, bool]]  # per layer: (args after the residual, kwargs, residual by keyword)
+    n_layers: int
+
+    @property
+    def n_prompts(self) -> int:
+        return self.corrupted_tokens.shape[0]
+
+    def n_units(self, sweep: str) -> int:
+        return self.clean[hook_name(sweep, 0)].shape[SWEEPS[sweep].dim]
+
+
+# ---- the clean and corrupted runs ---------------------------------------------------------------------------
+
+
+def collect_runs(model, prompts: PromptSet, sweeps=tuple(SWEEPS)) -> Runs:
+    """Cache the activations the sweeps patch (plus every resid_pre) on both runs; capture the block arguments."""
+    device = model_device(model)
+    n_layers = model.cfg.n_layers
+    names = sorted({hook_name(s, layer) for s in (*sweeps, "resid_pre") for layer in range(n_layers)})
+    pos_ids, neg_ids = (ids.to(device) for ids in answer_pair(prompts, "clean_vs_corrupted"))
+    clean_logits, clean = model.run_with_cache(prompts.clean_tokens.to(device), names_filter=names)
+    corrupted_tokens = prompts.corrupted_tokens.to(device)
+    with _capture_block_args(model) as block_args:
+        corrupted_logits, corrupted = model.run_with_cache(corrupted_tokens, names_filter=names)
+    return Runs(
+        clean={n: clean[n] for n in names}, corrupted={n: corrupted[n] for n in names},
+        clean_ld=logit_diff(clean_logits[:, -1], pos_ids, neg_ids),
+        corrupted_ld=logit_diff(corrupted_logits[:, -1], pos_ids, neg_ids),
+        corrupted_tokens=corrupted_tokens, pos_ids=pos_ids, neg_ids=neg_ids,
+        block_args=block_args, n_layers=n_layers,
+    )
+
+
+@contextlib.contextmanager
+def _capture_block_args(model):
+    """Record, per block, what the model passes besides the residual stream (masks, rotary embeddings)."""
+    captured: list = [None] * len(model.blocks)
+
+    def pre_hook(layer, module, args, kwargs):
+        by_keyword = not (args and isinstance(args[0], torch.Tensor))
+        rest = args if by_keyword else args[1:]
+        kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        captured[layer] = (_drop_caches(rest), _drop_caches(kwargs), by_keyword)
+
+    handles = [block.register_forward_pre_hook(partial(pre_hook, i), with_kwargs=True)
+               for i, block in enumerate(model.blocks)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _drop_caches(value):
+    """KV caches would make a block extend the cache instead of running fresh: replace them by None."""
+    if isinstance(value, dict):
+        return {k: (False if k == "use_cache" else _drop_caches(v)) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_drop_caches(v) for v in value)
+    if type(value).__name__.endswith("Cache"):
+        return None
+    return value
+
+
+def _tile(value, reps: int, batch: int):
+    """Repeat per-prompt tensors (leading dim = batch) to the patch-major rows of a chunk."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() > 0 and value.shape[0] == batch and reps > 1:
+            return value.repeat(reps, *([1] * (value.dim() - 1)))
+        return value
+    if isinstance(value, dict):
+        return {k: _tile(v, reps, batch) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_tile(v, reps, batch) for v in value)
+    return value
+
+
+# ---- running the later blocks ---------------------------------------------------------------------------------
+
+
+def _block(model, runs: Runs, layer: int, resid: torch.Tensor) -> torch.Tensor:
+    """One block on [rows, S, d_model] rows (rows = reps x B), with the corrupted run's other arguments."""
+    args, kwargs, by_keyword = runs.block_args[layer]
+    reps = resid.shape[0] // runs.n_prompts
+    args, kwargs = _tile(args, reps, runs.n_prompts), _tile(kwargs, reps, runs.n_prompts)
+    if by_keyword:
+        out = model.blocks[layer](*args, hidden_states=resid, **kwargs)
+    else:
+        out = model.blocks[layer](resid, *args, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
+    """[rows, d_model] final-position residual -> [rows] LD, unembedding only the two answer columns."""
+    x = model.ln_final(resid_final[:, None, :])[:, 0]  # [rows, d_model]
+    W_U, b_U = model.W_U, model.b_U
+    pos = (x * W_U[:, pos_ids].T).sum(-1) + b_U[pos_ids]
+    neg = (x * W_U[:, neg_ids].T).sum(-1) + b_U[neg_ids]
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:  # Gemma-2/3-style final soft-capping acts on each logit, not on their difference
+        pos, neg = cap * torch.tanh(pos / cap), cap * torch.tanh(neg / cap)
+    return pos - neg
+
+
+def run_from_layer(model, runs: Runs, layer: int, resid: torch.Tensor, hooks=()) -> torch.Tensor:
+    """Blocks layer..n-1 on [rows, S, d] (rows = reps x B, patch-major), `hooks` on block `layer`; -> LD [rows]."""
+    reps = resid.shape[0] // runs.n_prompts
+    context = model.hooks(fwd_hooks=list(hooks)) if hooks else contextlib.nullcontext()
+    with context:
+        resid = _block(model, runs, layer, resid)
+    for later in range(layer + 1, runs.n_layers):
+        resid = _block(model, runs, later, resid)
+    return final_logit_diff(model, resid[:, -1], runs.pos_ids.repeat(reps), runs.neg_ids.repeat(reps))
+
+
+# ---- exact, batched patching --------------------------------------------------------------------------------
+
+
+def _patch_values(runs: Runs, sweep: str, layer: int, prompts: torch.Tensor, units: torch.Tensor,
+                  scale: float) -> torch.Tensor:
+    """Values written at (prompt, unit): corrupted + scale * (clean - corrupted); [k, ...rest of the activation]."""
+    name, dim = hook_name(sweep, layer), SWEEPS[sweep].dim
+    clean = runs.clean[name].movedim(dim, 1)[prompts, units]
+    if scale == 1.0:
+        return clean
+    corrupted = runs.corrupted[name].movedim(dim, 1)[prompts, units]
+    return corrupted + scale * (clean - corrupted)
+
+
+def _assign_hook(act: torch.Tensor, hook, dim: int, rows: torch.Tensor, units: torch.Tensor,
+                 values: torch.Tensor) -> torch.Tensor:
+    """Write values[k] at (rows[k], units[k]) along axis `dim` of the activation."""
+    out = act.clone()
+    out.movedim(dim, 1)[rows, units] = values.to(out.dtype)
+    return out
+
+
+def _run_chunk(model, runs: Runs, layer: int, patches: list[Patch], scale: float) -> torch.Tensor:
+    """Patched LD [n_patches, B] for patches that all sit at `layer`, in one pass through blocks layer..n-1."""
+    B = runs.n_prompts
+    resid = runs.corrupted[hook_name("resid_pre", layer)].repeat(len(patches), 1, 1)  # [n*B, S, d]
+    pairs = defaultdict(list)  # sweep -> [(patch index, unit)]
+    for i, patch in enumerate(patches):
+        for sweep, unit in patch.parts:
+            pairs[sweep].append((i, unit))
+    hooks = []
+    for sweep, items in pairs.items():
+        index = torch.tensor(items, device=resid.device)  # [k, 2]
+        prompt = torch.arange(B, device=resid.device).repeat(len(items))  # [k*B]
+        rows = index[:, 0].repeat_interleave(B) * B + prompt
+        units = index[:, 1].repeat_interleave(B)
+        values = _patch_values(runs, sweep, layer, prompt, units, scale)
+        if sweep == "resid_pre":
+            resid[rows, units] = values
+        else:
+            hook = partial(_assign_hook, dim=SWEEPS[sweep].dim, rows=rows, units=units, values=values)
+            hooks.append((hook_name(sweep, layer), hook))
+    return run_from_layer(model, runs, layer, resid, hooks).view(len(patches), B)
+
+
+def patched_logit_diffs(model, runs: Runs, patches: list[Patch], scale: float = 1.0,
+                        chunk_rows: int | None = None) -> torch.Tensor:
+    """LD [n_patches, B] of the corrupted run with each patch applied; patches grouped by layer and chunked."""
+    chunk_rows = chunk_rows or auto_chunk_rows(model, runs)
+    per_chunk = max(1, chunk_rows // runs.n_prompts)
+    out = torch.empty(len(patches), runs.n_prompts, device=runs.clean_ld.device, dtype=runs.clean_ld.dtype)
+    by_layer = defaultdict(list)
+    for i, patch in enumerate(patches):
+        by_layer[patch.layer].append(i)
+    for layer, indices in sorted(by_layer.items()):
+        for start in range(0, len(indices), per_chunk):
+            chunk = indices[start:start + per_chunk]
+            out[chunk] = _run_chunk(model, runs, layer, [patches[i] for i in chunk], scale).to(out.dtype)
+    return out
+
+
+def sweep_patches(runs: Runs, sweep: str) -> list[Patch]:
+    """One single-unit patch per (layer, unit), layer-major."""
+    return [Patch(layer, ((sweep, unit),)) for layer in range(runs.n_layers) for unit in range(runs.n_units(sweep))]
+
+
+def exact_sweeps(model, runs: Runs, sweeps=tuple(SWEEPS), scale: float = 1.0,
+                 chunk_rows: int | None = None) -> dict[str, torch.Tensor]:
+    """Patched LD per sweep, [layers, units, B]; all sweeps share the chunks of their layer."""
+    patches = {s: sweep_patches(runs, s) for s in sweeps}
+    flat = [p for s in sweeps for p in patches[s]]
+    lds = patched_logit_diffs(model, runs, flat, scale, chunk_rows)
+    out, start = {}, 0
+    for s in sweeps:
+        n = len(patches[s])
+        out[s] = lds[start:start + n].view(runs.n_layers, runs.n_units(s), runs.n_prompts)
+        start += n
+    return out
+
+
+def auto_chunk_rows(model, runs: Runs) -> int:
+    """Rows (patched sequences) per block call, from free memory and a rough per-row working set."""
+    cfg, S = model.cfg, runs.corrupted_tokens.shape[1]
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    elem = torch.finfo(runs.clean_ld.dtype).bits // 8 if runs.clean_ld.is_floating_point() else 4
+    # residual copies, q/k/v/z, MLP hidden (x3 for gated MLPs), scores + pattern + tiled mask
+    per_row = S * (10 * cfg.d_model + 4 * d_mlp + 3 * cfg.n_heads * S + S) * elem
+    device = runs.clean_ld.device
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        rows = int(MEMORY_FRACTION["cuda"] * free) // per_row
+    else:
+        rows = min(int(MEMORY_FRACTION["cpu"] * _available_ram()) // per_row, CPU_TOKENS_PER_CHUNK // S)
+    return max(runs.n_prompts, rows)
+
+
+def _available_ram() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # POSIX fallback
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# ---- the reference: one full forward per patch ----------------------------------------------------------------
+
+
+def looped_sweep(model, runs: Runs, sweep: str, scale: float = 1.0) -> torch.Tensor:
+    """Patched LD [layers, units, B], one full `run_with_hooks` forward per patch (the notebook's way)."""
+    out = torch.empty(runs.n_layers, runs.n_units(sweep), runs.n_prompts, device=runs.clean_ld.device)
+    dim = SWEEPS[sweep].dim
+    for layer in range(runs.n_layers):
+        name = hook_name(sweep, layer)
+        for unit in range(runs.n_units(sweep)):
+            index = (slice(None),) * dim + (unit,)
+            clean, corrupted = runs.clean[name][index], runs.corrupted[name][index]
+            value = clean if scale == 1.0 else corrupted + scale * (clean - corrupted)
+
+            def hook(act, hook, index=index, value=value):
+                act = act.clone()
+                act[index] = value
+                return act
+
+            logits = model.run_with_hooks(runs.corrupted_tokens, fwd_hooks=[(name, hook)])
+            out[layer, unit] = logit_diff(logits[:, -1], runs.pos_ids, runs.neg_ids)
+    return out
+
+
+# ---- attribution patching -------------------------------------------------------------------------------------
+
+
+def attribution_sweeps(model, runs: Runs, sweeps=tuple(SWEEPS)) -> dict[str, torch.Tensor]:
+    """First-order estimate of LD_patched - LD_corrupted per sweep, [layers, units, B].
+
+    (a_clean - a_corrupted) . dLD/da, the gradient taken on the corrupted run and summed over every axis of
+    the activation except batch and unit. One corrupted forward + one backward (the clean activations come
+    from `runs`). Gradients are taken with torch.autograd.grad, so no parameter's .grad is touched, and grad
+    mode is switched on only inside this function.
+    """
+    names = [hook_name(s, layer) for s in sweeps for layer in range(runs.n_layers)]
+    acts: dict[str, torch.Tensor] = {}
+
+    def keep(act, hook, name):
+        if not act.requires_grad:  # frozen parameters: make the activation a leaf so the graph still reaches it
+            act = act.detach().requires_grad_(True)
+        acts[name] = act
+        return act  # returning it makes the downstream computation depend on this exact tensor
+
+    with torch.enable_grad():
+        with model.hooks(fwd_hooks=[(n, partial(keep, name=n)) for n in names]):
+            logits = model(runs.corrupted_tokens)
+        ld = logit_diff(logits[:, -1], runs.pos_ids, runs.neg_ids)
+        grads = torch.autograd.grad(ld.sum(), [acts[n] for n in names], allow_unused=True)
+    grads = dict(zip(names, grads))
+    out = {}
+    for s in sweeps:
+        dim = SWEEPS[s].dim
+        per_layer = []
+        for layer in range(runs.n_layers):
+            name = hook_name(s, layer)
+            grad = grads[name] if grads[name] is not None else torch.zeros_like(runs.clean[name])
+            term = ((runs.clean[name] - runs.corrupted[name]) * grad.detach()).movedim(dim, 1)
+            per_layer.append(term.flatten(2).sum(-1).T)  # [units, B]
+        out[s] = torch.stack(per_layer)
+    return out
+
+
+# ---- normalisation and statistics (numpy) -----------------------------------------------------------------------
+
+
+def normalise_per_prompt(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+    """[..., B] -> [..., B]: (LD - LD_corrupted) / (LD_clean - LD_corrupted) per prompt (NaN where they agree)."""
+    den = clean - corrupted
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, (ld - corrupted) / np.where(den != 0, den, 1.0), np.nan)
+
+
+def normalise_mean(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+    """[..., B] -> [...]: the normalisation of the means over prompts (the headline statistic)."""
+    den = float(np.mean(clean) - np.mean(corrupted))
+    change = ld.mean(-1) - np.mean(corrupted)
+    return change / den if den != 0 else np.full(change.shape, np.nan)
+
+
+def bootstrap_ci(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray, n_resamples: int = N_BOOTSTRAP,
+                 level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """[N, B] -> (low [N], high [N]): percentile interval of normalise_mean over prompts resampled with replacement.
+
+    Resamples whose clean and corrupted means coincide (undefined ratio) are left out.
+    """
+    rng = np.random.default_rng(seed)
+    B = ld.shape[-1]
+    idx = rng.integers(0, B, size=(n_resamples, B))  # [R, B]
+    change = ld[:, idx].mean(-1) - corrupted[idx].mean(-1)  # [N, R]
+    den = clean[idx].mean(-1) - corrupted[idx].mean(-1)  # [R]
+    ok = den != 0
+    if not ok.any():
+        return np.full(ld.shape[0], np.nan), np.full(ld.shape[0], np.nan)
+    stats = change[:, ok] / den[ok]
+    tail = 100 * (1 - level) / 2
+    return np.percentile(stats, tail, axis=1), np.percentile(stats, 100 - tail, axis=1)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two arrays (flattened); NaN when either is constant."""
+    a, b = np.ravel(a).astype(float), np.ravel(b).astype(float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+# ---- one call for an analysis -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResults:
+    """Numbers of exact and attribution patching for some sweeps, as numpy arrays (B prompts)."""
+
+    exact: dict[str, np.ndarray]  # sweep -> patched LD [layers, units, B]
+    attribution: dict[str, np.ndarray]  # sweep -> estimated LD_patched [layers, units, B] (LD_corrupted + estimate)
+    clean_ld: np.ndarray  # [B]
+    corrupted_ld: np.ndarray  # [B]
+
+
+def run_sweeps(model, prompts: PromptSet, sweeps, chunk_rows: int | None = None) -> SweepResults:
+    """Exact and attribution patching of `sweeps` for one prompt family."""
+    runs = collect_runs(model, prompts, sweeps)
+    exact = exact_sweeps(model, runs, sweeps, chunk_rows=chunk_rows)
+    attribution = attribution_sweeps(model, runs, sweeps)
+    corrupted = runs.corrupted_ld
+
+    def numpy(t: torch.Tensor) -> np.ndarray:
+        return t.detach().float().cpu().numpy()
+
+    return SweepResults(
+        exact={s: numpy(exact[s]) for s in sweeps},
+        attribution={s: numpy(attribution[s] + corrupted) for s in sweeps},
+        clean_ld=numpy(runs.clean_ld), corrupted_ld=numpy(corrupted),
+    )

@@ -1,0 +1,101 @@
+"""Bad input through the CLI: one clear line naming the culprit, a non-zero exit, no traceback, no results."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from conftest import save_tiny_gpt2
+
+from report.cli import main
+
+
+@pytest.fixture(scope="module")
+def wednesday_split_checkpoint(tmp_path_factory):
+    """A tiny model whose tokenizer spells ' Wednesday' in two tokens."""
+    return save_tiny_gpt2(tmp_path_factory.mktemp("split-wednesday"), split_words=(" Wednesday",))
+
+
+def run_cli(args, out):
+    result = CliRunner().invoke(main, ["run", "--out", str(out), "--device", "cpu", *args])
+    return result
+
+
+def assert_user_error(result, out, *fragments, code=None):
+    assert result.exit_code != 0
+    if code is not None:
+        assert result.exit_code == code
+    assert isinstance(result.exception, SystemExit)  # handled: no traceback
+    assert "Traceback" not in result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    for fragment in fragments:
+        assert fragment in result.output
+    assert not out.exists() or not any(out.iterdir()), "a failed run must leave no results"
+
+
+def test_unknown_family(tmp_path, tiny_checkpoint):
+    out = tmp_path / "runs"
+    result = run_cli(["--model", str(tiny_checkpoint), "--families", "tomorrow,fortnight"], out)
+    assert_user_error(result, out, "unknown family 'fortnight'")
+
+
+def test_unknown_analysis(tmp_path, tiny_checkpoint):
+    out = tmp_path / "runs"
+    result = run_cli(["--model", str(tiny_checkpoint), "--analyses", "behaviour,astrology"], out)
+    assert_user_error(result, out, "unknown analysis 'astrology'")
+
+
+def test_answer_that_is_not_one_token(tmp_path, wednesday_split_checkpoint):
+    out = tmp_path / "runs"
+    result = run_cli(["--model", str(wednesday_split_checkpoint), "--families", "tomorrow"], out)
+    assert_user_error(result, out, "family 'tomorrow'", "' Wednesday' is 2 tokens")
+
+
+def test_prompts_of_unequal_token_length(tmp_path, tiny_checkpoint):
+    families = tmp_path / "mine.toml"
+    families.write_text('[plural]\ntemplate = "Today it is {day}s so tomorrow it is"\nanswer_offset = 1\n')
+    out = tmp_path / "runs"
+    result = run_cli(["--model", str(tiny_checkpoint), "--families-file", str(families)], out)
+    assert_user_error(result, out, "family 'plural'", "same token length")
+
+
+def test_malformed_toml(tmp_path, tiny_checkpoint):
+    families = tmp_path / "broken.toml"
+    families.write_text("[plural\ntemplate = ")
+    out = tmp_path / "runs"
+    result = run_cli(["--model", str(tiny_checkpoint), "--families-file", str(families)], out)
+    assert_user_error(result, out, "broken.toml", "not valid TOML")
+
+
+def test_missing_model_folder(tmp_path):
+    out = tmp_path / "runs"
+    result = run_cli(["--model", str(tmp_path / "no-such-model")], out)
+    assert_user_error(result, out, "no-such-model", "not found", code=2)
+
+
+def test_unreachable_hub_says_how_to_run_offline(tmp_path, monkeypatch):
+    # What a machine without network sees, without waiting for the hub client's retries.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
+    out = tmp_path / "runs"
+    result = run_cli(["--model", "gpt2-small"], out)
+    assert_user_error(result, out, "'gpt2-small'", "hub cannot be reached", "local checkpoint folder",
+                      "gemma-3-270m", code=2)
+
+
+def test_resume_without_a_run(tmp_path, tiny_checkpoint):
+    out = tmp_path / "runs"
+    result = run_cli(["--model", str(tiny_checkpoint), "--resume"], out)
+    assert_user_error(result, out, "no run to resume")
+
+
+def test_build_of_a_folder_that_is_not_a_run(tmp_path):
+    site = tmp_path / "site"
+    result = CliRunner().invoke(main, ["build", str(tmp_path), "--site", str(site)])
+    assert_user_error(result, site, "not a run folder")
+
+
+def test_every_option_has_help():
+    for command in ("run", "build", "report", "list"):
+        result = CliRunner().invoke(main, [command, "--help"])
+        assert result.exit_code == 0
+    assert "--families-file" in CliRunner().invoke(main, ["run", "--help"]).output

@@ -1,0 +1,89 @@
+"""The shipped families are valid for GPT-2's tokenizer, their answers follow the calendar, and bad files fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyses.types import DAYS
+from report.families import FamilyError, build_prompt_set, load_family_specs, select_families
+
+SHIPPED = load_family_specs()
+
+
+def test_ships_at_least_six_families_covering_the_required_offsets():
+    assert len(SHIPPED) >= 6
+    offsets = {spec.answer_offset for spec in SHIPPED.values()}
+    assert {1, 2, -1, 3} <= offsets
+    templates = {spec.template for spec in SHIPPED.values()}
+    assert "Yesterday it was {day} so tomorrow it is" in templates
+    assert "If today is {day}, tomorrow is" in templates
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_family_tokenizes_into_single_token_answers_and_equal_lengths(name, tokenizer):
+    prompts = build_prompt_set(SHIPPED[name], tokenizer)
+    assert prompts.days == list(range(7))  # all seven days
+    assert prompts.clean_tokens.shape == prompts.corrupted_tokens.shape
+    assert prompts.clean_tokens.shape[0] == 7
+    for ids in (prompts.answer_ids, prompts.copy_ids, prompts.corrupted_answer_ids):
+        for token in ids.tolist():
+            assert tokenizer.decode([token]).strip() in DAYS
+            assert tokenizer.decode([token]).startswith(" ")
+    assert (prompts.answer_ids != prompts.corrupted_answer_ids).all()
+    assert prompts.clean_tokens[0, 0].item() == tokenizer.bos_token_id
+
+
+def test_yesterday_tomorrow_answer_is_two_days_after_the_named_day(tokenizer):
+    prompts = build_prompt_set(SHIPPED["yesterday_tomorrow"], tokenizer)
+    monday = prompts.clean_prompts.index("Yesterday it was Monday so tomorrow it is")
+    assert tokenizer.decode([prompts.answer_ids[monday].item()]) == " Wednesday"
+    assert tokenizer.decode([prompts.copy_ids[monday].item()]) == " Monday"
+
+
+def test_list_continuation_wraps_around_the_week(tokenizer):
+    prompts = build_prompt_set(SHIPPED["list_continuation"], tokenizer)
+    saturday = prompts.clean_prompts.index("Saturday, Sunday, Monday,")
+    assert tokenizer.decode([prompts.answer_ids[saturday].item()]) == " Tuesday"
+    assert tokenizer.decode([prompts.copy_ids[saturday].item()]) == " Monday"
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "families.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_unknown_key_names_the_family_and_the_key(tmp_path):
+    path = _write(tmp_path, '[mine]\ntemplate = "Today it is {day} so tomorrow it is"\nanswer_offset = 1\nofset = 2\n')
+    with pytest.raises(FamilyError, match=r"family 'mine'.*unknown key.*ofset"):
+        load_family_specs(path)
+
+
+def test_unequal_token_lengths_name_the_family_and_the_prompt(tmp_path, tokenizer):
+    path = _write(tmp_path, '[plural]\ntemplate = "Today it is {day}s so tomorrow it is"\nanswer_offset = 1\n')
+    spec = load_family_specs(path)["plural"]
+    with pytest.raises(FamilyError, match=r"family 'plural', prompt 'Today it is \w+s so tomorrow it is'"):
+        build_prompt_set(spec, tokenizer)
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    path = _write(tmp_path, "[broken\ntemplate = 1")
+    with pytest.raises(FamilyError, match="not valid TOML"):
+        load_family_specs(path)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('template = "Today it is Monday"\nanswer_offset = 1', "no {day} slot"),
+    ('template = "Today it is {day} {month}"\nanswer_offset = 1', "slot other than"),
+    ('template = "Today it is {day}"\nanswer_offset = 1\ncorrupt_shift = 7', "multiple of 7"),
+    ('template = "Today it is {day}"\nanswer_offset = "one"', "whole number"),
+    ('template = "Today it is {day}"', "missing key"),
+])
+def test_invalid_family_definitions_are_rejected(tmp_path, body, message):
+    with pytest.raises(FamilyError, match=message):
+        load_family_specs(_write(tmp_path, f"[mine]\n{body}\n"))
+
+
+def test_unknown_family_lists_the_known_ones():
+    with pytest.raises(FamilyError, match=r"unknown family 'nope'; known: tomorrow"):
+        select_families(SHIPPED, "tomorrow,nope")
