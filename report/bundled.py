@@ -201,6 +201,7 @@ def _save_processed(model: Any, tokenizer: Any, folder: Path) -> None:
 
     config = copy.deepcopy(model.config)
     config.tie_word_embeddings = False  # centring and folding give W_U its own values
+    config.architectures = [type(model).__name__]  # model.save_pretrained() would add it; boot reads it
     hf_names = list(model.state_dict())
     bridge = build_bridge_from_module(model, type(model).__name__, hf_config=model.config)
     bridge.enable_compatibility_mode(disable_warnings=True, **PROCESSING)

@@ -1,0 +1,180 @@
+"""End to end on a tiny checkpoint: `report` writes every section, self-contained; `build` reproduces it byte for byte."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from analyses import REGISTRY
+from report.cli import main
+from report.families import load_family_specs
+
+REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)  # http://, https://, //host (not file: here)
+HOSTILE = "<script>alert(1)</script>"
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def built(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    invoke("report", "--model", tiny_checkpoint, "--families", "all", "--out", root / "runs",
+           "--site", root / "site", "--device", "cpu", "--run-id", "tiny")
+    return root / "runs" / "tiny", root / "site"
+
+
+def pages(site: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(site)): p.read_bytes() for p in sorted(site.rglob("*.html"))}
+
+
+def test_report_writes_a_page_per_family_with_every_section(built, tiny_checkpoint):
+    run_dir, site = built
+    families = list(load_family_specs())
+    assert families and REGISTRY
+    model = Path(tiny_checkpoint).name
+    for family in families:
+        html = (site / model / f"{family}.html").read_text(encoding="utf-8")
+        for analysis in REGISTRY:
+            assert f'<section id="{analysis.name}">' in html, (family, analysis.name)
+        assert html.count('class="plotly-graph-div"') >= len([a for a in REGISTRY if a.name != "attention"])
+        assert 'class="cv-widget"' in html
+
+
+def test_index_links_resolve_and_overview_lists_every_family(built):
+    _, site = built
+    index = (site / "index.html").read_text(encoding="utf-8")
+    links = [link for link in re.findall(r'href="([^"#]+\.html)"', index) if link != "index.html"]
+    assert len(links) == len(load_family_specs())  # one page per family
+    for link in links:
+        assert (site / link).is_file(), link
+
+
+class TagCollector(HTMLParser):
+    """Every start tag with its attributes; script bodies are not parsed as markup, as in a browser."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_pages_make_no_network_request(built):
+    _, site = built
+    assert pages(site)
+    for name, html in pages(site).items():
+        collector = TagCollector()
+        collector.feed(html.decode("utf-8"))
+        tags = collector.tags
+        assert name == "index.html" or any(tag == "script" for tag, _ in tags), name  # bundles are inlined
+        for tag, attrs in tags:
+            assert not (tag == "script" and "src" in attrs), (name, attrs)
+            assert not (tag == "link" and "stylesheet" in (attrs.get("rel") or "")), (name, attrs)
+            for key in ("src", "href", "srcset", "data", "poster"):
+                assert not REMOTE.match(attrs.get(key) or ""), (name, tag, attrs)
+
+
+def test_build_from_the_saved_run_alone_gives_the_same_bytes(built, tmp_path, monkeypatch):
+    run_dir, site = built
+    import report.model
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("build must not load a model")
+
+    monkeypatch.setattr(report.model, "load_model", no_model)
+    invoke("build", run_dir, "--site", tmp_path / "rebuilt")
+    assert pages(tmp_path / "rebuilt") == pages(site)
+
+
+def test_every_summary_is_a_flat_json_object(built):
+    run_dir, _ = built
+    summaries = list(run_dir.rglob("summary.json"))
+    assert len(summaries) == len(load_family_specs()) * len(REGISTRY)
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert isinstance(summary, dict)
+        for key, value in summary.items():
+            assert isinstance(value, (int, float, str, list)), (path, key)
+
+
+def test_manifest_records_what_a_reviewer_needs(built):
+    run_dir, _ = built
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    for key in ("command", "device", "git_commit", "packages", "created", "total_seconds"):
+        assert manifest[key] not in (None, "")
+    (model,) = manifest["models"].values()
+    assert model["n_layers"] == 2 and model["revision"]
+    assert all(entry["status"] == "complete" for entry in model["analyses"].values())
+    assert len(model["families"]["tomorrow"]["prompts"]) == 7
+
+
+def test_hostile_family_text_is_escaped(tiny_checkpoint, tmp_path):
+    families = tmp_path / "hostile.toml"
+    families.write_text(f'[hostile]\ndescription = "{HOSTILE}"\n'
+                        f'template = "{HOSTILE} Today it is {{day}} so tomorrow it is"\nanswer_offset = 1\n')
+    invoke("report", "--model", tiny_checkpoint, "--families-file", families, "--out", tmp_path / "runs",
+           "--site", tmp_path / "site", "--device", "cpu", "--analyses", "behaviour,attention")
+    html = (tmp_path / "site" / Path(tiny_checkpoint).name / "hostile.html").read_text(encoding="utf-8")
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert HOSTILE not in index and "&lt;script&gt;" in index
+
+
+def test_resume_recomputes_only_what_is_missing(tiny_checkpoint, tmp_path):
+    args = ["run", "--model", tiny_checkpoint, "--families", "tomorrow,day_after", "--analyses",
+            "behaviour,logit_diff", "--out", tmp_path, "--device", "cpu", "--run-id", "r"]
+    invoke(*args)
+    model_dir = tmp_path / "r" / Path(tiny_checkpoint).name
+    kept = model_dir / "tomorrow" / "behaviour" / "summary.json"
+    before = kept.stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(model_dir / "day_after" / "logit_diff")
+    invoke(*args, "--resume")
+    assert (model_dir / "day_after" / "logit_diff" / "summary.json").is_file()
+    assert kept.stat().st_mtime_ns == before
+
+
+def test_an_interrupted_run_leaves_only_complete_results(tiny_checkpoint, tmp_path, monkeypatch):
+    import analyses.logit_diff as logit_diff
+
+    calls = []
+
+    def crash_on_second_family(model, prompts):
+        calls.append(prompts.family)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return logit_diff.compute(model, prompts)
+
+    import dataclasses
+
+    import report.pipeline
+
+    crashing = tuple(dataclasses.replace(a, compute=crash_on_second_family) if a.name == "logit_diff" else a
+                     for a in REGISTRY)
+    monkeypatch.setattr(report.pipeline, "REGISTRY", crashing)
+    monkeypatch.setattr(report.pipeline, "BY_NAME", {a.name: a for a in crashing})
+    result = CliRunner().invoke(main, ["run", "--model", str(tiny_checkpoint), "--families", "tomorrow,day_after",
+                                       "--analyses", "behaviour,logit_diff", "--out", str(tmp_path),
+                                       "--device", "cpu", "--run-id", "r"])
+    assert isinstance(result.exception, RuntimeError)
+    run_dir = tmp_path / "r"
+    assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+    for folder in run_dir.rglob("*"):
+        if folder.is_dir() and folder.parent.parent.parent == run_dir:  # <run>/<model>/<family>/<analysis>
+            assert (folder / "summary.json").is_file(), folder
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
+    assert (run_dir / Path(tiny_checkpoint).name / "tomorrow" / "logit_diff" / "summary.json").is_file()
+    assert not (run_dir / Path(tiny_checkpoint).name / "day_after" / "logit_diff").exists()
