@@ -1,4 +1,4 @@
-"""End to end on a tiny checkpoint: `report` writes every section, self-contained; `build` reproduces it byte for byte."""
+"""End to end on a tiny checkpoint: `report` writes every section, self-contained; `build` reproduces it exactly."""
 
 from __future__ import annotations
 
