@@ -73,3 +73,23 @@ def tiny_prompt_sets(tiny_model):
     specs = load_family_specs()
     return {name: build_prompt_set(spec, tiny_model.tokenizer, tiny_model.cfg.default_prepend_bos)
             for name, spec in specs.items()}
+
+
+def invoke(*args):
+    """Run the CLI in-process; fail the test with its output unless it exits 0."""
+    from click.testing import CliRunner
+
+    from report.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
+    """`report` on the tiny checkpoint, every family and analysis: (run folder, site folder)."""
+    root = tmp_path_factory.mktemp("report")
+    invoke("report", "--model", tiny_checkpoint, "--families", "all", "--out", root / "runs",
+           "--site", root / "site", "--device", "cpu", "--run-id", "tiny")
+    return root / "runs" / "tiny", root / "site"

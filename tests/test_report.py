@@ -7,8 +7,8 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
+from conftest import invoke
 
 from analyses import REGISTRY
 from report.cli import main
@@ -18,26 +18,12 @@ REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)  # http://,
 HOSTILE = "<script>alert(1)</script>"
 
 
-def invoke(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-@pytest.fixture(scope="module")
-def built(tiny_checkpoint, tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    invoke("report", "--model", tiny_checkpoint, "--families", "all", "--out", root / "runs",
-           "--site", root / "site", "--device", "cpu", "--run-id", "tiny")
-    return root / "runs" / "tiny", root / "site"
-
-
 def pages(site: Path) -> dict[str, bytes]:
     return {str(p.relative_to(site)): p.read_bytes() for p in sorted(site.rglob("*.html"))}
 
 
-def test_report_writes_a_page_per_family_with_every_section(built, tiny_checkpoint):
-    run_dir, site = built
+def test_report_writes_a_page_per_family_with_every_section(tiny_report, tiny_checkpoint):
+    run_dir, site = tiny_report
     families = list(load_family_specs())
     assert families and REGISTRY
     model = Path(tiny_checkpoint).name
@@ -49,8 +35,8 @@ def test_report_writes_a_page_per_family_with_every_section(built, tiny_checkpoi
         assert 'class="cv-widget"' in html
 
 
-def test_index_links_resolve_and_overview_lists_every_family(built):
-    _, site = built
+def test_index_links_resolve_and_overview_lists_every_family(tiny_report):
+    _, site = tiny_report
     index = (site / "index.html").read_text(encoding="utf-8")
     links = [link for link in re.findall(r'href="([^"#]+\.html)"', index) if link != "index.html"]
     assert len(links) == len(load_family_specs())  # one page per family
@@ -69,8 +55,8 @@ class TagCollector(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
-def test_pages_make_no_network_request(built):
-    _, site = built
+def test_pages_make_no_network_request(tiny_report):
+    _, site = tiny_report
     assert pages(site)
     for name, html in pages(site).items():
         collector = TagCollector()
@@ -84,8 +70,8 @@ def test_pages_make_no_network_request(built):
                 assert not REMOTE.match(attrs.get(key) or ""), (name, tag, attrs)
 
 
-def test_build_from_the_saved_run_alone_gives_the_same_bytes(built, tmp_path, monkeypatch):
-    run_dir, site = built
+def test_build_from_the_saved_run_alone_gives_the_same_bytes(tiny_report, tmp_path, monkeypatch):
+    run_dir, site = tiny_report
     import report.model
 
     def no_model(*args, **kwargs):
@@ -96,8 +82,8 @@ def test_build_from_the_saved_run_alone_gives_the_same_bytes(built, tmp_path, mo
     assert pages(tmp_path / "rebuilt") == pages(site)
 
 
-def test_every_summary_is_a_flat_json_object(built):
-    run_dir, _ = built
+def test_every_summary_is_a_flat_json_object(tiny_report):
+    run_dir, _ = tiny_report
     summaries = list(run_dir.rglob("summary.json"))
     assert len(summaries) == len(load_family_specs()) * len(REGISTRY)
     for path in summaries:
@@ -107,8 +93,8 @@ def test_every_summary_is_a_flat_json_object(built):
             assert isinstance(value, (int, float, str, list)), (path, key)
 
 
-def test_manifest_records_what_a_reviewer_needs(built):
-    run_dir, _ = built
+def test_manifest_records_what_a_reviewer_needs(tiny_report):
+    run_dir, _ = tiny_report
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     for key in ("command", "device", "git_commit", "packages", "created", "total_seconds"):
