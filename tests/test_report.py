@@ -164,3 +164,18 @@ def test_an_interrupted_run_leaves_only_complete_results(tiny_checkpoint, tmp_pa
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
     assert (run_dir / Path(tiny_checkpoint).name / "tomorrow" / "logit_diff" / "summary.json").is_file()
     assert not (run_dir / Path(tiny_checkpoint).name / "day_after" / "logit_diff").exists()
+
+
+def test_a_family_one_model_cannot_use_is_skipped_with_a_visible_note(tiny_checkpoint, tmp_path):
+    from conftest import save_tiny_gpt2
+
+    split = save_tiny_gpt2(tmp_path / "split-wednesday", split_words=(" Wednesday",))
+    invoke("report", "--model", tiny_checkpoint, "--model", split, "--families", "tomorrow",
+           "--analyses", "behaviour", "--out", tmp_path / "runs", "--site", tmp_path / "site", "--device", "cpu")
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "skipped for this model" in index and "&#39; Wednesday&#39; is 2 tokens" in index
+    assert (tmp_path / "site" / Path(tiny_checkpoint).name / "tomorrow.html").is_file()
+    assert not (tmp_path / "site" / "split-wednesday" / "tomorrow.html").exists()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["models"]["split-wednesday"]["families"]["tomorrow"]["status"] == "skipped"
