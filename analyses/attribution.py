@@ -58,10 +58,38 @@ def layer_attributions(model, cache, prompts: PromptSet, metric: str) -> tuple[t
 
 def head_attributions(model, cache, prompts: PromptSet, metric: str) -> torch.Tensor:
     """[layers, heads, batch] direct logit attribution of each head's output (its share of attn_out, bias excluded)."""
-    stack = cache.stack_head_results(layer=-1, pos_slice=-1)
+    stack = head_outputs(model, cache)  # [layers, heads, batch, d_model]
     directions, _ = metric_terms(model, prompts, metric)
-    per_head = project(cache, stack, directions)
+    per_head = project(cache, stack.flatten(0, 1), directions)
     return per_head.reshape(model.cfg.n_layers, model.cfg.n_heads, -1)
+
+
+def head_outputs(model, cache) -> torch.Tensor:
+    """[layers, heads, batch, d_model]: what each head writes into the residual stream at the final position.
+
+    Models with a norm after attention (Gemma 2 and 3: `ln1_post`) write norm(sum of heads). With the norm's
+    scale fixed at this run's value the norm is linear, so a head's share is head / scale * gain.
+    """
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    stack = cache.stack_head_results(layer=-1, pos_slice=-1)
+    stack = stack.reshape(n_layers, n_heads, *stack.shape[1:])
+    if "blocks.0.ln1_post.hook_scale" not in cache.cache_dict:
+        return stack
+    parts = []
+    for layer in range(n_layers):
+        scale = cache[f"blocks.{layer}.ln1_post.hook_scale"][:, -1]  # [batch, 1]: the RMS divisor
+        parts.append(stack[layer] / scale * norm_gain(model.blocks[layer].ln1_post, stack.shape[-1]))
+    return torch.stack(parts)
+
+
+def norm_gain(norm, d_model: int) -> torch.Tensor:
+    """[d_model] the elementwise gain of an RMS norm, read off its output for a vector of ones (RMS 1)."""
+    ones = torch.ones(1, 1, d_model, device=model_device_of(norm))
+    return norm(ones)[0, 0]
+
+
+def model_device_of(module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def head_name(layer: int, head: int) -> str:

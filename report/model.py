@@ -32,6 +32,7 @@ class LoadedModel:
     model: object  # the TransformerBridge
     device: str
     revision: str  # commit / file hash where known, else "unknown"
+    processing: dict  # the weight processing applied (recorded in the manifest)
 
 
 def pick_device(requested: str) -> str:
@@ -63,8 +64,10 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     if name == BUNDLED_MODEL_NAME:
         from report.bundled import bundled_model_info, load_bundled_model
 
+        from report.bundled import PROCESSING
+
         bridge = load_bundled_model(device=device)
-        return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"])
+        return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"], PROCESSING)
     resolved = resolve_name(name)
     if is_local(name):
         folder = Path(name).expanduser().resolve()
@@ -74,7 +77,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     bridge = _boot(name, resolved, device)
     bridge.enable_compatibility_mode(**WEIGHT_PROCESSING, disable_warnings=True)
     bridge.eval()
-    return LoadedModel(name, resolved, bridge, device, _revision(bridge, resolved))
+    return LoadedModel(name, resolved, bridge, device, _revision(bridge, resolved), WEIGHT_PROCESSING)
 
 
 def _boot(name: str, resolved: str, device: str):

@@ -174,7 +174,7 @@ def _model_info(loaded, load_seconds: float) -> dict:
     dtype = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
     return {"name": loaded.name, "resolved": loaded.resolved, "revision": loaded.revision, "device": loaded.device,
             "dtype": dtype, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_model": cfg.d_model,
-            "n_params": n_params, "load_seconds": round(load_seconds, 3)}
+            "n_params": n_params, "load_seconds": round(load_seconds, 3), "weight_processing": loaded.processing}
 
 
 def _spec_info(spec: FamilySpec) -> dict:
