@@ -62,9 +62,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     """Load and process one model; raise ModelUnavailable with one clear line when that is impossible."""
     torch.set_grad_enabled(False)  # inference only; analyses that need gradients enable them locally
     if name == BUNDLED_MODEL_NAME:
-        from report.bundled import bundled_model_info, load_bundled_model
-
-        from report.bundled import PROCESSING
+        from report.bundled import PROCESSING, bundled_model_info, load_bundled_model
 
         bridge = load_bundled_model(device=device)
         return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"], PROCESSING)

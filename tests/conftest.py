@@ -93,3 +93,15 @@ def tiny_report(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     invoke("report", "--model", tiny_checkpoint, "--families", "all", "--out", root / "runs",
            "--site", root / "site", "--device", "cpu", "--run-id", "tiny")
     return root / "runs" / "tiny", root / "site"
+
+
+@pytest.fixture(scope="session")
+def gemma_report(tmp_path_factory) -> tuple[Path, Path]:
+    """`report` on the bundled Gemma 3 270M (the `offline` extra), two families, every analysis."""
+    root = tmp_path_factory.mktemp("gemma-report")
+    invoke("report", "--model", "gemma-3-270m", "--families", ",".join(GEMMA_FAMILIES), "--out", root / "runs",
+           "--site", root / "site", "--device", "cpu", "--run-id", "gemma")
+    return root / "runs" / "gemma", root / "site"
+
+
+GEMMA_FAMILIES = ("tomorrow", "day_after")

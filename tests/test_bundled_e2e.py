@@ -1,0 +1,64 @@
+"""The whole report on a real pretrained model, offline: the bundled Gemma 3 270M, two families, every analysis."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import GEMMA_FAMILIES
+
+from analyses import REGISTRY
+from report.results import analysis_dir, load_result
+
+pytestmark = pytest.mark.slow
+MODEL = "gemma-3-270m"
+
+
+def result(run_dir, family, analysis):
+    return load_result(analysis_dir(run_dir, MODEL, family, analysis))
+
+
+def test_every_summary_is_complete(gemma_report):
+    run_dir, site = gemma_report
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    model = manifest["models"][MODEL]
+    assert model["revision"] != "unknown" and model["n_layers"] == 18
+    for family in GEMMA_FAMILIES:
+        assert model["families"][family]["status"] == "ok"
+        for analysis in REGISTRY:
+            assert model["analyses"][f"{family}/{analysis.name}"]["status"] == "complete"
+            summary = json.loads((analysis_dir(run_dir, MODEL, family, analysis.name) / "summary.json").read_text())
+            assert summary, (family, analysis.name)
+        assert (site / MODEL / f"{family}.html").is_file()
+
+
+def test_gemma_knows_tomorrow_for_most_days(gemma_report):
+    run_dir, _ = gemma_report
+    summary = result(run_dir, "tomorrow", "behaviour").summary
+    assert summary["day7_acc"] >= 4 / 7
+    assert summary["p_correct_mean"] > 1 / 7 * 0.5  # a real preference, not a flat guess over the days
+
+
+def test_logit_lens_last_point_equals_the_models_logit_difference(gemma_report):
+    run_dir, _ = gemma_report
+    for family in GEMMA_FAMILIES:
+        lens = result(run_dir, family, "logit_lens").arrays["copy"]  # [points, batch]
+        direct = result(run_dir, family, "logit_diff").arrays["copy"]  # [batch], from the model's own logits
+        assert lens.shape[0] == 2 * 18 + 1
+        np.testing.assert_allclose(lens[-1], direct, atol=1e-3)
+
+
+def test_layer_attributions_reconstruct_and_heads_sum_to_their_layer(gemma_report):
+    run_dir, _ = gemma_report
+    layers = result(run_dir, "tomorrow", "dla_layers")
+    parts, bias = layers.arrays["copy"], layers.arrays["copy_bias"]
+    direct = result(run_dir, "tomorrow", "logit_diff").arrays["copy"]
+    np.testing.assert_allclose(parts.sum(axis=0) + bias, direct, atol=1e-3)
+    heads = result(run_dir, "tomorrow", "dla_heads").arrays["copy"]  # [layers, heads, batch]
+    labels = layers.labels["components"]
+    for layer in range(heads.shape[0]):
+        attn = parts[labels.index(f"{layer}_attn_out")]
+        # Gemma has no attention output bias; heads pass through its post-attention norm (see attribution.py).
+        np.testing.assert_allclose(heads[layer].sum(axis=0), attn, atol=2e-3)
