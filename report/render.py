@@ -173,8 +173,9 @@ def build_site(run_dirs: list[Path], site: Path) -> Path:
         runs.append({"manifest": manifest, "pages": pages, "rows": overview_rows(manifest, pages)})
     _check_unique(runs)
     all_pages = [p for run in runs for p in run["pages"]]
-    outputs["index.html"] = env.get_template("index.html").render(runs=runs, plotly_js=None, circuitsvis_js=None,
-                                                                 root="")
+    titles = [a.title.lower() for a in REGISTRY if any(s.analysis is a for p in all_pages for s in p.sections)]
+    outputs["index.html"] = env.get_template("index.html").render(runs=runs, section_titles=titles, plotly_js=None,
+                                                                 circuitsvis_js=None, root="")
     for run in runs:
         for page in run["pages"]:
             siblings = [p for p in run["pages"] if p.model_slug == page.model_slug]
