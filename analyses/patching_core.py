@@ -23,11 +23,13 @@ Sweeps (a unit is one position or one head):
 Exact and fast (`exact_sweeps`). A naive sweep runs the full model once per patch (`looped_sweep`, kept as
 the reference). Here:
   * patches are stacked along the batch dimension, rows = patch-major (row = patch * n_prompts + prompt),
-    chunk after chunk, so one block call serves hundreds of patches;
-  * every patch at layer L starts from the corrupted run's residual stream entering block L and runs only
-    blocks L..n-1, calling the bridge's blocks directly. TransformerBridge's `start_at_layer` does NOT do
-    this: it feeds the residual as `inputs_embeds` and HF still executes blocks 0..L-1, discarding their
-    output (see its docstring; checked by counting block calls);
+    so one block call serves hundreds of patches;
+  * a patch at layer L joins the batch at block L, starting from the corrupted run's residual stream entering
+    block L: blocks before L are never run for it. One chunk of patches at all layers therefore costs one
+    call per block, its batch growing layer by layer (few calls matter on a GPU, where launch overhead
+    dominates). The bridge's blocks are called directly: TransformerBridge's `start_at_layer` does NOT skip
+    them, it feeds the residual as `inputs_embeds` and HF still executes blocks 0..L-1, discarding their
+    output (its docstring says so; a test counts the block calls);
   * each block gets the other arguments the model passed it in the corrupted run (attention mask, rotary
     position embeddings, ...; KV caches dropped), captured once with a forward pre-hook and tiled over the
     patches, so any architecture the bridge runs works unchanged;
@@ -122,6 +124,7 @@ class Runs:
 # ---- the clean and corrupted runs ---------------------------------------------------------------------------
 
 
+@torch.no_grad()
 def collect_runs(model, prompts: PromptSet, sweeps=tuple(SWEEPS)) -> Runs:
     """Cache the activations the sweeps patch (plus every resid_pre) on both runs; capture the block arguments."""
     device = model_device(model)
@@ -173,9 +176,13 @@ def _drop_caches(value):
 
 
 def _tile(value, reps: int, batch: int):
-    """Repeat per-prompt tensors (leading dim = batch) to the patch-major rows of a chunk."""
+    """Repeat per-prompt tensors to the patch-major rows of a chunk.
+
+    Per-prompt means at least 2-D with a leading dim of `batch` (masks [B, 1, S, S], padding masks [B, S]);
+    1-D tensors (cache positions [S]) and broadcast ones ([1, S, d] rotary tables) are shared as they are.
+    """
     if isinstance(value, torch.Tensor):
-        if value.dim() > 0 and value.shape[0] == batch and reps > 1:
+        if value.dim() > 1 and value.shape[0] == batch and reps > 1:
             return value.repeat(reps, *([1] * (value.dim() - 1)))
         return value
     if isinstance(value, dict):
@@ -212,17 +219,6 @@ def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, ne
     return pos - neg
 
 
-def run_from_layer(model, runs: Runs, layer: int, resid: torch.Tensor, hooks=()) -> torch.Tensor:
-    """Blocks layer..n-1 on [rows, S, d] (rows = reps x B, patch-major), `hooks` on block `layer`; -> LD [rows]."""
-    reps = resid.shape[0] // runs.n_prompts
-    context = model.hooks(fwd_hooks=list(hooks)) if hooks else contextlib.nullcontext()
-    with context:
-        resid = _block(model, runs, layer, resid)
-    for later in range(layer + 1, runs.n_layers):
-        resid = _block(model, runs, later, resid)
-    return final_logit_diff(model, resid[:, -1], runs.pos_ids.repeat(reps), runs.neg_ids.repeat(reps))
-
-
 # ---- exact, batched patching --------------------------------------------------------------------------------
 
 
@@ -245,10 +241,11 @@ def _assign_hook(act: torch.Tensor, hook, dim: int, rows: torch.Tensor, units: t
     return out
 
 
-def _run_chunk(model, runs: Runs, layer: int, patches: list[Patch], scale: float) -> torch.Tensor:
-    """Patched LD [n_patches, B] for patches that all sit at `layer`, in one pass through blocks layer..n-1."""
+def _join(runs: Runs, layer: int, patches: list[Patch], offset: int, scale: float):
+    """Rows [n*B, S, d] for patches at `layer` (the corrupted resid_pre, resid_pre patches applied), and the hooks
+    that patch the rest inside block `layer`; these rows sit at offset.. in the batch."""
     B = runs.n_prompts
-    resid = runs.corrupted[hook_name("resid_pre", layer)].repeat(len(patches), 1, 1)  # [n*B, S, d]
+    resid = runs.corrupted[hook_name("resid_pre", layer)].repeat(len(patches), 1, 1)
     pairs = defaultdict(list)  # sweep -> [(patch index, unit)]
     for i, patch in enumerate(patches):
         for sweep, unit in patch.parts:
@@ -257,30 +254,53 @@ def _run_chunk(model, runs: Runs, layer: int, patches: list[Patch], scale: float
     for sweep, items in pairs.items():
         index = torch.tensor(items, device=resid.device)  # [k, 2]
         prompt = torch.arange(B, device=resid.device).repeat(len(items))  # [k*B]
-        rows = index[:, 0].repeat_interleave(B) * B + prompt
+        rows = index[:, 0].repeat_interleave(B) * B + prompt  # patch-major
         units = index[:, 1].repeat_interleave(B)
         values = _patch_values(runs, sweep, layer, prompt, units, scale)
         if sweep == "resid_pre":
             resid[rows, units] = values
         else:
-            hook = partial(_assign_hook, dim=SWEEPS[sweep].dim, rows=rows, units=units, values=values)
+            hook = partial(_assign_hook, dim=SWEEPS[sweep].dim, rows=rows + offset, units=units, values=values)
             hooks.append((hook_name(sweep, layer), hook))
-    return run_from_layer(model, runs, layer, resid, hooks).view(len(patches), B)
+    return resid, hooks
 
 
+def _run_chunk(model, runs: Runs, patches: list[Patch], scale: float) -> torch.Tensor:
+    """Patched LD [n_patches, B] for patches sorted by layer, in one pass up the blocks.
+
+    Rows join the batch at the block of their patch: before it they equal the corrupted run, so they are not
+    computed there. One chunk of patches at every layer thus costs n_layers block calls, not one pass per layer.
+    """
+    resid = None  # [rows, S, d_model]: the rows that have joined, patch-major, in patch order
+    for layer in range(patches[0].layer, runs.n_layers):
+        joining = [p for p in patches if p.layer == layer]
+        hooks = []
+        if joining:
+            offset = 0 if resid is None else resid.shape[0]
+            fresh, hooks = _join(runs, layer, joining, offset, scale)
+            resid = fresh if resid is None else torch.cat([resid, fresh])
+        with model.hooks(fwd_hooks=hooks) if hooks else contextlib.nullcontext():
+            resid = _block(model, runs, layer, resid)
+    reps = len(patches)
+    ld = final_logit_diff(model, resid[:, -1], runs.pos_ids.repeat(reps), runs.neg_ids.repeat(reps))
+    return ld.view(reps, runs.n_prompts)
+
+
+@torch.no_grad()
 def patched_logit_diffs(model, runs: Runs, patches: list[Patch], scale: float = 1.0,
                         chunk_rows: int | None = None) -> torch.Tensor:
-    """LD [n_patches, B] of the corrupted run with each patch applied; patches grouped by layer and chunked."""
+    """LD [n_patches, B] of the corrupted run with each patch applied.
+
+    Patches are sorted by layer and cut into chunks of at most chunk_rows rows (patch x prompt); each chunk is one
+    staggered pass up the blocks (`_run_chunk`).
+    """
     chunk_rows = chunk_rows or auto_chunk_rows(model, runs)
     per_chunk = max(1, chunk_rows // runs.n_prompts)
     out = torch.empty(len(patches), runs.n_prompts, device=runs.clean_ld.device, dtype=runs.clean_ld.dtype)
-    by_layer = defaultdict(list)
-    for i, patch in enumerate(patches):
-        by_layer[patch.layer].append(i)
-    for layer, indices in sorted(by_layer.items()):
-        for start in range(0, len(indices), per_chunk):
-            chunk = indices[start:start + per_chunk]
-            out[chunk] = _run_chunk(model, runs, layer, [patches[i] for i in chunk], scale).to(out.dtype)
+    order = sorted(range(len(patches)), key=lambda i: patches[i].layer)
+    for start in range(0, len(order), per_chunk):
+        chunk = order[start:start + per_chunk]
+        out[chunk] = _run_chunk(model, runs, [patches[i] for i in chunk], scale).to(out.dtype)
     return out
 
 
@@ -291,7 +311,7 @@ def sweep_patches(runs: Runs, sweep: str) -> list[Patch]:
 
 def exact_sweeps(model, runs: Runs, sweeps=tuple(SWEEPS), scale: float = 1.0,
                  chunk_rows: int | None = None) -> dict[str, torch.Tensor]:
-    """Patched LD per sweep, [layers, units, B]; all sweeps share the chunks of their layer."""
+    """Patched LD per sweep, [layers, units, B]; the sweeps share chunks (and block calls)."""
     patches = {s: sweep_patches(runs, s) for s in sweeps}
     flat = [p for s in sweeps for p in patches[s]]
     lds = patched_logit_diffs(model, runs, flat, scale, chunk_rows)
@@ -307,7 +327,7 @@ def auto_chunk_rows(model, runs: Runs) -> int:
     """Rows (patched sequences) per block call, from free memory and a rough per-row working set."""
     cfg, S = model.cfg, runs.corrupted_tokens.shape[1]
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-    elem = torch.finfo(runs.clean_ld.dtype).bits // 8 if runs.clean_ld.is_floating_point() else 4
+    elem = runs.corrupted[hook_name("resid_pre", 0)].element_size()
     # residual copies, q/k/v/z, MLP hidden (x3 for gated MLPs), scores + pattern + tiled mask
     per_row = S * (10 * cfg.d_model + 4 * d_mlp + 3 * cfg.n_heads * S + S) * elem
     device = runs.clean_ld.device
@@ -333,11 +353,16 @@ def _available_ram() -> int:
 # ---- the reference: one full forward per patch ----------------------------------------------------------------
 
 
-def looped_sweep(model, runs: Runs, sweep: str, scale: float = 1.0) -> torch.Tensor:
-    """Patched LD [layers, units, B], one full `run_with_hooks` forward per patch (the notebook's way)."""
-    out = torch.empty(runs.n_layers, runs.n_units(sweep), runs.n_prompts, device=runs.clean_ld.device)
+@torch.no_grad()
+def looped_sweep(model, runs: Runs, sweep: str, scale: float = 1.0, layers=None) -> torch.Tensor:
+    """Patched LD [layers, units, B], one full `run_with_hooks` forward per patch (the notebook's way).
+
+    `layers` limits the loop to some layers (the other rows stay NaN).
+    """
+    out = torch.full((runs.n_layers, runs.n_units(sweep), runs.n_prompts), float("nan"),
+                     device=runs.clean_ld.device, dtype=runs.clean_ld.dtype)
     dim = SWEEPS[sweep].dim
-    for layer in range(runs.n_layers):
+    for layer in range(runs.n_layers) if layers is None else layers:
         name = hook_name(sweep, layer)
         for unit in range(runs.n_units(sweep)):
             index = (slice(None),) * dim + (unit,)
@@ -410,17 +435,18 @@ def normalise_mean(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> 
     return change / den if den != 0 else np.full(change.shape, np.nan)
 
 
-def bootstrap_ci(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray, n_resamples: int = N_BOOTSTRAP,
-                 level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """[N, B] -> (low [N], high [N]): percentile interval of normalise_mean over prompts resampled with replacement.
+def bootstrap_ci(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray, normalised: bool = True,
+                 n_resamples: int = N_BOOTSTRAP, level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """[N, B] -> (low [N], high [N]): percentile interval over prompts resampled with replacement.
 
-    Resamples whose clean and corrupted means coincide (undefined ratio) are left out.
+    The statistic is normalise_mean (or, with normalised=False, the mean change LD - LD_corrupted).
+    Resamples whose clean and corrupted means coincide (ratio undefined) are left out.
     """
     rng = np.random.default_rng(seed)
     B = ld.shape[-1]
     idx = rng.integers(0, B, size=(n_resamples, B))  # [R, B]
     change = ld[:, idx].mean(-1) - corrupted[idx].mean(-1)  # [N, R]
-    den = clean[idx].mean(-1) - corrupted[idx].mean(-1)  # [R]
+    den = clean[idx].mean(-1) - corrupted[idx].mean(-1) if normalised else np.ones(n_resamples)  # [R]
     ok = den != 0
     if not ok.any():
         return np.full(ld.shape[0], np.nan), np.full(ld.shape[0], np.nan)
@@ -449,6 +475,7 @@ class SweepResults:
     attribution: dict[str, np.ndarray]  # sweep -> estimated LD_patched [layers, units, B] (LD_corrupted + estimate)
     clean_ld: np.ndarray  # [B]
     corrupted_ld: np.ndarray  # [B]
+    first_prompt_patterns: np.ndarray | None = None  # [layers, heads, S, S] clean attention of prompt 0
 
 
 def run_sweeps(model, prompts: PromptSet, sweeps, chunk_rows: int | None = None) -> SweepResults:
@@ -465,4 +492,88 @@ def run_sweeps(model, prompts: PromptSet, sweeps, chunk_rows: int | None = None)
         exact={s: numpy(exact[s]) for s in sweeps},
         attribution={s: numpy(attribution[s] + corrupted) for s in sweeps},
         clean_ld=numpy(runs.clean_ld), corrupted_ld=numpy(corrupted),
+        first_prompt_patterns=np.stack([numpy(runs.clean[hook_name("pattern", layer)][0])
+                                        for layer in range(runs.n_layers)]) if "pattern" in sweeps else None,
     )
+
+
+@dataclass
+class SweepStats:
+    """What the report shows for one sweep. U units (positions or heads), B prompts.
+
+    With `normalised` False (clean and corrupted mean LD equal, the ratio undefined) every statistic is the raw
+    change LD - LD_corrupted instead of the fraction of the clean-corrupted gap.
+    """
+
+    exact: np.ndarray  # [layers, U] headline statistic
+    attribution: np.ndarray  # [layers, U] same statistic of the attribution estimate
+    ci_low: np.ndarray  # [layers, U] 95% bootstrap interval of `exact`
+    ci_high: np.ndarray  # [layers, U]
+    exact_per_prompt: np.ndarray  # [layers, U, B] per-prompt normalisation (NaN where a prompt's runs agree)
+    attribution_per_prompt: np.ndarray  # [layers, U, B]
+    correlation: float  # Pearson r of attribution vs exact over all [layers, U] cells
+    normalised: bool
+
+
+def is_normalisable(results: SweepResults) -> bool:
+    return float(np.mean(results.clean_ld) - np.mean(results.corrupted_ld)) != 0
+
+
+def sweep_stats(results: SweepResults, sweep: str) -> SweepStats:
+    k, c = results.clean_ld, results.corrupted_ld
+    exact, attr = results.exact[sweep], results.attribution[sweep]  # [L, U, B]
+    normalised = is_normalisable(results)
+
+    def headline(ld: np.ndarray) -> np.ndarray:
+        return normalise_mean(ld, k, c) if normalised else ld.mean(-1) - c.mean()
+
+    def per_prompt(ld: np.ndarray) -> np.ndarray:
+        return normalise_per_prompt(ld, k, c) if normalised else ld - c
+
+    low, high = bootstrap_ci(exact.reshape(-1, exact.shape[-1]), k, c, normalised)
+    return SweepStats(
+        exact=headline(exact), attribution=headline(attr),
+        ci_low=low.reshape(exact.shape[:2]), ci_high=high.reshape(exact.shape[:2]),
+        exact_per_prompt=per_prompt(exact), attribution_per_prompt=per_prompt(attr),
+        correlation=pearson(headline(attr), headline(exact)), normalised=normalised,
+    )
+
+
+def stats_arrays(sweep: str, stats: SweepStats, results: SweepResults) -> dict[str, np.ndarray]:
+    """The arrays an analysis stores for one sweep (names prefixed by the sweep)."""
+    return {
+        f"{sweep}_exact": stats.exact, f"{sweep}_attribution": stats.attribution,
+        f"{sweep}_ci_low": stats.ci_low, f"{sweep}_ci_high": stats.ci_high,
+        f"{sweep}_exact_per_prompt": stats.exact_per_prompt,
+        f"{sweep}_attribution_per_prompt": stats.attribution_per_prompt,
+        f"{sweep}_exact_logit_diff": results.exact[sweep],
+        f"{sweep}_attribution_logit_diff": results.attribution[sweep],
+    }
+
+
+def finite_or_none(x) -> float | None:
+    """A JSON-safe float (the results store refuses NaN)."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def ranked(stats: SweepStats, names: np.ndarray, k: int, key: str = "component") -> list[dict]:
+    """The k cells with the largest |exact effect|, largest first, as summary entries."""
+    flat = np.nan_to_num(np.abs(stats.exact.ravel()), nan=-1.0)
+    order = np.argsort(-flat, kind="stable")[:k]
+    return [{key: str(names.ravel()[i]), "value": finite_or_none(stats.exact.ravel()[i]),
+             "ci_low": finite_or_none(stats.ci_low.ravel()[i]), "ci_high": finite_or_none(stats.ci_high.ravel()[i]),
+             "attribution": finite_or_none(stats.attribution.ravel()[i])} for i in order]
+
+
+def common_summary(results: SweepResults, prompts: PromptSet, n_layers: int) -> dict:
+    normalised = is_normalisable(results)
+    return {
+        "family": prompts.family, "n_prompts": int(len(results.clean_ld)), "n_layers": int(n_layers),
+        "clean_logit_diff_mean": float(np.mean(results.clean_ld)),
+        "corrupted_logit_diff_mean": float(np.mean(results.corrupted_ld)),
+        "normalised": normalised,
+        "value_unit": "fraction of the clean − corrupted logit difference" if normalised
+        else "change in logit difference (clean and corrupted runs agree, so no normalisation)",
+        "bootstrap_resamples": N_BOOTSTRAP,
+    }

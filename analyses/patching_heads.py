@@ -1,0 +1,175 @@
+"""Activation patching per attention head: head output (z), values (v) and attention pattern, over all positions.
+
+For every head, the corrupted prompts are run with that head's z (its output before W_O), its values or its
+attention pattern taken from the clean prompts at every position. Patching v changes the head's output through
+what it moves; patching the pattern, through where it looks; z is both. Effects are normalised so that 0 is the
+corrupted run and 1 the clean run, on LD = logit(clean answer) - logit(corrupted answer) at the final position
+(`analyses.patching_core`). Attribution patching is computed beside it.
+
+Arrays, per sweep s in (z, v, pattern), L layers, H heads (v: key-value heads), B prompts:
+    {s}_exact, {s}_attribution, {s}_ci_low, {s}_ci_high      [L, H]
+    {s}_exact_per_prompt, {s}_attribution_per_prompt        [L, H, B]
+    {s}_exact_logit_diff, {s}_attribution_logit_diff        [L, H, B]
+    clean_logit_diff, corrupted_logit_diff                  [B]
+Labels: `heads` ([L][H] "L9H1"), `kv_heads` ([L][H_kv] names of the value heads).
+Widgets: attention patterns, on the first clean prompt, of the top heads by |z effect| in the early, middle and
+late thirds of the layers.
+Summary contract: `top_heads` = [{"head": "L9H1", "value": 0.61, "ci_low", "ci_high", "attribution",
+"v_value", "pattern_value"}] sorted by |value| (z sweep), largest first; `v_top`, `pattern_top` likewise
+(keys "head", "value", ...); attribution_corr_{s}; clean_logit_diff_mean, corrupted_logit_diff_mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyses import patching_core as core
+from analyses import plots
+from analyses.patching_positions import (
+    agreement_scatter,
+    baseline_sentences,
+    correlation_sentence,
+    effect_phrase,
+    hover_text,
+    paired_heatmap,
+    percent,
+    unit_label,
+)
+from analyses.types import Analysis, Figure, PromptSet, Result
+
+NAME = "patching_heads"
+TOP_K = 10
+WIDGET_HEADS = 3  # heads per layer group in the attention widgets
+GROUPS = ("early", "middle", "late")
+SHORT = {"z": "head output", "v": "values", "pattern": "attention pattern"}
+
+
+def head_names(n_layers: int, n_heads: int) -> np.ndarray:
+    return np.array([[f"L{layer}H{head}" for head in range(n_heads)] for layer in range(n_layers)])
+
+
+def z_to_kv(n_heads: int, n_kv: int) -> np.ndarray:
+    """[n_heads] the key-value head each query head reads (grouped-query attention; identity otherwise)."""
+    return np.arange(n_heads) // (n_heads // n_kv)
+
+
+def compute(model, prompts: PromptSet) -> Result:
+    results = core.run_sweeps(model, prompts, core.HEAD_SWEEPS)
+    n_layers = model.cfg.n_layers
+    stats = {s: core.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
+    names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in core.HEAD_SWEEPS}
+    summary = core.common_summary(results, prompts, n_layers)
+    arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
+    for sweep in core.HEAD_SWEEPS:
+        arrays.update(core.stats_arrays(sweep, stats[sweep], results))
+        if np.isfinite(stats[sweep].correlation):
+            summary[f"attribution_corr_{sweep}"] = stats[sweep].correlation
+    summary["n_heads"], summary["n_kv_heads"] = int(names["z"].shape[1]), int(names["v"].shape[1])
+    summary["top_heads"] = _top_heads(stats, names["z"])
+    summary["v_top"] = core.ranked(stats["v"], names["v"], TOP_K, key="head")
+    summary["pattern_top"] = core.ranked(stats["pattern"], names["pattern"], TOP_K, key="head")
+    widgets = _widgets(stats["z"].exact, names["z"], results.first_prompt_patterns, prompts)
+    labels = {"heads": names["z"].tolist(), "kv_heads": names["v"].tolist()}
+    return Result(summary=summary, arrays=arrays, labels=labels, widgets=widgets)
+
+
+def _top_heads(stats: dict[str, core.SweepStats], names: np.ndarray) -> list[dict]:
+    """Top heads by |z effect|, each with its v and pattern effects (v through its key-value head)."""
+    entries = core.ranked(stats["z"], names, TOP_K, key="head")
+    kv = z_to_kv(stats["z"].exact.shape[1], stats["v"].exact.shape[1])
+    for entry in entries:
+        layer, head = _parse(entry["head"])
+        entry["v_value"] = core.finite_or_none(stats["v"].exact[layer, kv[head]])
+        entry["pattern_value"] = core.finite_or_none(stats["pattern"].exact[layer, head])
+    return entries
+
+
+def _parse(name: str) -> tuple[int, int]:
+    layer, head = name[1:].split("H")
+    return int(layer), int(head)
+
+
+def layer_group(layer: int, n_layers: int) -> int:
+    """0, 1, 2 = early, middle, late third of the layers."""
+    return min(2, 3 * layer // n_layers)
+
+
+def _widgets(z_effect: np.ndarray, names: np.ndarray, patterns: np.ndarray, prompts: PromptSet) -> list[dict]:
+    """Per third of the layers, the attention patterns [heads][dest][src] of its top heads by |z effect|."""
+    n_layers = z_effect.shape[0]
+    widgets = []
+    for group, label in enumerate(GROUPS):
+        layers = [layer for layer in range(n_layers) if layer_group(layer, n_layers) == group]
+        if not layers:
+            continue
+        cells = [(layer, head) for layer in layers for head in range(z_effect.shape[1])]
+        cells.sort(key=lambda c: -np.nan_to_num(abs(z_effect[c]), nan=-1.0))
+        chosen = cells[:WIDGET_HEADS]
+        widgets.append({
+            "title": f"{label.capitalize()} layers (L{layers[0]}–L{layers[-1]}): top heads by |z patching effect|, "
+                     f"first clean prompt",
+            "tokens": list(prompts.str_tokens[0]),
+            "attention": [np.round(patterns[layer, head], 4).tolist() for layer, head in chosen],
+            "head_names": [f"{names[c]} (z {z_effect[c]:+.2f})" for c in chosen],
+        })
+    return widgets
+
+
+def figures(result: Result) -> list[Figure]:
+    heads = np.array(result.labels["heads"])
+    kv_heads = np.array(result.labels["kv_heads"])
+    layers = [f"L{layer}" for layer in range(heads.shape[0])]
+    unit = unit_label(result.summary)
+    out = []
+    for sweep, names in (("z", heads), ("v", kv_heads), ("pattern", heads)):
+        fig = paired_heatmap(result.arrays[f"{sweep}_exact"], result.arrays[f"{sweep}_attribution"],
+                             [f"H{h}" for h in range(names.shape[1])], layers, hover_text(result, sweep, names),
+                             f"Patching each head's {SHORT[sweep]} at every position (clean → corrupted)", unit,
+                             "head")
+        out.append(Figure(f"{NAME}-{sweep}", fig))
+    kv = z_to_kv(heads.shape[1], kv_heads.shape[1])
+    z = result.arrays["z_exact"]
+    for sweep, other in (("v", result.arrays["v_exact"][:, kv]), ("pattern", result.arrays["pattern_exact"])):
+        fig = plots.scatter(z.ravel(), other.ravel(), heads.ravel().tolist(),
+                            f"Head output (z) against {SHORT[sweep]}, exact patching",
+                            f"z effect ({unit})", f"{sweep} effect ({unit})")
+        out.append(Figure(f"{NAME}-z-vs-{sweep}", fig))
+    out.append(Figure(f"{NAME}-attribution-vs-exact", agreement_scatter(result, core.HEAD_SWEEPS, heads)))
+    return out
+
+
+def narrative(result: Result) -> list[str]:
+    s = result.summary
+    normalised = s["normalised"]
+    sentences = baseline_sentences(s)
+    best = s["top_heads"][0]
+    sentences.append(f"Patching head {best['head']}'s output {effect_phrase(best, normalised)}, "
+                     "the largest effect of any head.")
+    others = s["top_heads"][1:3]
+    if others:
+        sentences.append("The next largest are " + " and ".join(
+            f"{e['head']} ({percent(e['value'], normalised)})" for e in others) + ".")
+    if best["v_value"] is not None and best["pattern_value"] is not None:
+        values = "its values" if s["n_kv_heads"] == s["n_heads"] else "the values of its key-value group"
+        sentences.append(f"Through {values} alone {best['head']} moves {percent(best['v_value'], normalised)}, "
+                         f"through its attention pattern alone {percent(best['pattern_value'], normalised)}.")
+    if best["attribution"] is not None:
+        sentences.append(f"Attribution patching estimates {best['head']}'s effect at "
+                         f"{percent(best['attribution'], normalised)} (exact: {percent(best['value'], normalised)}).")
+    corr = correlation_sentence(s, core.HEAD_SWEEPS, SHORT)
+    if corr:
+        sentences.append(corr)
+    return sentences
+
+
+PATCHING_HEADS = Analysis(
+    name=NAME,
+    title="Activation patching by attention head",
+    definition="Each cell: the corrupted prompts run with one head's output (z, before W_O), its values (v) or its "
+               "attention pattern taken from the clean prompts at every position. " + core.NORMALISATION
+               + ". Intervals: 95% bootstrap over prompts (1000 resamples). Right-hand panels: attribution patching, "
+               "the first-order estimate (clean − corrupted activation) · gradient of the logit difference on the "
+               "corrupted run. With grouped-query attention, v is patched per key-value head.",
+    compute=compute, figures=figures, narrative=narrative,
+    description="Which heads cause the answer, and whether through what they move or where they look.",
+)
