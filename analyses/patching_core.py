@@ -476,6 +476,7 @@ class SweepResults:
     clean_ld: np.ndarray  # [B]
     corrupted_ld: np.ndarray  # [B]
     first_prompt_patterns: np.ndarray | None = None  # [layers, heads, S, S] clean attention of prompt 0
+    everything_ld: np.ndarray | None = None  # [B] LD with the whole residual stream before layer 0 patched
 
 
 def run_sweeps(model, prompts: PromptSet, sweeps, chunk_rows: int | None = None) -> SweepResults:
@@ -494,7 +495,15 @@ def run_sweeps(model, prompts: PromptSet, sweeps, chunk_rows: int | None = None)
         clean_ld=numpy(runs.clean_ld), corrupted_ld=numpy(corrupted),
         first_prompt_patterns=np.stack([numpy(runs.clean[hook_name("pattern", layer)][0])
                                         for layer in range(runs.n_layers)]) if "pattern" in sweeps else None,
+        everything_ld=numpy(patched_logit_diffs(model, runs, [patch_everything(runs)])[0])
+        if "resid_pre" in sweeps else None,
     )
+
+
+def patch_everything(runs: Runs) -> Patch:
+    """The whole residual stream before layer 0: this patched run is the clean run (a check of the machinery)."""
+    n_positions = runs.corrupted_tokens.shape[1]
+    return Patch(0, tuple(("resid_pre", p) for p in range(n_positions)))
 
 
 @dataclass

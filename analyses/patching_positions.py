@@ -56,6 +56,9 @@ def compute(model, prompts: PromptSet) -> Result:
         summary[f"{sweep}_top"] = core.ranked(stats, names, TOP_K)
         if np.isfinite(stats.correlation):
             summary[f"attribution_corr_{sweep}"] = stats.correlation
+    if summary["normalised"]:  # a check of the machinery: this patched run is the clean run, so it must be 1
+        summary["resid_pre_all_positions_layer0_effect"] = float(core.normalise_mean(
+            results.everything_ld, results.clean_ld, results.corrupted_ld))
     labels = {"positions": positions, "layers": [f"L{layer}" for layer in range(n_layers)]}
     return Result(summary=summary, arrays=arrays, labels=labels)
 
@@ -179,6 +182,9 @@ def narrative(result: Result) -> list[str]:
     corr = correlation_sentence(s, core.POSITION_SWEEPS, SHORT)
     if corr:
         sentences.append(corr)
+    if "resid_pre_all_positions_layer0_effect" in s:
+        sentences.append("As a check, patching the whole residual stream before layer 0 (every position at once) "
+                         f"recovers {s['resid_pre_all_positions_layer0_effect']:.4f} of the gap; it must be 1.")
     return sentences
 
 

@@ -62,3 +62,14 @@ def test_layer_attributions_reconstruct_and_heads_sum_to_their_layer(gemma_repor
         attn = parts[labels.index(f"{layer}_attn_out")]
         # Gemma has no attention output bias; heads pass through its post-attention norm (see attribution.py).
         np.testing.assert_allclose(heads[layer].sum(axis=0), attn, atol=2e-3)
+
+
+def test_patching_the_whole_residual_stream_before_layer_0_recovers_the_clean_run(gemma_report):
+    run_dir, _ = gemma_report
+    for family in GEMMA_FAMILIES:
+        summary = result(run_dir, family, "patching_positions").summary
+        assert summary["normalised"]
+        assert summary["resid_pre_all_positions_layer0_effect"] == pytest.approx(1.0, abs=1e-4)
+        heads = result(run_dir, family, "patching_heads").summary
+        values = [abs(h["value"]) for h in heads["top_heads"]]
+        assert values == sorted(values, reverse=True) and len(values) > 0

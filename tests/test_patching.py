@@ -294,3 +294,8 @@ def _tiny_gemma3(folder, tokenizer):
     model.enable_compatibility_mode(fold_ln=True, center_writing_weights=True, center_unembed=True,
                                     refactor_factored_attn_matrices=False, disable_warnings=True)
     return model.eval()
+
+
+def test_position_summary_records_that_patching_everything_recovers_one(position_result):
+    assert position_result.summary["resid_pre_all_positions_layer0_effect"] == pytest.approx(1.0, abs=1e-4)
+    assert any("recovers 1.0000" in sentence for sentence in PATCHING_POSITIONS.narrative(position_result))
