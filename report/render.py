@@ -8,6 +8,7 @@ close the <script>. Element ids are fixed, so rebuilding the same runs gives the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -72,9 +73,9 @@ def plotly_js() -> Markup:
 
 @cache
 def circuitsvis_js() -> Markup:
-    import circuitsvis
-
-    return inline_js((Path(circuitsvis.__file__).parent / CIRCUITSVIS_BUNDLE).read_text(encoding="utf-8"))
+    # find_spec locates the package without importing it (its __init__ pulls in torch and importlib_metadata)
+    package = Path(importlib.util.find_spec("circuitsvis").origin).parent
+    return inline_js((package / CIRCUITSVIS_BUNDLE).read_text(encoding="utf-8"))
 
 
 def figure_html(figure_id: str, figure) -> Markup:
