@@ -166,7 +166,8 @@ def correlation_sentence(s: dict, sweeps, short: dict) -> str | None:
     parts = [f"{s[f'attribution_corr_{sw}']:.2f} ({short[sw]})" for sw in sweeps if f"attribution_corr_{sw}" in s]
     if not parts:
         return None
-    return "Attribution patching agrees with exact patching with Pearson r = " + ", ".join(parts) + "."
+    return ("Pearson correlation between attribution patching's estimates and the exact effects, over all cells: r = "
+            + ", ".join(parts) + ".")
 
 
 def narrative(result: Result) -> list[str]:

@@ -14,11 +14,7 @@ needs, and the achieved GFLOP/s against a float32 matmul peak measured here.
     python benchmarks/patching.py --device cuda        # GPU: everything in one command
 Targets: (b) >= 3x faster than (a) on a 2-core CPU, >= 30x on an H100/H200; (c) >= 50x.
 
-Measured 2026-11-27, family 'tomorrow' (7 prompts x 9 tokens), all six sweeps, loop = transformer_lens.patching:
-  2-core AMD EPYC CPU (fp32 matmul peak ~160 GFLOP/s): (a) 178 s, (b) 29 s = 6.1x (4.3-6.1x sweep by sweep;
-      93% of peak), (c) 0.41 s = 434x; max |(a) - (b)| 7.7e-07.
-  NVIDIA H200 (fp32 matmul peak ~51 TFLOP/s): (a) 20.8 s, (b) 0.17 s = 125x (59-82x sweep by sweep),
-      (c) 0.059 s = 352x; max |(a) - (b)| 3.9e-06.
+The latest figures, with the machine that produced them, are in README.md (section Benchmarks).
 """
 
 from __future__ import annotations
