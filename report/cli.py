@@ -128,4 +128,4 @@ def list_(what, families_file):
 
         for entry in MODELS:
             network = "needs the network" if entry.needs_network else "offline"
-            click.echo(f"{entry.name:16} {entry.size:>10}  {network:18} {entry.note}")
+            click.echo(f"{entry.name:24} {entry.size:>6}  {network:18} {entry.note}")

@@ -183,11 +183,8 @@ def _spec_info(spec: FamilySpec) -> dict:
 
 
 def _prompt_info(prompts) -> dict:
-    tokenizer_free = {
-        "prompts": prompts.clean_prompts, "corrupted_prompts": prompts.corrupted_prompts,
-        "n_tokens": int(prompts.clean_tokens.shape[1]),
-    }
-    return tokenizer_free
+    return {"prompts": prompts.clean_prompts, "corrupted_prompts": prompts.corrupted_prompts,
+            "n_tokens": int(prompts.clean_tokens.shape[1])}
 
 
 def _versions() -> dict[str, str]:

@@ -99,3 +99,17 @@ def test_every_option_has_help():
         result = CliRunner().invoke(main, [command, "--help"])
         assert result.exit_code == 0
     assert "--families-file" in CliRunner().invoke(main, ["run", "--help"]).output
+
+
+def test_list_shows_families_analyses_and_models_with_size_and_network():
+    from analyses import REGISTRY
+
+    families = CliRunner().invoke(main, ["list", "families"]).output
+    assert "yesterday_tomorrow" in families and "day+2" in families
+    analyses = CliRunner().invoke(main, ["list", "analyses"]).output
+    assert all(a.name in analyses for a in REGISTRY)
+    models = CliRunner().invoke(main, ["list", "models"]).output.splitlines()
+    gpt2 = next(line for line in models if line.startswith("gpt2 "))
+    gemma = next(line for line in models if line.startswith("gemma-3-270m"))
+    assert "124M" in gpt2 and "needs the network" in gpt2
+    assert "270M" in gemma and "offline" in gemma
