@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -62,9 +63,27 @@ def _options(models, families, families_file, analyses, out, device, resume, run
                       command=" ".join(shlex.quote(a) for a in ["weekday-circuits", *sys.argv[1:]]))
 
 
+class _EchoHandler(logging.Handler):
+    """Progress messages of `report.*` (e.g. the bundled model's minute-long first load) on stderr.
+
+    click.echo looks up stderr at each call, so the handler survives CliRunner swapping the streams in tests.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def _show_progress_messages() -> None:
+    logger = logging.getLogger("report")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.setLevel(logging.INFO)
+
+
 @click.group()
 def main():
     """How small language models know what day comes next: compute, save and publish the evidence."""
+    _show_progress_messages()
 
 
 @main.command()

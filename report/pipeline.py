@@ -8,6 +8,7 @@ a family that no model can use is an error.
 
 from __future__ import annotations
 
+import logging
 import platform
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from report.errors import UserError
 from report.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
 from report.model import check_model_name, load_model, load_tokenizer, pick_device
 
+log = logging.getLogger(__name__)
 PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "plotly", "circuitsvis", "jinja2",
             "einops", "click", "numpy")
 
@@ -127,6 +129,7 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, families, a
 
 def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str]) -> None:
     started = time.perf_counter()
+    log.info("loading %s on %s", name, device)
     loaded = load_model(name, device)
     model = loaded.model
     slug = _unique_slug(manifest, name)
