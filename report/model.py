@@ -73,9 +73,25 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
             raise ModelUnavailable(f"model folder {name!r} not found or has no config.json")
         resolved = str(folder)
     bridge = _boot(name, resolved, device)
-    bridge.enable_compatibility_mode(**WEIGHT_PROCESSING, disable_warnings=True)
+    processing = processing_for(bridge.cfg)
+    bridge.enable_compatibility_mode(**processing, disable_warnings=True)
     bridge.eval()
-    return LoadedModel(name, resolved, bridge, device, _revision(bridge, resolved), WEIGHT_PROCESSING)
+    return LoadedModel(name, resolved, bridge, device, _revision(bridge, resolved), processing)
+
+
+def processing_for(cfg) -> dict:
+    """The notebook's processing, less the steps that do not apply to this architecture.
+
+    Centring the writing weights assumes a LayerNorm that subtracts the mean (RMSNorm does not, so it would
+    change the logits); refactoring W_Q W_K assumes scores computed from them directly (rotary embeddings sit
+    in between, and TransformerLens refuses it). Pythia, Llama-style and Gemma models need these exceptions.
+    """
+    flags = dict(WEIGHT_PROCESSING)
+    if str(getattr(cfg, "normalization_type", "") or "").upper().startswith("RMS"):
+        flags["center_writing_weights"] = False
+    if getattr(cfg, "positional_embedding_type", "standard") == "rotary":
+        flags["refactor_factored_attn_matrices"] = False
+    return flags
 
 
 def _boot(name: str, resolved: str, device: str):
