@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from analyses.attribution import head_attributions, ranked_heads, run_clean_with_cache
+from analyses.attribution import head_attributions, parse_head_name, ranked_heads, run_clean_with_cache
 from analyses.text import signed
 from analyses.types import DAYS, Analysis, Figure, PromptSet, Result
 
@@ -34,7 +34,7 @@ def compute(model, prompts: PromptSet) -> Result:
     on_days = (pattern[:, :, :, -1, :] * day_positions(prompts)[None, :, None, :]).sum(-1).mean(1)  # [layers, heads]
     shown = ranked_heads(mean_attr, N_SHOWN, largest=True) + ranked_heads(mean_attr, N_SHOWN, largest=False)
     for entry in shown:
-        layer, head = _parse(entry["head"])
+        layer, head = parse_head_name(entry["head"])
         entry["day_attention"] = float(on_days[layer, head])
     widgets = [_widget(title, pattern, prompts, heads) for title, heads in
                (("Top positive heads by direct logit attribution", shown[:N_SHOWN]),
@@ -49,13 +49,9 @@ def compute(model, prompts: PromptSet) -> Result:
     return Result(summary=summary, arrays={"day_attention": on_days.numpy()}, widgets=widgets)
 
 
-def _parse(name: str) -> tuple[int, int]:
-    layer, head = name[1:].split("H")
-    return int(layer), int(head)
-
 
 def _widget(title: str, pattern: torch.Tensor, prompts: PromptSet, heads: list[dict]) -> dict:
-    stacked = torch.stack([pattern[_parse(h["head"])[0], 0, _parse(h["head"])[1]] for h in heads])
+    stacked = torch.stack([pattern[layer, 0, head] for layer, head in (parse_head_name(h["head"]) for h in heads)])
     return {"title": title, "tokens": prompts.str_tokens[0], "attention": stacked.tolist(),
             "head_names": [f"{h['head']} (DLA {signed(h['value'])})" for h in heads]}
 

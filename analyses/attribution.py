@@ -96,6 +96,12 @@ def head_name(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
+def parse_head_name(name: str) -> tuple[int, int]:
+    """'L9H1' -> (9, 1)."""
+    layer, head = name[1:].split("H")
+    return int(layer), int(head)
+
+
 def ranked_heads(values: torch.Tensor, k: int, largest: bool) -> list[dict]:
     """Top-k heads of a [layers, heads] tensor as [{"head": "L9H1", "value": 1.23}], sorted by value."""
     n_heads = values.shape[1]

@@ -25,6 +25,7 @@ import numpy as np
 
 from analyses import patching_core as core
 from analyses import plots
+from analyses.attribution import parse_head_name
 from analyses.patching_positions import (
     agreement_scatter,
     baseline_sentences,
@@ -78,15 +79,11 @@ def _top_heads(stats: dict[str, core.SweepStats], names: np.ndarray) -> list[dic
     entries = core.ranked(stats["z"], names, TOP_K, key="head")
     kv = z_to_kv(stats["z"].exact.shape[1], stats["v"].exact.shape[1])
     for entry in entries:
-        layer, head = _parse(entry["head"])
+        layer, head = parse_head_name(entry["head"])
         entry["v_value"] = core.finite_or_none(stats["v"].exact[layer, kv[head]])
         entry["pattern_value"] = core.finite_or_none(stats["pattern"].exact[layer, head])
     return entries
 
-
-def _parse(name: str) -> tuple[int, int]:
-    layer, head = name[1:].split("H")
-    return int(layer), int(head)
 
 
 def layer_group(layer: int, n_layers: int) -> int:
