@@ -49,7 +49,6 @@ def compute(model, prompts: PromptSet) -> Result:
     return Result(summary=summary, arrays={"day_attention": on_days.numpy()}, widgets=widgets)
 
 
-
 def _widget(title: str, pattern: torch.Tensor, prompts: PromptSet, heads: list[dict]) -> dict:
     stacked = torch.stack([pattern[layer, 0, head] for layer, head in (parse_head_name(h["head"]) for h in heads)])
     return {"title": title, "tokens": prompts.str_tokens[0], "attention": stacked.tolist(),

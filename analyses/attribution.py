@@ -84,12 +84,8 @@ def head_outputs(model, cache) -> torch.Tensor:
 
 def norm_gain(norm, d_model: int) -> torch.Tensor:
     """[d_model] the elementwise gain of an RMS norm, read off its output for a vector of ones (RMS 1)."""
-    ones = torch.ones(1, 1, d_model, device=model_device_of(norm))
+    ones = torch.ones(1, 1, d_model, device=next(norm.parameters()).device)
     return norm(ones)[0, 0]
-
-
-def model_device_of(module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def head_name(layer: int, head: int) -> str:

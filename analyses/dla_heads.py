@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import plots
-from analyses.attribution import METRIC_LABELS, head_attributions, ranked_heads, run_clean_with_cache
+from analyses.attribution import METRIC_LABELS, head_attributions, head_name, ranked_heads, run_clean_with_cache
 from analyses.text import signed
 from analyses.types import Analysis, Figure, PromptSet, Result
 
@@ -37,7 +37,7 @@ def figures(result: Result) -> list[Figure]:
     for metric, label in METRIC_LABELS.items():
         mean = result.arrays[metric].mean(axis=-1)  # [layers, heads]
         layers, heads = mean.shape
-        hover = np.array([[f"L{layer}H{head}" for head in range(heads)] for layer in range(layers)])
+        hover = np.array([[head_name(layer, head) for head in range(heads)] for layer in range(layers)])
         fig = plots.heatmap(mean, [f"H{h}" for h in range(heads)], [f"L{layer}" for layer in range(layers)],
                             f"Direct logit attribution per head, {label} (mean over prompts)",
                             "logit diff", hover=hover)

@@ -25,7 +25,7 @@ import numpy as np
 
 from analyses import patching_core as core
 from analyses import plots
-from analyses.attribution import parse_head_name
+from analyses.attribution import head_name, parse_head_name
 from analyses.patching_positions import (
     agreement_scatter,
     baseline_sentences,
@@ -46,7 +46,7 @@ SHORT = {"z": "head output", "v": "values", "pattern": "attention pattern"}
 
 
 def head_names(n_layers: int, n_heads: int) -> np.ndarray:
-    return np.array([[f"L{layer}H{head}" for head in range(n_heads)] for layer in range(n_layers)])
+    return np.array([[head_name(layer, head) for head in range(n_heads)] for layer in range(n_layers)])
 
 
 def z_to_kv(n_heads: int, n_kv: int) -> np.ndarray:

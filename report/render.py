@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -104,7 +102,7 @@ def headline(summary: dict) -> list[tuple[str, str]]:
     for key, value in summary.items():
         if key == "family":
             continue
-        if isinstance(value, bool) or isinstance(value, (int, float, str)):
+        if isinstance(value, (int, float, str)):
             rows.append((key.replace("_", " "), num(value)))
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             rows.append((key.replace("_", " "), ", ".join(_ranked_entry(v) for v in value)))
@@ -174,6 +172,8 @@ def build_site(run_dirs: list[Path], site: Path) -> Path:
         runs.append({"manifest": manifest, "pages": pages, "rows": overview_rows(manifest, pages)})
     _check_unique(runs)
     all_pages = [p for run in runs for p in run["pages"]]
+    if not all_pages:
+        raise UserError("no complete results to render in " + ", ".join(map(str, run_dirs)))
     titles = [a.title.lower() for a in REGISTRY if any(s.analysis is a for p in all_pages for s in p.sections)]
     outputs["index.html"] = env.get_template("index.html").render(runs=runs, section_titles=titles, plotly_js=None,
                                                                  circuitsvis_js=None, root="")
@@ -184,10 +184,8 @@ def build_site(run_dirs: list[Path], site: Path) -> Path:
                 page=page, siblings=siblings, manifest=run["manifest"],
                 model=run["manifest"]["models"][page.model_slug], plotly_js=plotly_js(),
                 circuitsvis_js=circuitsvis_js() if any(s.widgets for s in page.sections) else None, root="../")
-    if not all_pages:
-        raise UserError("no complete results to render in " + ", ".join(map(str, run_dirs)))
     for relative, html in outputs.items():
-        _write_atomic(Path(site) / relative, html)
+        results.write_text_atomic(Path(site) / relative, html)
     return Path(site) / "index.html"
 
 
@@ -199,12 +197,3 @@ def _check_unique(runs: list[dict]) -> None:
                 raise UserError(f"model {model_slug!r} appears in two runs ({seen[model_slug]} and "
                                 f"{run['manifest']['run_id']}); build them into separate sites")
             seen[model_slug] = run["manifest"]["run_id"]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a published page must be world-readable
-    os.replace(tmp, path)

@@ -34,7 +34,7 @@ def test_missing_extra_is_one_clear_line(monkeypatch, module):
 
 
 def test_incomplete_cache_is_detected(tmp_path):
-    pkg = bundled._require_extra()
+    pkg = bundled.require_extra()
     (tmp_path / "model.safetensors").write_bytes(b"12345")
     marker = {**bundled._expected_marker(pkg), "n_params": 1, "files": {"model.safetensors": 5}}
     (tmp_path / "complete.json").write_text(json.dumps(marker))
