@@ -97,32 +97,70 @@ def run(**kwargs):
     click.echo(f"results: {run_dir}")
 
 
+def output_options(command):
+    """The output forms shared by `build` and `report`."""
+    options = [
+        click.option("--site", type=click.Path(path_type=Path), default=None,
+                     help=f"Folder to write the HTML pages into (default {DEFAULT_SITE}/ unless --single-file or "
+                          "--pdf is given). It is replaced whole; a folder holding other files is refused."),
+        click.option("--assets", "assets_mode", type=click.Choice(["inline", "shared"]), default="inline",
+                     show_default=True, help="inline: every page carries plotly.js and circuitsvis (each page stands "
+                                             "alone); shared: once under SITE/assets/, loaded by relative path."),
+        click.option("--single-file", type=click.Path(path_type=Path), default=None,
+                     help="Also (or only) write the whole report as one HTML file, to attach or send."),
+        click.option("--pdf", type=click.Path(path_type=Path), default=None,
+                     help="Also (or only) write a printable PDF (needs Chromium)."),
+        click.option("--chromium", default=None, help="The Chromium program for --pdf (default: chromium on PATH)."),
+        click.option("--title", default=None, help="The report's title (default: weekday-circuits)."),
+        click.option("--force", is_flag=True, help="Replace a --site folder even if it holds files weekday-circuits "
+                                                   "did not write (they are deleted)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _output_options(site, assets_mode, single_file, pdf, chromium, title, force):
+    from report.outputs import OutputOptions
+
+    if site is None and single_file is None and pdf is None:
+        site = DEFAULT_SITE
+    return OutputOptions(site=site, shared_assets=assets_mode == "shared", single_file=single_file, pdf=pdf,
+                         chromium=chromium, title=title, force=force)
+
+
+def _build(run_dirs, outputs) -> None:
+    from report.outputs import build as build_outputs
+
+    written, problems = build_outputs(run_dirs, outputs)
+    for problem in problems:
+        click.echo(f"warning: {problem} (its section says it is missing)", err=True)
+    click.echo("\n".join(written))
+
+
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--site", type=click.Path(path_type=Path), default=DEFAULT_SITE, show_default=True,
-              help="Folder to write the HTML report into.")
+@output_options
 @user_errors
-def build(run_dirs, site):
-    """Render the HTML report from saved results only (no model is loaded)."""
-    from report.render import build_site
-
-    index = build_site(list(run_dirs), site)
-    click.echo(f"report: {index}")
+def build(run_dirs, **kwargs):
+    """Render the report from saved results only (no model is loaded)."""
+    _build(list(run_dirs), _output_options(**kwargs))
 
 
 @main.command()
 @run_options
-@click.option("--site", type=click.Path(path_type=Path), default=DEFAULT_SITE, show_default=True,
-              help="Folder to write the HTML report into.")
+@output_options
 @user_errors
-def report(site, **kwargs):
-    """Run, then build: compute everything and write the HTML report."""
+def report(site, assets_mode, single_file, pdf, chromium, title, force, **kwargs):
+    """Run, then build: compute everything and write the report."""
+    from report.outputs import check
     from report.pipeline import run as run_pipeline
-    from report.render import build_site
 
+    outputs = _output_options(site, assets_mode, single_file, pdf, chromium, title, force)
+    check(outputs)  # refuse a bad output before minutes of computing
     run_dir = run_pipeline(_options(**kwargs))
-    index = build_site([run_dir], site)
-    click.echo(f"results: {run_dir}\nreport: {index}")
+    click.echo(f"results: {run_dir}")
+    _build([run_dir], outputs)
 
 
 @main.command(name="list")

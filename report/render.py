@@ -1,17 +1,19 @@
-"""`build`: render saved results into a self-contained HTML report (no model is loaded).
+"""`build`: turn saved results into the report's pages (no model is loaded).
 
-site/index.html holds the overview (model x family) and links to one page per model and family,
-site/<model>/<family>.html. plotly.js and the circuitsvis bundle are inlined once per page; each figure
-and widget is a small script call into them with its JSON, escaped so that nothing from a prompt can
-close the <script>. Element ids are fixed, so rebuilding the same runs gives the same bytes.
+This module reads the runs and renders HTML text; where it goes is decided by the output forms:
+report/site.py (a folder of pages, the default), report/single_file.py (one HTML file), report/pdf.py.
+
+Every figure is a Plotly JSON spec in a <script type="application/json"> block (escaped so that nothing
+from a prompt can close the <script>), drawn by the page's small script (templates/page.js): at once on a
+site page and in the PDF, when its page is opened in the single file. Plotly's layout template, which is
+most of a small figure's JSON, is stored once per HTML file. Element ids are fixed, so rebuilding the
+same runs gives the same bytes.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import jinja2
@@ -21,34 +23,110 @@ from markupsafe import Markup
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
 from analyses.types import Analysis, Result
-from report import results
+from report import assets, compare, names
 from report.errors import UserError
+from report.loader import CORRUPTIONS, Problem, figures_problem, load_manifest, read_result
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-CIRCUITSVIS_BUNDLE = Path("dist") / "cdn" / "iife.js"
+PARTS = ("behaviour", "evidence", "mechanism", "representation")
+PART_TITLES = {"behaviour": "Behaviour", "evidence": "Evidence", "mechanism": "Mechanism",
+               "representation": "Representation"}
+MUTED_PARTS = ("evidence", "mechanism")  # greyed when the model is at chance on the family
+DEFAULT_TITLE = "weekday-circuits"
+FORMS = ("site", "single", "print")
+PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
 
 
 @dataclass
 class Section:
-    analysis: Analysis
-    result: Result
-    figures: list[Markup]
-    widgets: list[Markup]
-    narrative: list[str]
-    headline: list[tuple[str, str]]
-    seconds: float | None
+    key: str  # the results folder's name (analysis, or analysis-corruption); the element id
+    title: str
+    part: str
+    analysis: Analysis | None
+    corruption: str | None = None
+    result: Result | None = None
+    figures: list[dict] = field(default_factory=list)  # {"id", "spec" (dict), "height"}
+    widgets: list[dict] = field(default_factory=list)  # {"id", "props", "title", "tokens"}
+    narrative: list[str] = field(default_factory=list)
+    headline: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float | None = None
+    problem: Problem | None = None
+    muted: bool = False
 
 
 @dataclass
 class FamilyPage:
-    model_slug: str
+    model_slug: str  # the model's folder in the run
+    folder: str  # the model's folder in the site (a few names are reserved there)
+    model_name: str  # what the page calls the model: hub id or the local folder's name
     family: str
     info: dict
     sections: list[Section] = field(default_factory=list)
 
     @property
+    def file(self) -> str:
+        return names.page_file(self.family)
+
+    @property
+    def templates(self) -> list[str]:
+        return family_templates(self.info)
+
+    @property
     def href(self) -> str:
-        return f"{self.model_slug}/{self.family}.html"
+        return f"{self.folder}/{self.file}"
+
+    @property
+    def anchor(self) -> str:
+        return "page-" + names.anchor(f"{self.folder}-{self.family}")
+
+    def summary(self, analysis: str) -> dict | None:
+        """The analysis's summary; for a per-corruption analysis the first corruption's (day before relation)."""
+        for key in (analysis, *(f"{analysis}-{c}" for c in CORRUPTIONS)):
+            for section in self.sections:
+                if section.key == key and section.result is not None:
+                    return section.result.summary
+        return None
+
+    @property
+    def at_chance(self) -> bool:
+        behaviour = self.summary("behaviour")
+        return bool(behaviour) and behaviour.get("day7_above_chance") is False
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [s.problem for s in self.sections if s.problem]
+
+    def parts(self) -> list[tuple[str, list[list[Section]]]]:
+        """Sections grouped under part headings in PARTS order; the corruptions of one analysis side by side."""
+        grouped = []
+        for part in PARTS:
+            rows: list[list[Section]] = []
+            for section in (s for s in self.sections if s.part == part):
+                if section.corruption and rows and rows[-1][0].analysis is section.analysis and section.analysis:
+                    rows[-1].append(section)
+                else:
+                    rows.append([section])
+            if rows:
+                grouped.append((part, rows))
+        return grouped
+
+
+@dataclass
+class Build:
+    """Everything the templates need, independent of the output form."""
+
+    title: str
+    runs: list[dict]  # {"manifest", "pages", "rows", "models": {slug: display info}}
+    pages: list[FamilyPage]
+    comparison: list[dict]
+    section_titles: list[str]
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for page in self.pages for p in page.problems]
+
+    @property
+    def needs_circuitsvis(self) -> bool:
+        return any(s.widgets for p in self.pages for s in p.sections)
 
 
 def script_json(data) -> str:
@@ -57,50 +135,11 @@ def script_json(data) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def inline_js(source: str) -> Markup:
-    """A library's source for an inline <script>: the only '</script' in the bundles sits inside strings."""
-    return Markup(source.replace("</script", "<\\/script"))
-
-
-@cache
-def plotly_js() -> Markup:
-    from plotly.offline import get_plotlyjs
-
-    return inline_js(get_plotlyjs())
-
-
-@cache
-def circuitsvis_js() -> Markup:
-    # find_spec locates the package without importing it (its __init__ pulls in torch and importlib_metadata)
-    package = Path(importlib.util.find_spec("circuitsvis").origin).parent
-    return inline_js((package / CIRCUITSVIS_BUNDLE).read_text(encoding="utf-8"))
-
-
-def figure_html(figure_id: str, figure) -> Markup:
-    height = int(figure.layout.height or 420)
-    spec = pio.to_json(figure, validate=False)
-    config = {"responsive": True, "displaylogo": False}
-    return Markup(
-        f'<div id="{figure_id}" class="plotly-graph-div" style="height:{height}px;width:100%;"></div>\n'
-        f"<script>(function(){{var f={script_json(spec)};"
-        f'Plotly.newPlot("{figure_id}",f.data,f.layout,{json.dumps(config)});}})();</script>'
-    )
-
-
-def widget_html(widget_id: str, widget: dict) -> Markup:
-    props = {"attention": widget["attention"], "tokens": widget["tokens"],
-             "attentionHeadNames": widget["head_names"], "maskUpperTri": True}
-    return Markup(
-        f'<div id="{widget_id}" class="cv-widget"></div>\n'
-        f'<script>CircuitsVis.render("{widget_id}",CircuitsVis.AttentionHeads,{script_json(props)});</script>'
-    )
-
-
 def headline(summary: dict) -> list[tuple[str, str]]:
     """The summary's scalars and head/component rankings, as (label, text) rows; per-prompt lists are in figures."""
     rows = []
     for key, value in summary.items():
-        if key == "family":
+        if key in ("family", "corruption"):
             continue
         if isinstance(value, (int, float, str)):
             rows.append((key.replace("_", " "), num(value)))
@@ -110,43 +149,93 @@ def headline(summary: dict) -> list[tuple[str, str]]:
 
 
 def _ranked_entry(entry: dict) -> str:
-    name = entry.get("head") or entry.get("component") or "?"
+    name = entry.get("head") or entry.get("component") or entry.get("node") or "?"
     text = f"{name} ({num(entry.get('value', float('nan')), signed=True)}"
     if "ci_low" in entry and "ci_high" in entry:
         text += f", 95% CI {num(entry['ci_low'])} to {num(entry['ci_high'])}"
     return text + ")"
 
 
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["num"] = num
-    env.filters["signed"] = signed
-    env.filters["pct"] = pct
-    return env
+def part_of(analysis: Analysis) -> str:
+    part = getattr(analysis, "part", None)
+    if part in PARTS:
+        return part
+    return "behaviour" if analysis.name in ("behaviour", "logit_diff") else "evidence"
 
 
-def load_pages(run_dir: Path, manifest: dict) -> list[FamilyPage]:
+# ---------------------------------------------------------------- reading the runs
+
+
+def load_pages(run_dir: Path, manifest: dict, folders: dict[str, str]) -> list[FamilyPage]:
     pages = []
     for model_slug, model in manifest["models"].items():
         for family, info in model.get("families", {}).items():
-            if info.get("status") != "ok":
+            if not isinstance(info, dict) or info.get("status") != "ok":
                 continue
-            page = FamilyPage(model_slug, family, info)
-            for analysis in REGISTRY:
-                folder = results.analysis_dir(run_dir, model_slug, family, analysis.name)
-                if results.is_complete(folder):
-                    page.sections.append(_section(analysis, results.load_result(folder),
-                                                  model["analyses"].get(f"{family}/{analysis.name}", {})))
+            page = FamilyPage(model_slug, folders[model_slug], names.display_name(model, model_slug), family, info)
+            page.sections = _sections(run_dir / model_slug / family, family, model.get("analyses", {}))
+            _mute_if_at_chance(page)
             pages.append(page)
     return pages
 
 
-def _section(analysis: Analysis, result: Result, timing: dict) -> Section:
-    figures = [figure_html(f.id, f.figure) for f in analysis.figures(result)]
-    widgets = [widget_html(f"widget-{analysis.name}-{i}", w) for i, w in enumerate(result.widgets)]
-    return Section(analysis, result, figures, widgets, analysis.narrative(result), headline(result.summary),
-                   timing.get("seconds"))
+def _sections(family_dir: Path, family: str, recorded: dict) -> list[Section]:
+    """One section per analysis folder present or recorded as complete; damage becomes a section that says so."""
+    on_disk = {p.name for p in family_dir.glob("*") if p.is_dir() and not p.name.startswith(".")}
+    done = {key.split("/", 1)[1] for key, entry in recorded.items()
+            if key.startswith(f"{family}/") and isinstance(entry, dict) and entry.get("status") == "complete"}
+    present = on_disk | done
+    sections, known = [], set()
+    for analysis in REGISTRY:
+        if getattr(analysis, "per_corruption", False):
+            variants = [c for c in CORRUPTIONS if f"{analysis.name}-{c}" in present]
+            variants += sorted({k.split("-", 1)[1] for k in present if k.startswith(analysis.name + "-")}
+                               - set(variants))
+            keys = [(f"{analysis.name}-{c}", c) for c in variants]
+        else:
+            keys = [(analysis.name, None)] if analysis.name in present else []
+        for key, corruption in keys:
+            known.add(key)
+            timing = recorded.get(f"{family}/{key}", {})
+            sections.append(_section(family_dir / key, key, analysis, corruption,
+                                     timing.get("seconds") if isinstance(timing, dict) else None))
+    for key in sorted(present - known):
+        sections.append(Section(key, key, "evidence", None, problem=Problem(
+            family_dir / key, "not an analysis this version of weekday-circuits knows; not rendered")))
+    return sections
+
+
+def _section(folder: Path, key: str, analysis: Analysis, corruption: str | None, seconds) -> Section:
+    section = Section(key, analysis.title, part_of(analysis), analysis, corruption, seconds=seconds)
+    if not folder.is_dir():
+        section.problem = Problem(folder / "summary.json", "missing (the manifest records this analysis complete)")
+        return section
+    result, problem = read_result(folder)
+    if problem:
+        section.problem = problem
+        return section
+    try:
+        figures = analysis.figures(result)
+        narrative = analysis.narrative(result)
+    except (KeyError, IndexError, ValueError, TypeError) as err:
+        section.problem = figures_problem(folder, err)
+        return section
+    section.result = result
+    section.figures = [{"id": f"{key}--{f.id}", "spec": json.loads(pio.to_json(f.figure, validate=False)),
+                        "height": int(f.figure.layout.height or 420)} for f in figures]
+    section.widgets = [{"id": f"widget-{key}-{i}", "title": w["title"], "tokens": w["tokens"],
+                        "props": {"attention": w["attention"], "tokens": w["tokens"],
+                                  "attentionHeadNames": w["head_names"], "maskUpperTri": True}}
+                       for i, w in enumerate(result.widgets)]
+    section.narrative = narrative
+    section.headline = headline(result.summary)
+    return section
+
+
+def _mute_if_at_chance(page: FamilyPage) -> None:
+    if page.at_chance:
+        for section in page.sections:
+            section.muted = section.part in MUTED_PARTS
 
 
 def overview_rows(manifest: dict, pages: list[FamilyPage]) -> list[dict]:
@@ -155,45 +244,136 @@ def overview_rows(manifest: dict, pages: list[FamilyPage]) -> list[dict]:
     for model_slug, model in manifest["models"].items():
         for family, info in model.get("families", {}).items():
             page = by_key.get((model_slug, family))
-            sections = {s.analysis.name: s.result.summary for s in page.sections} if page else {}
-            rows.append({"model": model.get("name", model_slug), "family": family, "info": info,
-                         "href": page.href if page else None, "behaviour": sections.get("behaviour"),
-                         "logit_diff": sections.get("logit_diff")})
+            rows.append({"model": names.display_name(model, model_slug), "family": family, "info": info,
+                         "page": page, "behaviour": page.summary("behaviour") if page else None,
+                         "logit_diff": page.summary("logit_diff") if page else None,
+                         "templates": family_templates(info)})
     return rows
 
 
-def build_site(run_dirs: list[Path], site: Path) -> Path:
-    """Render every page in memory first (so errors surface before anything is written), then write them."""
-    env = environment()
-    runs, outputs = [], {}
-    for run_dir in run_dirs:
-        manifest = results.load_manifest(Path(run_dir))
-        pages = load_pages(Path(run_dir), manifest)
-        runs.append({"manifest": manifest, "pages": pages, "rows": overview_rows(manifest, pages)})
-    _check_unique(runs)
-    all_pages = [p for run in runs for p in run["pages"]]
-    if not all_pages:
+def family_templates(info: dict) -> list[str]:
+    """A family's templates: the list of the newer manifests, or the single `template` of older ones."""
+    templates = info.get("templates")
+    if isinstance(templates, list):
+        return [str(t) for t in templates]
+    return [str(info["template"])] if "template" in info else []
+
+
+def collect(run_dirs: list[Path], title: str | None = None) -> Build:
+    runs, slugs_seen = [], {}
+    for run_dir in map(Path, run_dirs):
+        manifest = load_manifest(run_dir)
+        _check_unique(slugs_seen, manifest)
+        runs.append({"manifest": manifest, "dir": run_dir})
+    folders = names.site_folders([slug for run in runs for slug in run["manifest"]["models"]])
+    for run in runs:
+        run["pages"] = load_pages(run["dir"], run["manifest"], folders)
+        run["rows"] = overview_rows(run["manifest"], run["pages"])
+        run["models"] = {slug: {"name": names.display_name(m, slug), "source": names.source_kind(m)}
+                         for slug, m in run["manifest"]["models"].items()}
+        run["command"] = names.public_command(str(run["manifest"].get("command", "")))
+    pages = [p for run in runs for p in run["pages"]]
+    if not pages:
         raise UserError("no complete results to render in " + ", ".join(map(str, run_dirs)))
-    titles = [a.title.lower() for a in REGISTRY if any(s.analysis is a for p in all_pages for s in p.sections)]
-    outputs["index.html"] = env.get_template("index.html").render(runs=runs, section_titles=titles, plotly_js=None,
-                                                                 circuitsvis_js=None, root="")
-    for run in runs:
-        for page in run["pages"]:
-            siblings = [p for p in run["pages"] if p.model_slug == page.model_slug]
-            outputs[page.href] = env.get_template("family.html").render(
-                page=page, siblings=siblings, manifest=run["manifest"],
-                model=run["manifest"]["models"][page.model_slug], plotly_js=plotly_js(),
-                circuitsvis_js=circuitsvis_js() if any(s.widgets for s in page.sections) else None, root="../")
-    for relative, html in outputs.items():
-        results.write_text_atomic(Path(site) / relative, html)
-    return Path(site) / "index.html"
+    titles = [a.title.lower() for a in REGISTRY if any(s.analysis is a for p in pages for s in p.sections)]
+    models = {slug: m for run in runs for slug, m in run["manifest"]["models"].items()}
+    return Build(title or DEFAULT_TITLE, runs, pages, compare.comparison(pages, models), titles)
 
 
-def _check_unique(runs: list[dict]) -> None:
-    seen: dict[str, str] = {}
-    for run in runs:
-        for model_slug in run["manifest"]["models"]:
-            if model_slug in seen:
-                raise UserError(f"model {model_slug!r} appears in two runs ({seen[model_slug]} and "
-                                f"{run['manifest']['run_id']}); build them into separate sites")
-            seen[model_slug] = run["manifest"]["run_id"]
+def _check_unique(seen: dict[str, str], manifest: dict) -> None:
+    for model_slug in manifest["models"]:
+        if model_slug in seen:
+            raise UserError(f"model {model_slug!r} appears in two runs ({seen[model_slug]} and "
+                            f"{manifest.get('run_id')}); build them into separate sites")
+        seen[model_slug] = str(manifest.get("run_id"))
+
+
+# ---------------------------------------------------------------- rendering HTML
+
+
+class Figures:
+    """Figure and widget blocks for one HTML file: the Plotly layout template stored once per distinct template."""
+
+    def __init__(self, form: str):
+        self.form = form
+        self.templates: dict[str, str] = {}  # template JSON -> element id
+
+    def figure(self, figure: dict) -> Markup:
+        spec = dict(figure["spec"])
+        layout = dict(spec.get("layout", {}))
+        template = layout.pop("template", None)
+        spec["layout"] = layout
+        attrs = ""
+        if template is not None:
+            text = json.dumps(template, sort_keys=True, ensure_ascii=False)
+            template_id = self.templates.setdefault(text, f"wc-template-{len(self.templates)}")
+            attrs = f' data-template="{template_id}"'
+        config = {"responsive": True, "displaylogo": False}
+        if self.form == "print":
+            layout["width"] = PRINT_FIGURE_WIDTH
+            config = {"staticPlot": True}
+        return Markup(
+            f'<div id="{figure["id"]}" class="plotly-graph-div" style="height:{figure["height"]}px;width:100%;"'
+            f' data-spec="{figure["id"]}-spec"{attrs} data-config="{Markup.escape(json.dumps(config))}"></div>\n'
+            f'<script type="application/json" id="{figure["id"]}-spec">{script_json(spec)}</script>'
+        )
+
+    def widget(self, widget: dict) -> Markup:
+        if self.form == "print":
+            return self.figure(_widget_still(widget))
+        return Markup(f'<div id="{widget["id"]}" class="cv-widget" data-props="{widget["id"]}-props"></div>\n'
+                      f'<script type="application/json" id="{widget["id"]}-props">'
+                      f'{script_json(widget["props"])}</script>')
+
+    def template_blocks(self) -> Markup:
+        return Markup("".join(f'<script type="application/json" id="{tid}">{script_json(text)}</script>\n'
+                              for text, tid in self.templates.items()))
+
+
+def _widget_still(widget: dict) -> dict:
+    """A printable still of an attention widget: one heatmap of each head's pattern (destination x source)."""
+    from plotly.subplots import make_subplots
+
+    tokens, heads = widget["tokens"], widget["props"]["attentionHeadNames"]
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    columns = min(2, len(heads)) or 1
+    rows = -(-len(heads) // columns) or 1
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=heads, horizontal_spacing=0.18,
+                        vertical_spacing=0.3 / rows)
+    for i, pattern in enumerate(widget["props"]["attention"]):
+        fig.add_heatmap(z=pattern, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", showscale=i == 0,
+                        row=i // columns + 1, col=i % columns + 1)
+    height = 300 * rows
+    fig.update_layout(template="plotly_white", height=height, margin=dict(l=90, r=20, t=40, b=90),
+                      font=dict(size=9))
+    fig.update_yaxes(autorange="reversed", title_text="destination")
+    fig.update_xaxes(title_text="source", tickangle=-60)
+    return {"id": widget["id"] + "-still", "spec": json.loads(pio.to_json(fig, validate=False)), "height": height}
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=names.template_loader(), autoescape=True, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    env.filters["num"] = num
+    env.filters["signed"] = signed
+    env.filters["pct"] = pct
+    env.globals["part_titles"] = PART_TITLES
+    return env
+
+
+def page_script(env: jinja2.Environment) -> Markup:
+    return assets.inline_js(env.loader.get_source(env, "page.js")[0])
+
+
+def render_index(env, build: Build, scripts: Markup, figures: Figures) -> str:
+    return env.get_template("index.html").render(build=build, form="site", home="index.html", scripts=scripts,
+                                                  figures=figures,
+                                                  page_js=page_script(env), link=lambda page: page.href)
+
+
+def render_family(env, build: Build, run: dict, page: FamilyPage, scripts: Markup, figures: Figures) -> str:
+    siblings = [p for p in run["pages"] if p.model_slug == page.model_slug]
+    return env.get_template("family.html").render(
+        build=build, run=run, page=page, siblings=siblings, form="site", home="../index.html", scripts=scripts,
+        figures=figures, page_js=page_script(env), link=lambda other: f"../{other.href}")
+

@@ -1,0 +1,106 @@
+"""`--site DIR`: one HTML page per model and family plus index.html, written whole or not at all.
+
+The site is rendered into a temporary folder beside DIR and swapped in by two renames, so a reader sees
+the old site or the new one, and nothing of an earlier build survives. DIR/.weekday-circuits-site.json
+lists the files we wrote; a DIR that holds anything else (the user's own files) is refused unless
+`--force`. With `--assets shared`, plotly.js and the circuitsvis bundle are written once under DIR/assets/
+and every page loads them by a relative path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from report import assets, render
+from report.errors import UserError
+
+MARKER = ".weekday-circuits-site.json"
+GENERATOR = "weekday-circuits"
+
+
+def render_site(build: render.Build, shared_assets: bool) -> dict[str, str]:
+    """relative path -> file text, for every file of the site."""
+    env = render.environment()
+    outputs: dict[str, str] = {}
+    index_figures = render.Figures("site")
+    outputs["index.html"] = render.render_index(env, build, assets.script_tags([], None), index_figures)
+    used: list[assets.Bundle] = []
+    for run in build.runs:
+        for page in run["pages"]:
+            selected = assets.bundles(any(s.figures for s in page.sections), any(s.widgets for s in page.sections))
+            used += [b for b in selected if b not in used]
+            scripts = assets.script_tags(selected, "../" if shared_assets else None)
+            outputs[page.href] = render.render_family(env, build, run, page, scripts, render.Figures("site"))
+    if shared_assets:
+        for bundle in used:
+            outputs[f"{assets.ASSETS_DIR}/{bundle.name}"] = bundle.source
+    return outputs
+
+
+def check_site_folder(site: Path, force: bool) -> None:
+    """Refuse a --site that is a file, or a folder holding files this command did not write (unless force)."""
+    if site.exists() and not site.is_dir():
+        raise UserError(f"--site {site} is a file, not a folder")
+    if not site.is_dir() or force:
+        return
+    present = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if not p.is_dir())
+    if not present:
+        return
+    ours = _recorded_files(site)
+    foreign = [p for p in present if p not in ours and p != MARKER]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UserError(f"--site {site} holds files that weekday-circuits did not write ({shown}); "
+                        "choose an empty or new folder, or pass --force to replace the folder and all it holds")
+
+
+def _recorded_files(site: Path) -> set[str]:
+    try:
+        marker = json.loads((site / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return set()
+    if not isinstance(marker, dict) or marker.get("generator") != GENERATOR:
+        return set()
+    if not isinstance(marker.get("files"), list):
+        return set()
+    return {f for f in marker["files"] if isinstance(f, str)}
+
+
+def write_site(outputs: dict[str, str], site: Path, force: bool) -> Path:
+    """Write every file into a fresh temporary folder beside `site`, then swap it in whole."""
+    site = Path(site)
+    check_site_folder(site, force)
+    site.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=site.parent, prefix=f".{site.name}.", suffix=".build-tmp"))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the site is meant to be read (served) by others
+        for relative, text in outputs.items():
+            path = tmp / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        marker = {"generator": GENERATOR, "files": sorted(outputs)}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        _swap_in(tmp, site)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return site / "index.html"
+
+
+def _swap_in(new: Path, site: Path) -> None:
+    if not site.exists():
+        os.replace(new, site)
+        return
+    old = Path(tempfile.mkdtemp(dir=site.parent, prefix=f".{site.name}.", suffix=".old-tmp"))
+    os.rmdir(old)  # only its unique name is needed: the old site is renamed to it
+    os.replace(site, old)
+    try:
+        os.replace(new, site)
+    except OSError:
+        os.replace(old, site)  # put the previous site back rather than leave none
+        raise
+    shutil.rmtree(old, ignore_errors=True)
