@@ -38,7 +38,8 @@ def linked_pages(site: Path) -> list[Path]:
     return [index] + [site / link for link in dict.fromkeys(links) if link != "index.html"]
 
 
-def check_page(browser, page_file: Path, shot: Path) -> dict:
+def open_offline(browser, page_file: Path):
+    """A page opened from file:// in a context where every other request is aborted and counted."""
     context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
     problems, requests = [], []
     context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
@@ -49,6 +50,11 @@ def check_page(browser, page_file: Path, shot: Path) -> dict:
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else requests.append(r.url))
     page.goto(page_file.as_uri(), wait_until="load")
+    return context, page, problems, requests
+
+
+def check_page(browser, page_file: Path, shot: Path) -> dict:
+    context, page, problems, requests = open_offline(browser, page_file)
     figures = page.locator(".plotly-graph-div")
     widgets = page.locator(".cv-widget")
     page.wait_for_function(
@@ -91,3 +97,75 @@ def test_tiny_report_renders_offline_in_chromium(browser, tiny_report):
 def test_bundled_model_report_renders_offline_in_chromium(browser, gemma_report):
     _, site = gemma_report
     check_site(browser, site, "gemma-3-270m")
+
+
+def test_shared_assets_site_renders_offline_in_chromium(browser, tiny_report, tmp_path):
+    from conftest import invoke
+    from publish_util import copy_run
+
+    run_dir, _ = tiny_report
+    run = copy_run(run_dir, tmp_path / "run", families=["tomorrow", "day_after"])
+    invoke("build", run, "--site", tmp_path / "site", "--assets", "shared")
+    check_site(browser, tmp_path / "site", "shared-assets")
+
+
+DRAWN = ("el => [...el.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))"
+         " && [...el.querySelectorAll('.cv-widget')].every(w => w.querySelector('canvas, svg, table'))")
+
+
+def test_single_file_draws_nothing_until_a_page_is_opened_then_every_figure(browser, tiny_report, tmp_path):
+    from conftest import invoke
+
+    run_dir, _ = tiny_report
+    single = tmp_path / "report.html"
+    invoke("build", run_dir, "--single-file", single)
+    context, page, problems, requests = open_offline(browser, single)
+    paint = page.evaluate("() => performance.getEntriesByName('first-contentful-paint').map(e => e.startTime)")
+    assert page.locator(".main-svg").count() == 0  # lazy: the file opens without drawing any figure
+    pages = page.locator("details.page")
+    assert pages.count() == 7
+    drawn_figures = 0
+    for i in range(pages.count()):
+        details = pages.nth(i)
+        details.locator("summary").first.click()
+        handle = details.element_handle()
+        page.wait_for_function(DRAWN, arg=handle, timeout=60_000)
+        figures = details.locator(".plotly-graph-div").count()
+        assert figures > 0 and details.locator(".cv-widget").count() > 0
+        drawn_figures += figures
+    assert page.locator(".main-svg").count() >= drawn_figures
+    page.screenshot(path=str(SCREENSHOTS / "single-file.png"))
+    context.close()
+    assert requests == [] and problems == [], (requests, problems)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / "single-file-first-paint.txt").write_text(f"{paint} ms, {single.stat().st_size} bytes\n")
+
+
+def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    from conftest import invoke
+    from publish_util import copy_run
+
+    from analyses.text import pct
+
+    if not shutil.which("pdftotext"):
+        pytest.fail("pdftotext is missing: install poppler-utils (apt-get install poppler-utils), as .ci/run does")
+    run_dir, _ = tiny_report
+    run = copy_run(run_dir, tmp_path / "run", families=["tomorrow"])
+    invoke("build", run, "--pdf", tmp_path / "report.pdf", "--chromium", CHROMIUM, "--title", "Printed report")
+    pdf = tmp_path / "report.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 1
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    behaviour = json.loads((run / "tiny-gpt20" / "tomorrow" / "behaviour" / "summary.json").read_text())
+    logit_diff = json.loads((run / "tiny-gpt20" / "tomorrow" / "logit_diff" / "summary.json").read_text())
+    from analyses.text import signed
+
+    for expected in ("Printed report", "tiny-gpt20", pct(behaviour["day7_acc"]), pct(behaviour["top1_acc"]),
+                     signed(logit_diff["copy_logit_diff_mean"]), "Headline numbers"):
+        assert expected in text, expected
+    assert str(tmp_path) not in text

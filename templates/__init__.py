@@ -1,0 +1,1 @@
+"""The report's Jinja templates, stylesheet and page script; installed as the data package report.templates."""
