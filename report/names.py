@@ -55,7 +55,7 @@ def public_command(command: str) -> str:
     for word in words:
         option, sep, value = word.partition("=") if word.startswith("--") else ("", "", word)
         cleaned.append(option + sep + ABSOLUTE.sub(lambda m: "…/" + _last_part(m.group(0)), value))
-    return " ".join(shlex.quote(w) if w and not w.startswith("…/") else w for w in cleaned)
+    return " ".join(w if re.fullmatch(r"[\w@%+=:,./…-]+", w) else shlex.quote(w) for w in cleaned)
 
 
 def _shorten(name: str, suffix: str = "") -> str:

@@ -192,6 +192,8 @@ def _sections(family_dir: Path, family: str, recorded: dict) -> list[Section]:
             variants += sorted({k.split("-", 1)[1] for k in present if k.startswith(analysis.name + "-")}
                                - set(variants))
             keys = [(f"{analysis.name}-{c}", c) for c in variants]
+            if analysis.name in present:  # saved before the analysis ran once per corruption
+                keys.insert(0, (analysis.name, None))
         else:
             keys = [(analysis.name, None)] if analysis.name in present else []
         for key, corruption in keys:
@@ -298,7 +300,9 @@ class Figures:
         self.form = form
         self.templates: dict[str, str] = {}  # template JSON -> element id
 
-    def figure(self, figure: dict) -> Markup:
+    def figure(self, figure: dict, prefix: str = "") -> Markup:
+        """`prefix` keeps element ids unique where several pages share one file."""
+        dom_id = prefix + figure["id"]
         spec = dict(figure["spec"])
         layout = dict(spec.get("layout", {}))
         template = layout.pop("template", None)
@@ -313,16 +317,17 @@ class Figures:
             layout["width"] = PRINT_FIGURE_WIDTH
             config = {"staticPlot": True}
         return Markup(
-            f'<div id="{figure["id"]}" class="plotly-graph-div" style="height:{figure["height"]}px;width:100%;"'
-            f' data-spec="{figure["id"]}-spec"{attrs} data-config="{Markup.escape(json.dumps(config))}"></div>\n'
-            f'<script type="application/json" id="{figure["id"]}-spec">{script_json(spec)}</script>'
+            f'<div id="{dom_id}" class="plotly-graph-div" style="height:{figure["height"]}px;width:100%;"'
+            f' data-spec="{dom_id}-spec"{attrs} data-config="{Markup.escape(json.dumps(config))}"></div>\n'
+            f'<script type="application/json" id="{dom_id}-spec">{script_json(spec)}</script>'
         )
 
-    def widget(self, widget: dict) -> Markup:
+    def widget(self, widget: dict, prefix: str = "") -> Markup:
         if self.form == "print":
-            return self.figure(_widget_still(widget))
-        return Markup(f'<div id="{widget["id"]}" class="cv-widget" data-props="{widget["id"]}-props"></div>\n'
-                      f'<script type="application/json" id="{widget["id"]}-props">'
+            return self.figure(_widget_still(widget), prefix)
+        dom_id = prefix + widget["id"]
+        return Markup(f'<div id="{dom_id}" class="cv-widget" data-props="{dom_id}-props"></div>\n'
+                      f'<script type="application/json" id="{dom_id}-props">'
                       f'{script_json(widget["props"])}</script>')
 
     def template_blocks(self) -> Markup:

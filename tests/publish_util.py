@@ -12,12 +12,15 @@ from click.testing import CliRunner
 
 
 def copy_run(run_dir: Path, dest: Path, families: list[str] | None = None, model_name: str | None = None,
-             family_names: dict[str, str] | None = None, run_id: str | None = None) -> Path:
+             family_names: dict[str, str] | None = None, run_id: str | None = None,
+             command: str | None = None) -> Path:
     """A copy of a saved run, keeping only `families`, renaming the model (folder, key and name) and families."""
     shutil.copytree(run_dir, dest)
     manifest = json.loads((dest / "manifest.json").read_text())
     if run_id:
         manifest["run_id"] = run_id
+    if command:
+        manifest["command"] = command
     (slug,) = manifest["models"]
     model = manifest["models"][slug]
     for family in list(model["families"]):

@@ -141,7 +141,7 @@ def test_single_file_draws_nothing_until_a_page_is_opened_then_every_figure(brow
     (SCREENSHOTS / "single-file-first-paint.txt").write_text(f"{paint} ms, {single.stat().st_size} bytes\n")
 
 
-def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tmp_path):
+def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tiny_checkpoint, tmp_path):
     import json
     import shutil
     import subprocess
@@ -154,7 +154,8 @@ def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tmp_path):
     if not shutil.which("pdftotext"):
         pytest.fail("pdftotext is missing: install poppler-utils (apt-get install poppler-utils), as .ci/run does")
     run_dir, _ = tiny_report
-    run = copy_run(run_dir, tmp_path / "run", families=["tomorrow"])
+    run = copy_run(run_dir, tmp_path / "run", families=["tomorrow"],
+                   command=f"weekday-circuits report --model {tiny_checkpoint} --out {tmp_path}")
     invoke("build", run, "--pdf", tmp_path / "report.pdf", "--chromium", CHROMIUM, "--title", "Printed report")
     pdf = tmp_path / "report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF-")
@@ -168,4 +169,4 @@ def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tmp_path):
     for expected in ("Printed report", "tiny-gpt20", pct(behaviour["day7_acc"]), pct(behaviour["top1_acc"]),
                      signed(logit_diff["copy_logit_diff_mean"]), "Headline numbers"):
         assert expected in text, expected
-    assert str(tmp_path) not in text
+    assert str(tmp_path) not in text and str(tiny_checkpoint) not in text and "…/tiny-gpt20" in text

@@ -179,6 +179,12 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
         shutil.copytree(family / "logit_lens", family / f"logit_lens-{corruption}")
         edit_summary(family / f"logit_lens-{corruption}", corruption=corruption)
     shutil.rmtree(family / "logit_lens")
+    manifest = json.loads((run / "manifest.json").read_text())
+    analyses = manifest["models"]["tiny-gpt20"]["analyses"]
+    for corruption in ("day", "relation"):
+        analyses[f"tomorrow/logit_lens-{corruption}"] = analyses["tomorrow/logit_lens"]
+    del analyses["tomorrow/logit_lens"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
     registry = tuple(Tagged(a, part="mechanism", per_corruption=True) if a.name == "logit_lens" else a
                      for a in REGISTRY)
     monkeypatch.setattr(render, "REGISTRY", registry)
@@ -227,19 +233,25 @@ def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, 
 
 
 def test_no_output_form_holds_a_local_path(tiny_report, tiny_checkpoint, tmp_path):
-    run_dir, site = tiny_report
-    invoke("build", run_dir, "--site", tmp_path / "shared", "--assets", "shared",
-           "--single-file", tmp_path / "one.html")
+    run_dir, _ = tiny_report
+    # the command a user typed, with absolute paths in it, as the manifest records it
+    command = (f"weekday-circuits report --model {tiny_checkpoint} --out={run_dir.parent.resolve()} "
+               f"--families-file {Path.home() / 'my families.toml'} --site {Path.cwd() / 'site'}")
+    run = copy_run(run_dir, tmp_path / "run", families=["tomorrow", "day_after"], command=command)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["models"]["tiny-gpt20"]["name"] == str(tiny_checkpoint)  # the run holds the path
+    invoke("build", run, "--site", tmp_path / "inline")
+    invoke("build", run, "--site", tmp_path / "shared", "--assets", "shared", "--single-file", tmp_path / "one.html")
     paths = local_paths(tiny_checkpoint, run_dir.resolve(), tmp_path)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert str(tiny_checkpoint) in manifest["command"]  # the saved run does hold the path: the pages must not
-    outputs = {**{f"site/{k}": v for k, v in html_files(site).items()},
+    outputs = {**{f"inline/{k}": v for k, v in html_files(tmp_path / "inline").items()},
                **{f"shared/{k}": v for k, v in html_files(tmp_path / "shared").items()},
                "single": (tmp_path / "one.html").read_text(encoding="utf-8"),
                "marker": (tmp_path / "shared" / MARKER).read_text()}
     for where, text in outputs.items():
         assert_no_local_path(text, where, paths)
-    assert "…/tiny-gpt20" in outputs["single"]  # the command keeps the folder's name
+    for name in ("…/tiny-gpt20", "…/runs", "'…/my families.toml'", "…/site"):  # only the last part is kept
+        assert name in outputs["single"], name
+    assert "<td>tiny-gpt20</td>" in outputs["inline/index.html"]
 
 
 def test_pdf_without_chromium_is_one_clear_line(two_families, tmp_path):
