@@ -249,7 +249,7 @@ def test_no_output_form_holds_a_local_path(tiny_report, tiny_checkpoint, tmp_pat
                "marker": (tmp_path / "shared" / MARKER).read_text()}
     for where, text in outputs.items():
         assert_no_local_path(text, where, paths)
-    for name in ("…/tiny-gpt20", "…/runs", "'…/my families.toml'", "…/site"):  # only the last part is kept
+    for name in ("…/tiny-gpt20", "…/runs", "…/my families.toml", "…/site"):  # only the last part is kept
         assert name in outputs["single"], name
     assert "<td>tiny-gpt20</td>" in outputs["inline/index.html"]
 
