@@ -4,7 +4,7 @@ For every head, the corrupted prompts are run with that head's z (its output bef
 attention pattern taken from the clean prompts at every position. Patching v changes the head's output through
 what it moves; patching the pattern, through where it looks; z is both. Effects are normalised so that 0 is the
 corrupted run and 1 the clean run, on LD = logit(clean answer) - logit(corrupted answer) at the final position
-(`analyses.patching_core`). Attribution patching is computed beside it.
+(`analyses.intervention`, `analyses.stats`). Attribution patching is computed beside it.
 
 Arrays, per sweep s in (z, v, pattern), L layers, H heads (v: key-value heads), B prompts:
     {s}_exact, {s}_attribution, {s}_ci_low, {s}_ci_high      [L, H]
@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import patching_core as core
+from analyses import intervention as core
 from analyses import plots
+from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
-from analyses.patching_positions import (
+from analyses.patching_display import (
     agreement_scatter,
     baseline_sentences,
     correlation_sentence,
@@ -57,31 +58,31 @@ def z_to_kv(n_heads: int, n_kv: int) -> np.ndarray:
 def compute(model, prompts: PromptSet) -> Result:
     results = core.run_sweeps(model, prompts, core.HEAD_SWEEPS)
     n_layers = model.cfg.n_layers
-    stats = {s: core.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
+    stats = {s: st.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
     names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in core.HEAD_SWEEPS}
-    summary = core.common_summary(results, prompts, n_layers)
+    summary = st.common_summary(results, prompts, n_layers)
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.HEAD_SWEEPS:
-        arrays.update(core.stats_arrays(sweep, stats[sweep], results))
+        arrays.update(st.stats_arrays(sweep, stats[sweep], results))
         if np.isfinite(stats[sweep].correlation):
             summary[f"attribution_corr_{sweep}"] = stats[sweep].correlation
     summary["n_heads"], summary["n_kv_heads"] = int(names["z"].shape[1]), int(names["v"].shape[1])
     summary["top_heads"] = _top_heads(stats, names["z"])
-    summary["v_top"] = core.ranked(stats["v"], names["v"], TOP_K, key="head")
-    summary["pattern_top"] = core.ranked(stats["pattern"], names["pattern"], TOP_K, key="head")
+    summary["v_top"] = st.ranked(stats["v"], names["v"], TOP_K, key="head")
+    summary["pattern_top"] = st.ranked(stats["pattern"], names["pattern"], TOP_K, key="head")
     widgets = _widgets(stats["z"].exact, names["z"], results.first_prompt_patterns, prompts)
     labels = {"heads": names["z"].tolist(), "kv_heads": names["v"].tolist()}
     return Result(summary=summary, arrays=arrays, labels=labels, widgets=widgets)
 
 
-def _top_heads(stats: dict[str, core.SweepStats], names: np.ndarray) -> list[dict]:
+def _top_heads(stats: dict[str, st.SweepStats], names: np.ndarray) -> list[dict]:
     """Top heads by |z effect|, each with its v and pattern effects (v through its key-value head)."""
-    entries = core.ranked(stats["z"], names, TOP_K, key="head")
+    entries = st.ranked(stats["z"], names, TOP_K, key="head")
     kv = z_to_kv(stats["z"].exact.shape[1], stats["v"].exact.shape[1])
     for entry in entries:
         layer, head = parse_head_name(entry["head"])
-        entry["v_value"] = core.finite_or_none(stats["v"].exact[layer, kv[head]])
-        entry["pattern_value"] = core.finite_or_none(stats["pattern"].exact[layer, head])
+        entry["v_value"] = st.finite_or_none(stats["v"].exact[layer, kv[head]])
+        entry["pattern_value"] = st.finite_or_none(stats["pattern"].exact[layer, head])
     return entries
 
 
@@ -163,7 +164,7 @@ PATCHING_HEADS = Analysis(
     name=NAME,
     title="Activation patching by attention head",
     definition="Each cell: the corrupted prompts run with one head's output (z, before W_O), its values (v) or its "
-               "attention pattern taken from the clean prompts at every position. " + core.NORMALISATION
+               "attention pattern taken from the clean prompts at every position. " + st.NORMALISATION
                + ". Intervals: 95% bootstrap over prompts (1000 resamples). Right-hand panels: attribution patching, "
                "the first-order estimate (clean − corrupted activation) · gradient of the logit difference on the "
                "corrupted run. With grouped-query attention, v is patched per key-value head.",

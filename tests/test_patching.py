@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import patching_core as core
+from analyses import intervention as core
+from analyses import stats
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 
@@ -37,11 +38,11 @@ def attribution(tiny_model, runs):
 
 
 def normalised(ld: torch.Tensor, runs: core.Runs) -> np.ndarray:
-    return core.normalise_per_prompt(ld.numpy(), runs.clean_ld.numpy(), runs.corrupted_ld.numpy())
+    return stats.normalise_per_prompt(ld.numpy(), runs.clean_ld.numpy(), runs.corrupted_ld.numpy())
 
 
 def headline(ld: torch.Tensor, runs: core.Runs) -> np.ndarray:
-    return core.normalise_mean(ld.numpy(), runs.clean_ld.numpy(), runs.corrupted_ld.numpy())
+    return stats.normalise_mean(ld.numpy(), runs.clean_ld.numpy(), runs.corrupted_ld.numpy())
 
 
 # ---- batched equals looped ---------------------------------------------------------------------------------------
@@ -196,18 +197,18 @@ def test_bootstrap_interval_is_deterministic_and_contains_the_estimate():
     rng = np.random.default_rng(1)
     clean, corrupted = 2 + rng.normal(size=7), rng.normal(size=7)
     ld = corrupted + 0.5 * (clean - corrupted) + 0.1 * rng.normal(size=(4, 7))
-    low, high = core.bootstrap_ci(ld, clean, corrupted)
-    again = core.bootstrap_ci(ld, clean, corrupted)
-    estimate = core.normalise_mean(ld, clean, corrupted)
+    low, high = stats.bootstrap_ci(ld, clean, corrupted)
+    again = stats.bootstrap_ci(ld, clean, corrupted)
+    estimate = stats.normalise_mean(ld, clean, corrupted)
     assert np.array_equal(low, again[0]) and np.array_equal(high, again[1])
     assert np.all(low <= estimate) and np.all(estimate <= high)
 
 
 def test_normalisation_maps_corrupted_to_zero_and_clean_to_one():
     clean, corrupted = np.array([3.0, 1.0]), np.array([-1.0, 0.5])
-    assert np.allclose(core.normalise_per_prompt(corrupted, clean, corrupted), 0)
-    assert np.allclose(core.normalise_per_prompt(clean, clean, corrupted), 1)
-    assert np.allclose(core.normalise_mean(np.stack([corrupted, clean]), clean, corrupted), [0, 1])
+    assert np.allclose(stats.normalise_per_prompt(corrupted, clean, corrupted), 0)
+    assert np.allclose(stats.normalise_per_prompt(clean, clean, corrupted), 1)
+    assert np.allclose(stats.normalise_mean(np.stack([corrupted, clean]), clean, corrupted), [0, 1])
 
 
 # ---- the analyses' contract ------------------------------------------------------------------------------------------
