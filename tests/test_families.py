@@ -29,7 +29,8 @@ def test_family_tokenizes_into_single_token_answers_and_equal_lengths(name, toke
     assert prompts.corruptions == ("day", "relation")
     for corruption in prompts.corruptions:
         twin = prompts.with_corruption(corruption)
-        assert twin.clean_tokens.shape == twin.corrupted_tokens.shape == (7 * n_templates, prompts.clean_tokens.shape[1])
+        shape = (7 * n_templates, prompts.clean_tokens.shape[1])
+        assert twin.clean_tokens.shape == twin.corrupted_tokens.shape == shape
         for ids in (twin.answer_ids, twin.copy_ids, twin.corrupted_answer_ids):
             for token in ids.tolist():
                 assert tokenizer.decode([token]).strip() in DAYS
