@@ -20,8 +20,9 @@ BUNDLED_MODEL_NAME = "gemma-3-270m"  # report/bundled.py loads it (optional extr
 log = logging.getLogger(__name__)
 
 # The notebook's processing: fold LayerNorm into the next weights, centre what writes to the residual
-# stream and the unembedding, and refactor W_Q W_K / W_V W_O; none of it changes the logits.
-WEIGHT_PROCESSING = dict(fold_ln=True, center_writing_weights=True, center_unembed=True,
+# stream and the unembedding, fold the value biases into the output bias (b_V W_O does not depend on where a head
+# looks, so per-head DLA leaves it in the layer's b_O), and refactor W_Q W_K / W_V W_O; none of it changes the logits.
+WEIGHT_PROCESSING = dict(fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True,
                          refactor_factored_attn_matrices=True)
 
 
