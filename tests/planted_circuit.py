@@ -70,14 +70,14 @@ def save_planted_gpt2(folder: Path, layer: int = 1, head: int = 2, n_layer: int 
     model = GPT2LMHeadModel(config)
     with torch.no_grad():
         _fill_with_noise(model)
-        _set_embeddings(model, _item_token_ids(tokenizer))
+        _set_embeddings(model, _day_token_ids(tokenizer))
         _plant_head(model.transformer.h[layer].attn, head, d_head, n_embd)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
 
 
-def _item_token_ids(tokenizer) -> dict[str, list[int]]:
+def _day_token_ids(tokenizer) -> dict[str, list[int]]:
     """Both single-token spellings of each day: " Monday" (mid-sentence) and "Monday" (start of a list)."""
     ids = {}
     for day in DAYS:
