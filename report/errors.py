@@ -14,3 +14,13 @@ class ModelUnavailable(UserError):
     """The model cannot be loaded here (no network, not cached, extra not installed)."""
 
     exit_code = 2
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal (SIGTERM): its manifest says 'interrupted', its complete results stay."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
