@@ -147,3 +147,7 @@ def list_(what, families_file):
         for entry in MODELS:
             network = "needs the network" if entry.needs_network else "offline"
             click.echo(f"{entry.name:24} {entry.size:>6}  {network:18} {entry.note}")
+
+
+if __name__ == "__main__":  # python -m report.cli (the tests run the working tree this way)
+    main()

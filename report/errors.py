@@ -16,8 +16,10 @@ class ModelUnavailable(UserError):
     exit_code = 2
 
 
-class Interrupted(Exception):
-    """The run was stopped by a signal (SIGTERM): its manifest says 'interrupted', its complete results stay."""
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGTERM): its manifest says 'interrupted', its complete results stay.
+
+    A BaseException, like KeyboardInterrupt, so that a library's `except Exception` cannot swallow it."""
 
     def __init__(self, signum: int):
         import signal
