@@ -115,23 +115,23 @@ def run(options: RunOptions) -> Path:
     else:
         run_dir, manifest = runs.create_run_dir(Path(options.out), options.run_id), None
     files.clean_stale_temps(Path(options.out))
-    manifest = _start_manifest(run_dir, options, device, current, manifest)
-    started = time.perf_counter()
-    try:
-        with _sigterm_interrupts():
+    with _sigterm_interrupts():  # from the first manifest on, so that the manifest can say 'interrupted'
+        manifest = _start_manifest(run_dir, options, device, current, manifest)
+        started = time.perf_counter()
+        try:
             for name in options.models:
                 _run_model(run_dir, manifest, name, device, families, analyses, skipped[name])
-    except (KeyboardInterrupt, Interrupted):
-        manifest["status"] = "interrupted"
-        raise
-    except BaseException:
-        manifest["status"] = "failed"
-        raise
-    finally:
-        manifest["total_seconds"] = manifest.get("total_seconds", 0.0) + time.perf_counter() - started
-        if manifest["status"] == "running":
-            manifest["status"] = "complete"
-        results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+        except (KeyboardInterrupt, Interrupted):
+            manifest["status"] = "interrupted"
+            raise
+        except BaseException:
+            manifest["status"] = "failed"
+            raise
+        finally:
+            manifest["total_seconds"] = manifest.get("total_seconds", 0.0) + time.perf_counter() - started
+            if manifest["status"] == "running":
+                manifest["status"] = "complete"
+            results.write_json_atomic(run_dir / results.MANIFEST, manifest)
     return run_dir
 
 

@@ -118,7 +118,7 @@ def test_resume_repairs_damaged_results(tmp_path, tiny_checkpoint):
     run_dir = ok(run_cli(["--model", str(tiny_checkpoint), "--families", "tomorrow", "--analyses", FEW], out))
     family = run_dir / "tiny-gpt20" / "tomorrow"
     good = {str(p.relative_to(family)): p.read_bytes() for p in sorted(family.rglob("*.*"))}
-    assert "dla_layers/arrays.safetensors" in good and len(good) == 8
+    assert "dla_layers/arrays.safetensors" in good and len(good) == 9
     (family / "dla_layers" / "arrays.safetensors").unlink()
     (family / "behaviour" / "summary.json").write_bytes(good["behaviour/summary.json"][:10])
     (family / "logit_diff" / "extras.json").write_bytes(good["logit_diff/extras.json"] + b" ")
@@ -144,8 +144,8 @@ def _wait_for_manifest(proc, out: Path, timeout=120.0) -> None:
 
 def test_sigterm_marks_the_manifest_interrupted(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
-    proc = subprocess.Popen(_cli("--model", tiny_checkpoint, "--families", "all", "--out", out), cwd=ROOT,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cli("--model", tiny_checkpoint, "--families", "tomorrow,day_after", "--out", out),
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_manifest(proc, out)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
