@@ -115,10 +115,11 @@ def run(options: RunOptions) -> Path:
     else:
         run_dir, manifest = runs.create_run_dir(Path(options.out), options.run_id), None
     files.clean_stale_temps(Path(options.out))
-    with _sigterm_interrupts():  # from the first manifest on, so that the manifest can say 'interrupted'
-        manifest = _start_manifest(run_dir, options, device, current, manifest)
-        started = time.perf_counter()
+    manifest = _start_manifest(run_dir, options, device, current, manifest)
+    started = time.perf_counter()
+    with _sigterm_interrupts():  # from the first manifest write on, so that the manifest can say 'interrupted'
         try:
+            results.write_json_atomic(run_dir / results.MANIFEST, manifest)
             for name in options.models:
                 _run_model(run_dir, manifest, name, device, families, analyses, skipped[name])
         except (KeyboardInterrupt, Interrupted):
@@ -190,6 +191,7 @@ def _check_resume(manifest: dict, current: dict, force: bool) -> None:
 
 
 def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: dict, manifest: dict | None) -> dict:
+    """The manifest for this start or resume (written by run(), under the SIGTERM handler)."""
     command = options.command or " ".join(sys.argv)
     if manifest is None:
         manifest = {"run_id": run_dir.name, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -205,7 +207,6 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
         "packages": _versions(), "git_commit": _git_commit(), "python": sys.version.split()[0],
         "platform": platform.platform(),
     })
-    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
     return manifest
 
 
