@@ -23,6 +23,7 @@ import torch
 
 from analyses.types import DAYS, SEQUENCES, Corrupted, PromptSet
 from report.errors import UserError
+from report.files import read_user_text
 
 SLOT = re.compile(r"\{(?:day|month|item)(?:([+-])(\d+))?\}")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -74,7 +75,7 @@ def load_family_specs(path: Path | None = None) -> dict[str, FamilySpec]:
     """Parse and check a families file (the shipped one when `path` is None); keeps file order."""
     path = Path(path) if path is not None else default_families_path()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM is not part of the TOML
+        data = tomllib.loads(read_user_text(path, "families file"))
     except FileNotFoundError:
         raise FamilyError(f"families file not found: {path}") from None
     except IsADirectoryError:
