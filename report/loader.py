@@ -23,7 +23,6 @@ from report.errors import UserError
 
 MANIFEST = "manifest.json"
 SUMMARY, ARRAYS, EXTRAS = "summary.json", "arrays.safetensors", "extras.json"
-CORRUPTIONS = ("day", "relation")  # per-corruption analyses are saved as <analysis>-<corruption>
 
 
 @dataclass(frozen=True)

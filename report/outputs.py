@@ -28,7 +28,11 @@ class OutputOptions:
 
 def check(options: OutputOptions, run_dirs: list[Path] = ()) -> None:
     from report import pdf, site
+    from report.files import check_writable_dir
 
+    for option, path in (("--site", options.site), ("--single-file", options.single_file), ("--pdf", options.pdf)):
+        if path is not None:  # the temporary files are written beside the target
+            check_writable_dir(Path(path).absolute().parent, option)
     if options.site is not None:
         site.check_site_folder(Path(options.site), options.force)
         root = Path(options.site).resolve()

@@ -22,10 +22,10 @@ from markupsafe import Markup
 
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
-from analyses.types import Analysis, Result
+from analyses.types import CORRUPTIONS, Analysis, Result
 from report import assets, compare, names
 from report.errors import UserError
-from report.loader import CORRUPTIONS, Problem, figures_problem, load_manifest, read_result
+from report.loader import Problem, figures_problem, load_manifest, read_result
 
 PARTS = ("behaviour", "evidence", "mechanism", "representation")
 PART_TITLES = {"behaviour": "Behaviour", "evidence": "Evidence", "mechanism": "Mechanism",

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 
-from report import assets, render
+from report import assets, files, render
 from report.errors import UserError
 
 MARKER = ".weekday-circuits-site.json"
@@ -74,16 +74,18 @@ def write_site(outputs: dict[str, str], site: Path, force: bool) -> Path:
     """Write every file into a fresh temporary folder beside `site`, then swap it in whole."""
     site = Path(site)
     check_site_folder(site, force)
-    site.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=site.parent, prefix=f".{site.name}.", suffix=".build-tmp"))
+    _clean_stale_builds(site)
+    tmp = files.make_temp_dir(site.parent, site.name)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the site is meant to be read (served) by others
         for relative, text in outputs.items():
             path = tmp / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            _write_synced(path, text)
         marker = {"generator": GENERATOR, "files": sorted(outputs)}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        _write_synced(tmp / MARKER, json.dumps(marker, indent=1) + "\n")
+        for folder in {tmp, *(p.parent for p in tmp.rglob("*"))}:
+            files.fsync_dir(folder)
         _swap_in(tmp, site)
     finally:
         if tmp.exists():
@@ -91,16 +93,33 @@ def write_site(outputs: dict[str, str], site: Path, force: bool) -> Path:
     return site / "index.html"
 
 
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the rename publishes the site
+
+
+def _clean_stale_builds(site: Path) -> None:
+    """Temporary folders beside the site left by a build that was killed (its process is gone)."""
+    pattern = re.compile(rf"\.{re.escape(site.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    for path in site.parent.glob(f".{site.name}.*.tmp"):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and int(match.group(1)) != os.getpid() and not files._pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _swap_in(new: Path, site: Path) -> None:
     if not site.exists():
         os.replace(new, site)
+        files.fsync_dir(site.parent)
         return
-    old = Path(tempfile.mkdtemp(dir=site.parent, prefix=f".{site.name}.", suffix=".old-tmp"))
-    os.rmdir(old)  # only its unique name is needed: the old site is renamed to it
+    old = site.parent / files.temp_name(site.name)  # the old site is renamed to this unused name
     os.replace(site, old)
     try:
         os.replace(new, site)
     except OSError:
         os.replace(old, site)  # put the previous site back rather than leave none
         raise
+    files.fsync_dir(site.parent)
     shutil.rmtree(old, ignore_errors=True)

@@ -209,9 +209,10 @@ def test_a_family_with_several_templates_lists_them_all(two_families, tmp_path):
     del info["template"]
     (run / "manifest.json").write_text(json.dumps(manifest))
     invoke("build", run, "--site", tmp_path / "site")
-    for page in ("index.html", "tiny-gpt20/tomorrow.html"):
-        html = (tmp_path / "site" / page).read_text(encoding="utf-8")
-        assert "<code>Now it is {day}, next it is</code>" in html and "Today it is {day} so tomorrow" in html
+    html = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
+    assert "<code>Now it is {day}, next it is</code>" in html and "<code>Today it is {day} so tomorrow it is" in html
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")  # the overview: the first, and a count
+    assert "<code>Today it is {day} so tomorrow it is</code> (+1)" in index
 
 
 def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, tmp_path):
