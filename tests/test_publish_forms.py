@@ -85,11 +85,11 @@ def test_damaged_results_are_named_in_one_line_each_and_shown_as_missing_section
     (family / "dla_heads" / "summary.json").write_text("[1, 2]")
     import shutil
 
-    shutil.rmtree(family / "patching_positions")
+    shutil.rmtree(family / "patching_positions-day")
     result = invoke("build", run, "--site", tmp_path / "site")
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     damaged = {"behaviour/summary.json", "logit_lens/arrays.safetensors", "dla_layers/arrays.safetensors",
-               "attention/extras.json", "dla_heads/summary.json", "patching_positions/summary.json"}
+               "attention/extras.json", "dla_heads/summary.json", "patching_positions-day/summary.json"}
     assert len(warnings) == len(damaged), warnings
     for file in damaged:
         assert sum(file in line for line in warnings) == 1, (file, warnings)
@@ -98,7 +98,7 @@ def test_damaged_results_are_named_in_one_line_each_and_shown_as_missing_section
         analysis, name = file.split("/")
         section = html.split(f'<section id="{analysis}"', 1)[1].split("</section>", 1)[0]
         assert "This section is missing" in section and name in section, analysis
-    for analysis in ("logit_diff", "patching_heads"):  # the undamaged sections are still drawn
+    for analysis in ("logit_diff", "patching_heads-day", "patching_positions-relation"):  # undamaged: still drawn
         section = html.split(f'<section id="{analysis}"', 1)[1].split("</section>", 1)[0]
         assert "missing" not in section and 'class="plotly-graph-div"' in section
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")

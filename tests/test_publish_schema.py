@@ -1,0 +1,52 @@
+"""The results schemas: every summary of a full tiny run, and its manifest, validate; every analysis has a
+schema; the schemas catch a wrong type or a missing required key (so they are not vacuous)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analyses import REGISTRY
+from report import schema
+from report.loader import load_run
+
+
+def test_every_analysis_ships_a_schema():
+    assert REGISTRY
+    for analysis in REGISTRY:
+        assert schema.load_schema(analysis.name)["type"] == "object", analysis.name
+
+
+def test_the_manifest_and_every_summary_of_a_full_run_validate(tiny_report):
+    run_dir, _ = tiny_report
+    run = load_run(run_dir)
+    assert run.problems == []
+    assert schema.validate(run.manifest, schema.MANIFEST) == []
+    folders = {folder for (_, _, folder) in run.summaries}
+    assert {schema.schema_name(f) for f in folders} == {a.name for a in REGISTRY}  # every analysis was checked
+    for (model, family, folder), summary in run.summaries.items():
+        assert schema.validate(summary, schema.schema_name(folder)) == [], (model, family, folder)
+
+
+@pytest.mark.parametrize("folder, key, bad", [
+    ("behaviour", "day7_acc", "high"), ("behaviour", "day7_above_chance", "no"),
+    ("dla_heads", "top_positive", [{"value": 1.0}]),
+    ("patching_heads-day", "corruption", "weekday"), ("logit_diff", "clean_logit_diff_mean", None)])
+def test_a_wrong_type_or_a_missing_key_is_caught(tiny_report, folder, key, bad):
+    run_dir, _ = tiny_report
+    run = load_run(run_dir)
+    summary = dict(next(s for (_, _, f), s in run.summaries.items() if f == folder))
+    if bad is None:
+        del summary[key]
+    else:
+        summary[key] = bad
+    errors = schema.validate(summary, schema.schema_name(folder))
+    assert errors and any(key in e for e in errors), errors
+
+
+def test_a_manifest_without_models_is_caught(tiny_report):
+    run_dir, _ = tiny_report
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["models"]
+    assert schema.validate(manifest, schema.MANIFEST)
