@@ -153,7 +153,7 @@ def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_fami
     invoke("build", run, "--site", tmp_path / "site")
     chance = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
     above = (tmp_path / "site" / "tiny-gpt20" / "day_after.html").read_text(encoding="utf-8")
-    assert "does not do this task" in chance and "does not do this task" not in above
+    assert 'class="at-chance-note"' in chance and 'class="at-chance-note"' not in above
     assert 'class="analysis muted"' in chance and 'class="analysis muted"' not in above
     assert '<section id="behaviour" class="analysis">' in chance  # behaviour itself is not greyed
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
@@ -204,15 +204,17 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
 def test_a_family_with_several_templates_lists_them_all(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
     manifest = json.loads((run / "manifest.json").read_text())
-    info = manifest["models"]["tiny-gpt20"]["families"]["tomorrow"]
-    info["templates"] = ["Today it is {day} so tomorrow it is", "Now it is {day}, next it is"]
-    del info["template"]
+    families = manifest["models"]["tiny-gpt20"]["families"]
+    families["tomorrow"]["templates"] = ["Today it is {day} so tomorrow it is", "Now it is {day}, next it is"]
+    families["day_after"]["template"] = families["day_after"].pop("templates")[0]  # an older manifest's key
     (run / "manifest.json").write_text(json.dumps(manifest))
     invoke("build", run, "--site", tmp_path / "site")
     html = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
     assert "<code>Now it is {day}, next it is</code>" in html and "<code>Today it is {day} so tomorrow it is" in html
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")  # the overview: the first, and a count
     assert "<code>Today it is {day} so tomorrow it is</code> (+1)" in index
+    old = (tmp_path / "site" / "tiny-gpt20" / "day_after.html").read_text(encoding="utf-8")
+    assert f"Template <code>{families['day_after']['template']}</code>;" in old
 
 
 def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, tmp_path):
@@ -224,7 +226,7 @@ def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, 
     assert table.count('<table class="comparison">') == 2  # tomorrow and day_after, both models in each
     assert 'href="tiny-gpt20/tomorrow.html"' in table and 'href="other-model/tomorrow.html"' in table
     n_layers = json.loads((two_families / "manifest.json").read_text())["models"]["tiny-gpt20"]["n_layers"]
-    top = json.loads((two_families / "tiny-gpt20" / "tomorrow" / "patching_heads" / "summary.json").read_text())
+    top = json.loads((two_families / "tiny-gpt20" / "tomorrow" / "patching_heads-day" / "summary.json").read_text())
     head = top["top_heads"][0]["head"]
     layer = int(re.match(r"L(\d+)H", head).group(1))
     assert f'{head} <span class="depth">({layer / n_layers:.2f})</span>' in table
