@@ -7,6 +7,7 @@ is computed): a --site that holds files we did not write, a --site that would sw
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,14 @@ def check(options: OutputOptions, run_dirs: list[Path] = ()) -> None:
     from report import pdf, site
     from report.files import check_writable_dir
 
+    if options.site is not None:
+        check_writable_dir(Path(options.site), "--site")
     for option, path in (("--site", options.site), ("--single-file", options.single_file), ("--pdf", options.pdf)):
-        if path is not None:  # the temporary files are written beside the target
-            check_writable_dir(Path(path).absolute().parent, option)
+        if path is None:
+            continue
+        if len(os.fsencode(Path(path).name)) > 255:
+            raise UserError(f"{option} {path}: the name is longer than 255 bytes")
+        check_writable_dir(Path(path).absolute().parent, option)  # temporary files are written beside the target
     if options.site is not None:
         site.check_site_folder(Path(options.site), options.force)
         root = Path(options.site).resolve()
