@@ -261,3 +261,17 @@ def test_pdf_without_chromium_is_one_clear_line(two_families, tmp_path):
     _, output = fails("build", two_families, "--pdf", tmp_path / "r.pdf", "--chromium", tmp_path / "no-such")
     assert output.count("\n") == 1 and "--chromium" in output
     assert not (tmp_path / "r.pdf").exists() and not (tmp_path / "site").exists()
+
+
+def test_the_print_page_has_stills_for_widgets_and_open_headlines(two_families):
+    from report import assets, pdf
+
+    build = render.collect([two_families], "Printed")
+    html = pdf.render_print(build)
+    sections = [s for p in build.pages for s in p.sections]
+    widgets = sum(len(s.widgets) for s in sections)
+    assert widgets > 0 and 'class="cv-widget"' not in html
+    assert assets.circuitsvis_bundle().source[:300] not in html  # a widget has nothing to print
+    assert html.count('-still" class="plotly-graph-div"') == widgets
+    assert html.count("<details open><summary>Headline numbers") == len(sections)
+    assert html.count('<article class="page"') == len(build.pages) == 2
