@@ -7,6 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analyses import thresholds
 from analyses.intervention import SWEEPS
 from analyses.plots import LAYOUT
 from analyses.types import Result
@@ -34,12 +35,12 @@ def paired_heatmap(exact: np.ndarray, attribution: np.ndarray, x: list[str], y: 
 
 def hover_text(result: Result, sweep: str, names: np.ndarray) -> np.ndarray:
     lo, hi = result.arrays[f"{sweep}_ci_low"], result.arrays[f"{sweep}_ci_high"]
-    return np.array([[f"{n}<br>95% CI {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
+    return np.array([[f"{n}<br>95% spread over prompts {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
                      for rn, rl, rh in zip(names, lo, hi)])
 
 
 def unit_label(summary: dict) -> str:
-    return "fraction restored" if summary["normalised"] else "Δ logit diff"
+    return "fraction restored" if summary["normalised"] else "Δ logit diff (logits)"
 
 
 def agreement_scatter(result: Result, sweeps, names: np.ndarray) -> go.Figure:
@@ -49,8 +50,8 @@ def agreement_scatter(result: Result, sweeps, names: np.ndarray) -> go.Figure:
     for sweep in sweeps:
         x, y = result.arrays[f"{sweep}_exact"].ravel(), result.arrays[f"{sweep}_attribution"].ravel()
         values += [x, y]
-        r = result.summary.get(f"attribution_corr_{sweep}")
-        label = SWEEPS[sweep].title + (f" (r = {r:.2f})" if r is not None else "")
+        slope = result.summary.get(f"attribution_slope_{sweep}")
+        label = SWEEPS[sweep].title + (f" (slope {slope:.2f})" if slope is not None else "")
         fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=label, text=list(names.ravel()),
                                  hovertemplate="%{text}<br>exact %{x:.3f}<br>attribution %{y:.3f}<extra></extra>"))
     both = np.concatenate(values)
@@ -65,7 +66,7 @@ def agreement_scatter(result: Result, sweeps, names: np.ndarray) -> go.Figure:
 def percent(value: float | None, normalised: bool) -> str:
     if value is None:
         return "an undefined amount"
-    text = f"{100 * value:.0f}%" if normalised else f"{value:+.2f}"
+    text = f"{100 * value:.0f}%" if normalised else f"{value:+.2f} logits"
     return "0%" if text == "-0%" else text  # a tiny negative value rounds to "-0%"
 
 
@@ -73,33 +74,74 @@ def interval(entry: dict, normalised: bool) -> str:
     if entry["ci_low"] is None or entry["ci_high"] is None:
         return ""
     if normalised:
-        return f" (95% CI {100 * entry['ci_low']:.0f} to {100 * entry['ci_high']:.0f}%)"
-    return f" (95% CI {entry['ci_low']:+.2f} to {entry['ci_high']:+.2f})"
+        return f" (95% spread over prompts {100 * entry['ci_low']:.0f} to {100 * entry['ci_high']:.0f}%)"
+    return f" (95% spread over prompts {entry['ci_low']:+.2f} to {entry['ci_high']:+.2f})"
 
 
 def effect_phrase(entry: dict, normalised: bool) -> str:
-    """'restores 61% (95% CI ...) of the clean logit difference' or the raw / negative variants."""
+    """'restores 61% (...) of the clean − corrupted gap' or the raw / negative variants."""
     amount = percent(entry["value"], normalised) + interval(entry, normalised)
     if not normalised:
         return f"changes the logit difference by {amount}"
     if entry["value"] is not None and entry["value"] < 0:
         return f"moves the logit difference away from the clean run, by {amount} of the clean − corrupted gap"
-    return f"restores {amount} of the clean logit difference"
+    return f"restores {amount} of the clean − corrupted gap"
+
+
+WHAT_CORRUPTION_ISOLATES = {
+    "day": "the corrupted prompts name another item with the same wording, so a component that matters here carries "
+           "the identity of the named item towards the answer",
+    "relation": "the corrupted prompts keep the item and ask for another step (e.g. yesterday instead of tomorrow), so "
+                "a component that matters here carries the step applied to the item",
+}
+ROLE = {"day": "carries the named item towards the answer", "relation": "carries the step applied to the item"}
+
+
+def notable(entry: dict, s: dict) -> bool:
+    """Worth naming in a narrative (analyses.thresholds): a fraction of an informative gap, or enough logits."""
+    if s["normalised"]:
+        return thresholds.notable_fraction(entry["value"])
+    return thresholds.notable_logits(entry["value"], max(abs(s["gap_mean"]), abs(s["clean_logit_diff_mean"])))
 
 
 def baseline_sentences(s: dict) -> list[str]:
-    sentences = [f"Over the {s['n_prompts']} prompts, the mean logit difference (clean answer − corrupted answer) "
-                 f"is {s['clean_logit_diff_mean']:+.3g} on the clean prompts and {s['corrupted_logit_diff_mean']:+.3g} "
-                 "on the corrupted prompts."]
-    if not s["normalised"]:
-        sentences.append("The two means are equal, so effects cannot be normalised and are given as raw changes "
-                         "in logit difference.")
+    """What the corruption isolates, whether the model does the task, and whether the gap can be normalised."""
+    corruption = s.get("corruption", "day")
+    sentences = []
+    if not s.get("day7_above_chance", True):
+        sentences.append("The model does not do this task (see Behaviour): what follows describes what it does "
+                         "instead, not how it computes the answer.")
+    sentences.append(f"{corruption.capitalize()} corruption: {WHAT_CORRUPTION_ISOLATES[corruption]}.")
+    gap = (f"the mean logit difference (clean answer − corrupted answer) is {s['clean_logit_diff_mean']:+.3g} on the "
+           f"clean prompts and {s['corrupted_logit_diff_mean']:+.3g} on the corrupted ones, a gap of "
+           f"{s['gap_mean']:+.3g} logits (standard error {s['gap_standard_error']:.2g}, {s['n_prompts']} prompts)")
+    if s["normalised"]:
+        sentences.append(f"Over the prompts {gap}; effects are fractions of that gap.")
+    else:
+        sentences.insert(0, f"The clean and corrupted runs barely differ under this corruption: {gap}, and "
+                            f"{s['gap_reason']}. Effects are therefore raw changes in logits, not fractions of the "
+                            "gap, and small ones are not findings.")
     return sentences
 
 
-def correlation_sentence(s: dict, sweeps, short: dict) -> str | None:
-    parts = [f"{s[f'attribution_corr_{sw}']:.2f} ({short[sw]})" for sw in sweeps if f"attribution_corr_{sw}" in s]
+def top_sentence(entry: dict, s: dict, subject: str) -> str:
+    """One sentence on the largest effect of a sweep, or that nothing stands out (size threshold)."""
+    if not notable(entry, s):
+        return (f"Nothing stands out for {subject}: the largest effect is {percent(entry['value'], s['normalised'])}, "
+                f"under the threshold ({thresholds.RULES.split('; ')[1]}).")
+    role = ROLE[s.get("corruption", "day")]
+    if not s.get("day7_above_chance", True):
+        role += " (in what this model does instead of the task)"
+    return f"Patching {entry['name_phrase']} {effect_phrase(entry, s['normalised'])}: it {role}."
+
+
+def agreement_sentence(s: dict, sweeps, short: dict) -> str | None:
+    """Attribution vs exact: slope, mean absolute error and top-5 overlap (Pearson r alone hides scale errors)."""
+    parts = [f"{short[sw]}: slope {s[f'attribution_slope_{sw}']:.2f}, mean |error| "
+             f"{percent(s[f'attribution_mae_{sw}'], True)}, top-5 overlap {s[f'attribution_top_overlap_{sw}']:.0%}"
+             for sw in sweeps if f"attribution_slope_{sw}" in s]
     if not parts:
-        return None
-    return ("Pearson correlation between attribution patching's estimates and the exact effects, over all cells: r = "
-            + ", ".join(parts) + ".")
+        return ("Attribution patching is not compared with the exact effects here: at this noise level the comparison "
+                "would measure rounding.") if not s["normalised"] else None
+    return ("Attribution patching against the exact effects, over all cells (slope 1 = the right size): "
+            + "; ".join(parts) + ".")

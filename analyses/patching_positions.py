@@ -12,10 +12,14 @@ Arrays, per sweep s in (resid_pre, attn_out, mlp_out), L layers, S positions, B 
     {s}_exact_per_prompt, {s}_attribution_per_prompt        [L, S, B] per-prompt normalisation
     {s}_exact_logit_diff, {s}_attribution_logit_diff        [L, S, B] raw patched LD (attribution: estimated)
     clean_logit_diff, corrupted_logit_diff                  [B]
-Labels: `positions` (x axis, "5:' Monday'*", * = the token differs between prompts), `layers`.
-Summary: {s}_top = [{"component": "L3 pos5 ' Monday'", "value", "ci_low", "ci_high", "attribution"}] sorted by
-|value|, largest first; attribution_corr_{s} (Pearson r, attribution vs exact, over all cells, when defined);
-clean_logit_diff_mean, corrupted_logit_diff_mean.
+Labels: `positions` (x axis, "5:' Monday'*": the token of each template at that position, joined by '|' where
+the templates differ; * = the token differs between the items of one template), `layers`.
+Summary: `corruption` ("day" or "relation": the analysis is computed and saved once per corruption);
+{s}_top = [{"component": "L3 pos5 ' Monday'", "value", "ci_low", "ci_high", "attribution", "value_by_template"}]
+sorted by |value|, largest first; attribution_{slope,mae,top_overlap,pearson}_{s} (only for an informative gap);
+clean_logit_diff_mean, corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
+With several templates, a position holds different words in different templates: read a cell with its label, and
+`value_by_template` says whether the effect holds for each wording.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ import numpy as np
 
 from analyses import intervention as core
 from analyses import stats as st
+from analyses.metrics import item_choice_correct
 from analyses.patching_display import (
     agreement_scatter,
+    agreement_sentence,
     baseline_sentences,
-    correlation_sentence,
-    effect_phrase,
     hover_text,
     paired_heatmap,
+    top_sentence,
     unit_label,
 )
+from analyses.thresholds import RULES, above_chance
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "patching_positions"
@@ -43,10 +49,17 @@ SHORT = {"resid_pre": "residual stream", "attn_out": "attention output", "mlp_ou
 
 
 def position_labels(prompts: PromptSet) -> list[str]:
-    """'p:'token'' per position, from the first clean prompt; '*' marks tokens that differ between prompts."""
-    first = prompts.str_tokens[0]
-    varies = [len({row[p] for row in prompts.str_tokens}) > 1 for p in range(len(first))]
-    return [f"{p}:'{tok}'" + ("*" if v else "") for p, (tok, v) in enumerate(zip(first, varies))]
+    """'p:'token'' per position: each template's token there (first item), joined by '|' where they differ; '*'
+    marks positions whose token differs between the items of a template (the slot)."""
+    firsts = [prompts.template_index.index(t) for t in sorted(set(prompts.template_index))]
+    rows = prompts.str_tokens
+    labels = []
+    for p in range(len(rows[0])):
+        tokens = list(dict.fromkeys(rows[i][p] for i in firsts))
+        varies = any(len({rows[i][p] for i, t in enumerate(prompts.template_index) if t == template}) > 1
+                     for template in set(prompts.template_index))
+        labels.append(f"{p}:" + "|".join(f"'{tok}'" for tok in tokens) + ("*" if varies else ""))
+    return labels
 
 
 def compute(model, prompts: PromptSet) -> Result:
@@ -55,25 +68,25 @@ def compute(model, prompts: PromptSet) -> Result:
     n_layers = model.cfg.n_layers
     names = np.array([[f"L{layer} pos{p[:p.index(':')]} {p[p.index(':') + 1:]}" for p in positions]
                       for layer in range(n_layers)])
-    summary = st.common_summary(results, prompts, n_layers)
+    correct = item_choice_correct(model, prompts)
+    summary = st.common_summary(results, prompts, n_layers,
+                                above_chance(int(correct.sum()), prompts.n_prompts, prompts.n_items)[0])
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.POSITION_SWEEPS:
         stats = st.sweep_stats(results, sweep)
         arrays.update(st.stats_arrays(sweep, stats, results))
-        summary[f"{sweep}_top"] = st.ranked(stats, names, TOP_K)
-        if np.isfinite(stats.correlation):
-            summary[f"attribution_corr_{sweep}"] = stats.correlation
-    if summary["normalised"]:  # a check of the machinery: this patched run is the clean run, so it must be 1
+        summary[f"{sweep}_top"] = st.ranked(stats, names, TOP_K, results=results, sweep=sweep,
+                                            template_index=prompts.template_index)
+        summary.update(st.agreement_summary(sweep, stats))
+    # A check of the machinery: patching every position before layer 0 IS the clean run. Stated as the largest
+    # per-prompt |LD_patched - LD_clean| in logits, so that it holds on any gap, informative or not.
+    summary["resid_pre_all_positions_layer0_max_abs_error"] = float(
+        np.abs(results.everything_ld - results.clean_ld).max())
+    if summary["normalised"]:
         summary["resid_pre_all_positions_layer0_effect"] = float(st.normalise_mean(
             results.everything_ld, results.clean_ld, results.corrupted_ld))
     labels = {"positions": positions, "layers": [f"L{layer}" for layer in range(n_layers)]}
     return Result(summary=summary, arrays=arrays, labels=labels)
-
-
-
-
-
-
 
 
 def figures(result: Result) -> list[Figure]:
@@ -90,34 +103,21 @@ def figures(result: Result) -> list[Figure]:
     return out
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def narrative(result: Result) -> list[str]:
     s = result.summary
     sentences = baseline_sentences(s)
     for sweep in core.POSITION_SWEEPS:
-        top = s[f"{sweep}_top"][0]
+        top = dict(s[f"{sweep}_top"][0])
         layer, pos, token = _parse_component(top["component"])
         if token.endswith("*"):
-            token = f"{token[:-1]} in the first prompt; this token differs between prompts"
-        sentences.append(f"Patching {WHAT[sweep].format(layer=layer)} at position {pos} ({token}) "
-                         f"{effect_phrase(top, s['normalised'])}, the largest effect of any layer and position.")
-    corr = correlation_sentence(s, core.POSITION_SWEEPS, SHORT)
-    if corr:
-        sentences.append(corr)
-    if "resid_pre_all_positions_layer0_effect" in s:
-        sentences.append("As a check, patching the whole residual stream before layer 0 (every position at once) "
-                         f"recovers {s['resid_pre_all_positions_layer0_effect']:.4f} of the gap; it must be 1.")
+            token = f"{token[:-1]}, the token that differs between the prompts"
+        top["name_phrase"] = f"{WHAT[sweep].format(layer=layer)} at position {pos} ({token})"
+        sentences.append(top_sentence(top, s, f"the {SHORT[sweep]}"))
+    agreement = agreement_sentence(s, core.POSITION_SWEEPS, SHORT)
+    if agreement:
+        sentences.append(agreement)
+    sentences.append("As a check, patching the whole residual stream before layer 0 reproduces the clean run to within "
+                     f"{s['resid_pre_all_positions_layer0_max_abs_error']:.2g} logits per prompt.")
     return sentences
 
 
@@ -132,9 +132,11 @@ PATCHING_POSITIONS = Analysis(
     title="Activation patching by layer and position",
     definition="Each cell: the corrupted prompts run with one activation (the residual stream entering the layer, "
                "the attention output or the MLP output, at one position) taken from the clean prompts. "
-               + st.NORMALISATION + ". Intervals: 95% bootstrap over prompts (1000 resamples). Right-hand panels: "
+               + st.NORMALISATION + ", when the gap is informative (" + RULES + "). Intervals: " + st.INTERVAL
+               + ". Right-hand panels: "
                "attribution patching, the first-order estimate (clean − corrupted activation) · gradient of the "
                "logit difference on the corrupted run, from one forward and one backward pass.",
     compute=compute, figures=figures, narrative=narrative,
     description="Which layers and positions carry the information that decides the answer.",
+    per_corruption=True,
 )

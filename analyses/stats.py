@@ -8,7 +8,12 @@ Normalisation. Every sweep keeps the raw patched LD per prompt, [layers, units, 
 The headline numbers (heatmaps, rankings, summary) use the normalisation of the mean: a prompt whose clean
 and corrupted LD nearly agree has a tiny per-prompt denominator and would dominate a mean of per-prompt
 ratios. The 95% interval resamples prompts (1000 bootstrap resamples, seed 0) and recomputes that same
-ratio of means on each resample.
+ratio of means on each resample. It is computed for every cell before any ranking, and describes the spread over
+this family's prompts (templates x items, which share templates and items): it is descriptive, not a confidence
+interval for the cell picked as the maximum.
+
+When the gap is not informative (`analyses.thresholds.informative_gap`: too small, too noisy or not mostly
+positive), nothing is normalised: every statistic is the raw change LD_patched - LD_corrupted, in logits.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analyses import thresholds
 from analyses.types import PromptSet
 
 NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), with LD = logit(clean answer) "
                  "− logit(corrupted answer) at the final position and each LD averaged over the prompts first; "
                  "0 = the corrupted run, 1 = the clean run")
 N_BOOTSTRAP = 1000
+INTERVAL = "95% bootstrap spread over this family's prompts (descriptive; computed for every cell before ranking)"
+TOP_OVERLAP_K = 5  # attribution vs exact: how many of the top cells by |exact| are also top by |attribution|
 
 
 # ---- normalisation and statistics (numpy) -----------------------------------------------------------------------
@@ -104,8 +112,13 @@ class SweepStats:
     normalised: bool
 
 
+def gap_of(results: SweepResults) -> thresholds.Gap:
+    return thresholds.informative_gap(results.clean_ld, results.corrupted_ld)
+
+
 def is_normalisable(results: SweepResults) -> bool:
-    return float(np.mean(results.clean_ld) - np.mean(results.corrupted_ld)) != 0
+    """One rule for every patching section and logit_diff: normalise only an informative gap."""
+    return gap_of(results).informative
 
 
 def sweep_stats(results: SweepResults, sweep: str) -> SweepStats:
@@ -146,23 +159,75 @@ def finite_or_none(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def ranked(stats: SweepStats, names: np.ndarray, k: int, key: str = "component") -> list[dict]:
-    """The k cells with the largest |exact effect|, largest first, as summary entries."""
+def ranked(stats: SweepStats, names: np.ndarray, k: int, key: str = "component",
+           results: SweepResults | None = None, sweep: str | None = None,
+           template_index: list[int] | None = None) -> list[dict]:
+    """The k cells with the largest |exact effect|, largest first, as summary entries.
+
+    With `results`, `sweep` and `template_index`, each entry also carries `value_by_template`: the same statistic
+    recomputed on each template's prompts alone (how much the effect depends on the wording).
+    """
     flat = np.nan_to_num(np.abs(stats.exact.ravel()), nan=-1.0)
     order = np.argsort(-flat, kind="stable")[:k]
-    return [{key: str(names.ravel()[i]), "value": finite_or_none(stats.exact.ravel()[i]),
-             "ci_low": finite_or_none(stats.ci_low.ravel()[i]), "ci_high": finite_or_none(stats.ci_high.ravel()[i]),
-             "attribution": finite_or_none(stats.attribution.ravel()[i])} for i in order]
+    entries = [{key: str(names.ravel()[i]), "value": finite_or_none(stats.exact.ravel()[i]),
+                "ci_low": finite_or_none(stats.ci_low.ravel()[i]), "ci_high": finite_or_none(stats.ci_high.ravel()[i]),
+                "attribution": finite_or_none(stats.attribution.ravel()[i])} for i in order]
+    if results is not None and template_index is not None and len(set(template_index)) > 1:
+        by_template = per_template(results, sweep, template_index, stats.normalised)  # [T, L*U]
+        for entry, i in zip(entries, order):
+            entry["value_by_template"] = [finite_or_none(v) for v in by_template[:, i]]
+    return entries
 
 
-def common_summary(results: SweepResults, prompts: PromptSet, n_layers: int) -> dict:
-    normalised = is_normalisable(results)
+def per_template(results: SweepResults, sweep: str, template_index: list[int], normalised: bool) -> np.ndarray:
+    """[templates, cells] the headline statistic on each template's prompts alone."""
+    t = np.asarray(template_index)
+    ld = results.exact[sweep].reshape(-1, len(t))
+    rows = []
+    for template in sorted(set(template_index)):
+        keep = t == template
+        k, c = results.clean_ld[keep], results.corrupted_ld[keep]
+        rows.append(normalise_mean(ld[:, keep], k, c) if normalised else ld[:, keep].mean(-1) - c.mean())
+    return np.stack(rows)
+
+
+def agreement(stats: SweepStats, k: int = TOP_OVERLAP_K) -> dict[str, float]:
+    """How well attribution patching estimates the exact effects of one sweep, over all cells.
+
+    slope: least-squares slope of attribution on exact through the origin (1 = right size, 0.3 = a third);
+    mae: mean |attribution - exact|; top_overlap: fraction of the top-k cells by |exact| also in the top-k by
+    |attribution|; pearson: r. Pearson alone reads 1.00 for an estimate that is a third of the truth.
+    """
+    x, y = stats.exact.ravel().astype(float), stats.attribution.ravel().astype(float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    den = float((x * x).sum())
+    top_x = set(np.argsort(-np.abs(x), kind="stable")[:k].tolist())
+    top_y = set(np.argsort(-np.abs(y), kind="stable")[:k].tolist())
+    return {"slope": float((x * y).sum() / den) if den > 0 else float("nan"),
+            "mae": float(np.abs(y - x).mean()) if x.size else float("nan"),
+            "top_overlap": len(top_x & top_y) / max(1, min(k, x.size)),
+            "pearson": pearson(x, y)}
+
+
+def agreement_summary(sweep: str, stats: SweepStats) -> dict:
+    """Summary keys `attribution_{slope,mae,top_overlap,pearson}_{sweep}`; none at noise level (not normalised)."""
+    if not stats.normalised:
+        return {}
+    return {f"attribution_{name}_{sweep}": value for name, value in agreement(stats).items() if np.isfinite(value)}
+
+
+def common_summary(results: SweepResults, prompts: PromptSet, n_layers: int, above_chance: bool) -> dict:
+    gap = gap_of(results)
     return {
-        "family": prompts.family, "n_prompts": int(len(results.clean_ld)), "n_layers": int(n_layers),
+        "family": prompts.family, "corruption": prompts.corruption, "n_prompts": int(len(results.clean_ld)),
+        "n_templates": len(prompts.templates), "n_layers": int(n_layers),
         "clean_logit_diff_mean": float(np.mean(results.clean_ld)),
         "corrupted_logit_diff_mean": float(np.mean(results.corrupted_ld)),
-        "normalised": normalised,
-        "value_unit": "fraction of the clean − corrupted logit difference" if normalised
-        else "change in logit difference (clean and corrupted runs agree, so no normalisation)",
-        "bootstrap_resamples": N_BOOTSTRAP,
+        "gap_mean": gap.mean, "gap_standard_error": gap.standard_error, "gap_positive_frac": gap.positive_fraction,
+        "normalised": gap.informative, "gap_reason": gap.reason,
+        "day7_above_chance": bool(above_chance),
+        "value_unit": "fraction of the clean − corrupted logit difference" if gap.informative
+        else "change in logit difference, logits (the clean and corrupted runs barely differ, so no normalisation)",
+        "interval": INTERVAL, "bootstrap_resamples": N_BOOTSTRAP,
     }

@@ -136,7 +136,9 @@ def list_(what, families_file):
         from report.families import load_family_specs
 
         for spec in load_family_specs(families_file).values():
-            click.echo(f"{spec.name:20} {spec.template!r} -> day{spec.answer_offset:+d}   {spec.description}")
+            twin = "relation twin" if spec.has_relation else "no relation twin"
+            click.echo(f"{spec.name:20} {spec.sequence:8} {len(spec.templates)} template(s), {twin:16} "
+                       f"answer = item{spec.answer_offset:+d}   {spec.templates[0]!r}   {spec.description}")
     elif what == "analyses":
         from analyses import REGISTRY
 

@@ -146,13 +146,15 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
             entry["families"][spec.name] = {"status": "ok", **_spec_info(spec), **_prompt_info(prompts)}
             for analysis in analyses:
                 bar.set_postfix_str(f"{spec.name} / {analysis.name}")
-                _run_analysis(run_dir / slug / spec.name / analysis.name, entry, spec.name, analysis, model, prompts)
-                results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+                for unit, unit_prompts in results.units(analysis, prompts):
+                    _run_analysis(run_dir / slug / spec.name / unit, entry, spec.name, unit, analysis, model,
+                                  unit_prompts)
+                    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
                 bar.update()
 
 
-def _run_analysis(folder: Path, entry: dict, family: str, analysis: Analysis, model, prompts) -> None:
-    key = f"{family}/{analysis.name}"
+def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: Analysis, model, prompts) -> None:
+    key = f"{family}/{unit}"
     if results.is_complete(folder):
         entry["analyses"].setdefault(key, {"status": "complete", "seconds": None})
         return
@@ -181,13 +183,16 @@ def _model_info(loaded, load_seconds: float) -> dict:
 
 
 def _spec_info(spec: FamilySpec) -> dict:
-    return {"template": spec.template, "description": spec.description, "answer_offset": spec.answer_offset,
-            "copy_offset": spec.copy_offset, "corrupt_shift": spec.corrupt_shift}
+    return {"templates": list(spec.templates), "description": spec.description, "sequence": spec.sequence,
+            "answer_offset": spec.answer_offset, "copy_offset": spec.copy_offset, "corrupt_shift": spec.corrupt_shift,
+            "relation_templates": list(spec.relation_templates), "relation_answer_offset": spec.relation_answer_offset,
+            "no_relation": spec.no_relation}
 
 
 def _prompt_info(prompts) -> dict:
     return {"prompts": prompts.clean_prompts, "corrupted_prompts": prompts.corrupted_prompts,
-            "n_tokens": int(prompts.clean_tokens.shape[1])}
+            "relation_prompts": prompts.twins["relation"].prompts if "relation" in prompts.twins else [],
+            "corruptions": list(prompts.corruptions), "n_tokens": int(prompts.clean_tokens.shape[1])}
 
 
 def _versions() -> dict[str, str]:

@@ -58,6 +58,18 @@ def analysis_dir(run_dir: Path, model: str, family: str, analysis: str) -> Path:
     return run_dir / model / family / analysis
 
 
+def units(analysis, prompts) -> list[tuple[str, object]]:
+    """(results folder name, prompt set) per saved unit of an analysis: one, or one per corruption of the family
+    for a per-corruption analysis (`patching_heads-day`, `patching_heads-relation`)."""
+    if not analysis.per_corruption:
+        return [(analysis.name, prompts)]
+    return [(unit_name(analysis.name, c), prompts.with_corruption(c)) for c in prompts.corruptions]
+
+
+def unit_name(analysis: str, corruption: str | None) -> str:
+    return analysis if corruption is None else f"{analysis}-{corruption}"
+
+
 def is_complete(folder: Path) -> bool:
     return (folder / "summary.json").is_file()
 
