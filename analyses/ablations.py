@@ -41,8 +41,6 @@ from analyses.mechanism import (
     ABLATIONS,
     NAME_FRACTION,
     ablation_source,
-    analysis,
-    corruption,
     informative_gap,
     node_edit,
     node_hook,
@@ -52,7 +50,7 @@ from analyses.mechanism import (
 )
 from analyses.metrics import answer_pair, model_device
 from analyses.plots import LAYOUT
-from analyses.types import Figure, PromptSet, Result
+from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "ablations"
 TOP_K = 10
@@ -137,7 +135,7 @@ def _summary(arrays: dict, names: list[str], prompts: PromptSet, cfg, informativ
     threshold = NAME_FRACTION * abs(gap)
     off = np.abs(total - direct)
     return {
-        "family": prompts.family, "corruption": corruption(prompts), "n_prompts": prompts.n_prompts,
+        "family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
         "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads),
         "clean_logit_diff_mean": float(arrays["clean_logit_diff"].mean()),
         "corrupted_logit_diff_mean": float(arrays["corrupted_logit_diff"].mean()),
@@ -213,7 +211,7 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-ABLATIONS_ANALYSIS = analysis(
+ABLATIONS_ANALYSIS = Analysis(
     name=NAME,
     title="Ablations of heads and MLPs",
     definition="Each node (a head's output at every position, or an MLP's output) replaced on the clean prompts by "

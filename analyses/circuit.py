@@ -35,9 +35,6 @@ from analyses import intervention as engine
 from analyses import paths, plots
 from analyses.mechanism import (
     NAME_FRACTION,
-    analysis,
-    answer_items,
-    corruption,
     informative_gap,
     item_names,
     node_edit,
@@ -48,7 +45,7 @@ from analyses.mechanism import (
 )
 from analyses.metrics import answer_pair
 from analyses.plots import LAYOUT
-from analyses.types import Figure, PromptSet, Result
+from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "circuit"
 TARGET = 0.8
@@ -140,7 +137,7 @@ def compute(model, prompts: PromptSet) -> Result:
               "p_correct_without_mlp": per_item(table_p[1], prompts, len(items)), "edge_weight": np.array(weights)}
     names = [node_name(n) for n in node_list]
     summary = {
-        "family": prompts.family, "corruption": corruption(prompts), "n_prompts": prompts.n_prompts,
+        "family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
         "n_nodes": N, "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads), "target": TARGET,
         "informative": informative, "gap_reason": reason,
         "full_logit_diff_mean": float(full_ld.mean()), "all_ablated_logit_diff_mean": float(ablated.mean()),
@@ -158,7 +155,7 @@ def compute(model, prompts: PromptSet) -> Result:
 
 def per_item(values: np.ndarray, prompts: PromptSet, n_items: int) -> np.ndarray:
     """[B] -> [n_items]: mean over the prompts whose correct answer is that item (NaN where none)."""
-    answers = np.array(answer_items(prompts))
+    answers = np.array(prompts.answer_items())
     return np.array([values[answers == i].mean() if (answers == i).any() else np.nan for i in range(n_items)])
 
 
@@ -259,7 +256,7 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-CIRCUIT = analysis(
+CIRCUIT = Analysis(
     name=NAME,
     title="Circuit and faithfulness",
     definition="Nodes (heads and MLPs) ranked by exact patching effect (and by attribution patching); keep the top "

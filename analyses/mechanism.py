@@ -9,77 +9,26 @@ every position); the embeddings are never ablated. Ablation values (Heimersheim 
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
+from analyses import thresholds
 from analyses.attribution import head_name
 from analyses.intervention import Edit
-from analyses.types import Analysis, PromptSet
+from analyses.types import PromptSet
 
 ABLATIONS = ("zero", "mean", "resample")
-# Size thresholds for naming a component in a narrative (issue 7: name a component only above a stated size).
-NAME_FRACTION = 0.10  # of the reference gap (clean − corrupted LD when informative, else of mean |clean LD|)
-# An informative clean − corrupted gap (the rule issue 7 sets for every patching section): the mean gap is at
-# least MIN_GAP logits, at least MIN_GAP_SE standard errors of the per-prompt gaps, and most prompts have a
-# positive gap. The lead unifies this with analyses.stats.informative_gap when it lands.
-MIN_GAP = 1.0
-MIN_GAP_SE = 3.0
+NAME_FRACTION = thresholds.MIN_EFFECT_FRACTION  # a path or node is named at >= this fraction of an informative gap
 
 
 def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> tuple[bool, str]:
-    """(informative, reason): may effects be given as fractions of the clean − corrupted gap?"""
-    gap = np.asarray(clean_ld, dtype=float) - np.asarray(corrupted_ld, dtype=float)
-    mean = float(gap.mean())
-    se = float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("inf")
-    if mean < MIN_GAP:
-        return False, f"the mean clean − corrupted gap is {mean:+.2f} logits, under {MIN_GAP:g}"
-    if se > 0 and mean < MIN_GAP_SE * se:
-        return False, (f"the mean gap {mean:+.2f} is under {MIN_GAP_SE:g} standard errors ({se:.2f}) of the "
-                       "per-prompt gaps")
-    if (gap > 0).mean() <= 0.5:
-        return False, f"only {int((gap > 0).sum())} of {len(gap)} prompts have a positive gap"
-    return True, f"mean gap {mean:+.2f} logits over {len(gap)} prompts"
-
-
-def analysis(**fields) -> Analysis:
-    """An Analysis, passing `part` / `per_corruption` only once analyses.types has them (issue 7 adds them)."""
-    known = {f.name for f in dataclasses.fields(Analysis)}
-    return Analysis(**{k: v for k, v in fields.items() if k in known})
-
-
-# ---- the prompt set, old and new interface (issue 7 renames day_* to item_*) ----------------------------------
-
-
-def item_token_ids(prompts: PromptSet) -> torch.Tensor:
-    """[n_items] token of each item (" Monday" .. with its leading space)."""
-    ids = getattr(prompts, "item_token_ids", None)
-    return ids if ids is not None else prompts.day_token_ids
-
-
-def item_index(prompts: PromptSet) -> list[int]:
-    """[batch] the item named in each clean prompt."""
-    index = getattr(prompts, "item_index", None)
-    return [int(i) for i in (index if index is not None else prompts.days)]
-
-
-def answer_items(prompts: PromptSet) -> list[int]:
-    method = getattr(prompts, "answer_items", None)
-    return list(method() if method is not None else prompts.answer_days())
+    """(informative, why or why not), by the report's one rule (`analyses.thresholds.informative_gap`)."""
+    gap = thresholds.informative_gap(clean_ld, corrupted_ld)
+    return gap.informative, gap.reason or f"mean gap {gap.mean:+.2f} logits over {len(clean_ld)} prompts"
 
 
 def item_names(prompts: PromptSet) -> list[str]:
-    items = getattr(prompts, "items", None)
-    if items is None:
-        from analyses.types import DAYS
-
-        items = DAYS
-    return [str(i) for i in items]
-
-
-def corruption(prompts: PromptSet) -> str:
-    return str(getattr(prompts, "corruption", "day"))
+    return [str(i) for i in prompts.items]
 
 
 # ---- nodes ----------------------------------------------------------------------------------------------------

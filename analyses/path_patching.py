@@ -12,7 +12,7 @@ Arrays (K senders, L layers, H heads, H_kv key/value heads): logits [K]; q [K, L
 (NaN where the receiver does not lie after the sender); sender_patching [K] (z patching effect).
 Labels: senders [K], heads [L][H], kv_heads [L][H_kv].
 Summary: top_edges = [{"sender": "L9H1", "receiver": "L10H3.q" | "MLP9" | "logits", "value"}] by |value|;
-informative, gap_reason, corruption, normalised.
+informative, gap_reason, normalised.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 from analyses import intervention as engine
 from analyses import paths, plots
 from analyses.attribution import head_name
-from analyses.mechanism import NAME_FRACTION, analysis, corruption, informative_gap, numpy
-from analyses.types import Figure, PromptSet, Result
+from analyses.mechanism import NAME_FRACTION, informative_gap, numpy
+from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "path_patching"
 SENDERS = 3  # senders per family: each costs one batched pass per later receiver
@@ -54,7 +54,7 @@ def compute(model, prompts: PromptSet) -> Result:
     labels = {"senders": names,
               "heads": [[head_name(layer, h) for h in range(model.cfg.n_heads)] for layer in range(model.cfg.n_layers)],
               "kv_heads": [[head_name(layer, h) for h in range(n_kv)] for layer in range(model.cfg.n_layers)]}
-    summary = {"family": prompts.family, "corruption": corruption(prompts), "n_prompts": prompts.n_prompts,
+    summary = {"family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
                "n_layers": int(model.cfg.n_layers), "informative": informative, "gap_reason": reason,
                "normalised": informative, "clean_logit_diff_mean": float(clean.mean()),
                "corrupted_logit_diff_mean": float(corrupted.mean()), "name_threshold": NAME_FRACTION,
@@ -126,7 +126,7 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-PATH_PATCHING = analysis(
+PATH_PATCHING = Analysis(
     name=NAME,
     title="Path patching between heads",
     definition="The corrupted prompts run with one sender head's clean output delivered along one path only (to the "

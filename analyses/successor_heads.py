@@ -33,9 +33,9 @@ import torch
 
 from analyses import plots
 from analyses.attribution import head_name, norm_gain, parse_head_name
-from analyses.mechanism import analysis, item_names, item_token_ids, numpy
+from analyses.mechanism import item_names, numpy
 from analyses.metrics import model_device
-from analyses.types import Figure, PromptSet, Result
+from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "successor_heads"
 TOP_K = 10
@@ -52,27 +52,30 @@ def effective_embeddings(model, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def head_ov_outputs(model, x: torch.Tensor, layer: int) -> torch.Tensor:
+    """[H, n, d_model]: what each head of `layer` writes (before any post-attention norm) when it attends only to a
+    position whose residual is x [n, d_model]: norm1(x) · W_V[group(h)] (+ b_V) · W_O[h]."""
+    W_V, W_O = model.W_V[layer], model.W_O[layer]  # [H_kv, d, d_head], [H, d_head, d]
+    group = model.cfg.n_heads // W_V.shape[0]
+    normed = model.blocks[layer].ln1(x[:, None])[:, 0]  # [n, d]
+    return torch.stack([(normed @ W_V[h // group] + _value_bias(model, layer, h // group)) @ W_O[h]
+                        for h in range(model.cfg.n_heads)])
+
+
+@torch.no_grad()
 def ov_grids(model, tokens: torch.Tensor) -> torch.Tensor:
     """[L, H, n, n]: logit of item e (column) promoted by head h's OV circuit from item d's effective embedding."""
     x = effective_embeddings(model, tokens)  # [n, d]
-    cfg = model.cfg
-    W_V, W_O = model.W_V, model.W_O  # [L, H_kv, d, d_head], [L, H, d_head, d]
-    group = cfg.n_heads // W_V.shape[1]
     W_U = model.W_U[:, tokens.to(x.device)]  # [d, n]
     grids = []
-    for layer in range(cfg.n_layers):
+    for layer in range(model.cfg.n_layers):
+        out = head_ov_outputs(model, x, layer)  # [H, n, d]
         block = model.blocks[layer]
-        normed = block.ln1(x[:, None])[:, 0]  # [n, d]
-        rows = []
-        for h in range(cfg.n_heads):
-            v = normed @ W_V[layer, h // group] + _value_bias(model, layer, h // group)  # [n, d_head]
-            out = v @ W_O[layer, h]  # [n, d]
-            if hasattr(block, "ln1_post"):  # Gemma 2/3: the head's share of the normalised attention output
-                out = out * norm_gain(block.ln1_post, out.shape[-1])
-            if cfg.normalization_type in ("LN", "LNPre"):  # the final LayerNorm centres over d_model
-                out = out - out.mean(-1, keepdim=True)
-            rows.append(out @ W_U)
-        grids.append(torch.stack(rows))
+        if hasattr(block, "ln1_post"):  # Gemma 2/3: the head's share of the normalised attention output
+            out = out * norm_gain(block.ln1_post, out.shape[-1])
+        if model.cfg.normalization_type in ("LN", "LNPre"):  # the final LayerNorm centres over d_model
+            out = out - out.mean(-1, keepdim=True)
+        grids.append(out @ W_U)
     return torch.stack(grids)
 
 
@@ -99,7 +102,7 @@ def ranked(values: np.ndarray, k: int = TOP_K) -> list[dict]:
 
 
 def compute(model, prompts: PromptSet) -> Result:
-    tokens = item_token_ids(prompts)
+    tokens = prompts.item_token_ids
     grids = numpy(ov_grids(model, tokens))
     successor, copy = scores(grids)
     L, H = successor.shape
@@ -154,7 +157,7 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-SUCCESSOR_HEADS = analysis(
+SUCCESSOR_HEADS = Analysis(
     name=NAME,
     title="Successor and copy heads (OV circuit)",
     definition="For each head, its OV circuit applied to each item's effective embedding (the residual after block 0 "
