@@ -71,7 +71,7 @@ def compare_rows(name, model, base, rows, prompts, device, n_loop) -> dict:
 
 
 def compare_paths(model, prompts, device, n_loop) -> dict:
-    from test_mechanism_analyses import _batched_effect, _reference_path
+    from test_mechanism_analyses import _batched_effect, _reference_path, reference_caches
 
     ps = paths.setup(model, prompts)
     effects, t_batched = timed(lambda: paths.path_effects(model, ps, SENDERS), device)
@@ -82,7 +82,9 @@ def compare_paths(model, prompts, device, n_loop) -> dict:
         every += [(k, (kind, lr, u)) for lr in range(ls + 1, L) for kind, n in (("q", H), ("k", n_kv), ("v", n_kv))
                   for u in range(n)]
     sample = random.Random(0).sample(every, min(n_loop, len(every)))
-    refs, t_sample = timed(lambda: [_reference_path(model, prompts, SENDERS[k], r) for k, r in sample], device)
+    caches = reference_caches(model, prompts)  # shared by every path: the loop pays only its two forwards per path
+    refs, t_sample = timed(lambda: [_reference_path(model, prompts, SENDERS[k], r, caches) for k, r in sample],
+                           device)
     diff = max(float((_batched_effect(effects, k, r) - ref).abs().max()) for (k, r), ref in zip(sample, refs))
     t_loop = t_sample * len(every) / len(sample)
     print(f"  {'path patching':13s} {len(every):5d} paths          batched {t_batched:8.2f} s   loop {t_loop:8.2f} s "
