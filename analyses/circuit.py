@@ -146,9 +146,11 @@ def compute(model, prompts: PromptSet) -> Result:
         "minimal_circuit_reaches_target": bool(reached),
         "faithfulness_auc": area(grid, curves["exact"]),
         "faithfulness_auc_attribution": area(grid, curves["attribution"]),
-        "removed_mlp": names[mlps[0]] if mlps else None,
+        "removed_mlp": names[mlps[0]] if mlps else "",
         "ranking": [{"node": names[i], "value": float(exact[i])} for i in order["exact"][:10]],
     }
+    # undefined when mean-ablating everything leaves the LD exactly unchanged: left out (the store refuses NaN)
+    summary = {k: v for k, v in summary.items() if not (isinstance(v, float) and not np.isfinite(v))}
     labels = {"nodes": names, "items": items, "edge_sender": senders, "edge_receiver": receivers}
     return Result(summary=summary, arrays=arrays, labels=labels)
 
@@ -239,7 +241,7 @@ def narrative(result: Result) -> list[str]:
     s = result.summary
     sentences = [f"Nodes ({s['n_nodes']}: every head and MLP) were ranked by exact activation patching on the "
                  f"{s['corruption']} corruption; all but the top n were mean-ablated on the clean prompts."]
-    if not s["informative"]:
+    if not s["informative"] or "faithfulness_auc" not in s:
         sentences.append(f"Mean-ablating every node barely changes the LD ({s['gap_reason']}), so faithfulness is "
                          "not defined meaningfully and no circuit is named.")
         return sentences
