@@ -66,7 +66,7 @@ def agreement_scatter(result: Result, sweeps, names: np.ndarray) -> go.Figure:
 def percent(value: float | None, normalised: bool) -> str:
     if value is None:
         return "an undefined amount"
-    text = f"{100 * value:.0f}%" if normalised else f"{value:+.2f} logits"
+    text = f"{100 * value:.0f}%" if normalised else f"{value:+.2g} logits"
     return "0%" if text == "-0%" else text  # a tiny negative value rounds to "-0%"
 
 
@@ -118,17 +118,20 @@ def baseline_sentences(s: dict) -> list[str]:
     if s["normalised"]:
         sentences.append(f"Over the prompts {gap}; effects are fractions of that gap.")
     else:
-        sentences.insert(0, f"The clean and corrupted runs barely differ under this corruption: {gap}, and "
-                            f"{s['gap_reason']}. Effects are therefore raw changes in logits, not fractions of the "
-                            "gap, and small ones are not findings.")
+        barely = (f"The clean and corrupted runs barely differ under this corruption: {gap}, and {s['gap_reason']}. "
+                  "Effects are therefore raw changes in logits, not fractions of the gap, and small ones are not "
+                  "findings.")
+        sentences.insert(len(sentences) - 1, barely)
     return sentences
 
 
 def top_sentence(entry: dict, s: dict, subject: str) -> str:
     """One sentence on the largest effect of a sweep, or that nothing stands out (size threshold)."""
     if not notable(entry, s):
+        threshold = (f"{thresholds.MIN_EFFECT_FRACTION:.0%} of the gap" if s["normalised"] else
+                     f"{thresholds.MIN_EFFECT_LOGITS:g} logits and {thresholds.MIN_EFFECT_FRACTION:.0%} of |LD|")
         return (f"Nothing stands out for {subject}: the largest effect is {percent(entry['value'], s['normalised'])}, "
-                f"under the threshold ({thresholds.RULES.split('; ')[1]}).")
+                f"under the naming threshold of {threshold}.")
     role = ROLE[s.get("corruption", "day")]
     if not s.get("day7_above_chance", True):
         role += " (in what this model does instead of the task)"

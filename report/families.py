@@ -23,6 +23,7 @@ import torch
 
 from analyses.types import DAYS, SEQUENCES, Corrupted, PromptSet
 from report.errors import UserError
+from report.files import read_user_text
 
 SLOT = re.compile(r"\{(?:day|month|item)(?:([+-])(\d+))?\}")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -74,7 +75,7 @@ def load_family_specs(path: Path | None = None) -> dict[str, FamilySpec]:
     """Parse and check a families file (the shipped one when `path` is None); keeps file order."""
     path = Path(path) if path is not None else default_families_path()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM is not part of the TOML
+        data = tomllib.loads(read_user_text(path, "families file"))
     except FileNotFoundError:
         raise FamilyError(f"families file not found: {path}") from None
     except IsADirectoryError:
@@ -236,15 +237,17 @@ def build_prompt_set(spec: FamilySpec, tokenizer, prepend_bos: bool = True) -> P
     if spec.has_relation:
         twin_specs["relation"] = ([spec.prompt(spec.relation_templates[t], i) for t, i in cells],
                                   [i + spec.relation_answer_offset for _, i in cells])
+    # Answers first: an answer that is not one token explains an unequal length better than the length does.
+    item_ids = [item_token_id(tokenizer, item, spec.name, clean[0]) for item in spec.items]
+    twin_answers = {name: token(answers, prompts) for name, (prompts, answers) in twin_specs.items()}
     clean_ids = [_tokenize(tokenizer, p, prepend_bos) for p in clean]
     twin_ids = {name: [_tokenize(tokenizer, p, prepend_bos) for p in prompts] for name, (prompts, _) in
                 twin_specs.items()}
     _check_equal_lengths(spec.name, clean + [p for prompts, _ in twin_specs.values() for p in prompts],
                          clean_ids + [r for ids in twin_ids.values() for r in ids])
-    twins = {name: Corrupted(prompts, torch.tensor(twin_ids[name]), token(answers, prompts),
+    twins = {name: Corrupted(prompts, torch.tensor(twin_ids[name]), twin_answers[name],
                              [_str_tokens(tokenizer, r) for r in twin_ids[name]])
-             for name, (prompts, answers) in twin_specs.items()}
-    item_ids = [item_token_id(tokenizer, item, spec.name, clean[0]) for item in spec.items]
+             for name, (prompts, _) in twin_specs.items()}
     return PromptSet(
         family=spec.name, description=spec.description, sequence=spec.sequence, items=spec.items,
         templates=spec.templates, answer_offset=spec.answer_offset, corrupt_shift=spec.corrupt_shift,
