@@ -4,6 +4,7 @@ from analyses.attention import ATTENTION
 from analyses.behaviour import BEHAVIOUR
 from analyses.dla_heads import DLA_HEADS
 from analyses.dla_layers import DLA_LAYERS
+from analyses.geometry import GEOMETRY
 from analyses.logit_diff import LOGIT_DIFF
 from analyses.logit_lens import LOGIT_LENS
 from analyses.patching_heads import PATCHING_HEADS
@@ -11,5 +12,5 @@ from analyses.patching_positions import PATCHING_POSITIONS
 from analyses.types import Analysis
 
 REGISTRY: tuple[Analysis, ...] = (BEHAVIOUR, LOGIT_DIFF, LOGIT_LENS, DLA_LAYERS, DLA_HEADS, ATTENTION,
-                                  PATCHING_POSITIONS, PATCHING_HEADS)
+                                  PATCHING_POSITIONS, PATCHING_HEADS, GEOMETRY)
 BY_NAME: dict[str, Analysis] = {analysis.name: analysis for analysis in REGISTRY}
