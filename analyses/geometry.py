@@ -37,6 +37,7 @@ is within MAX_ROTATION_ERROR_STEPS of the expected one and the match fraction is
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
 
 from analyses import plots, thresholds
 from analyses.metrics import model_device
@@ -238,15 +239,14 @@ def figures(result: Result) -> list[Figure]:
 
 def _plane_figure(result: Result):
     """One figure, every point's plane; a slider shows one point at a time (visibility only: works offline)."""
-    import plotly.graph_objects as go
-
     s, a, lab = result.summary, result.arrays, result.labels
     items, layers, best = lab["items"], lab["layers"], s["best_layer"]
     fig = go.Figure()
     for point, label in enumerate(layers):
-        loop = np.vstack([a["item_xy"][point], a["item_xy"][point][:1]])  # closed: the last item joins the first
+        # closed: the last item joins the first, whose second point is left unlabelled
+        loop = np.vstack([a["item_xy"][point], a["item_xy"][point][:1]])
         visible = point == best
-        fig.add_trace(go.Scatter(x=loop[:, 0], y=loop[:, 1], mode="lines+markers+text", text=items + items[:1],
+        fig.add_trace(go.Scatter(x=loop[:, 0], y=loop[:, 1], mode="lines+markers+text", text=items + [""],
                                  textposition="top center", name="item means (sequence order)", visible=visible,
                                  hovertemplate="%{text}<extra>" + label + "</extra>"))
         fig.add_trace(go.Scatter(x=a["prompt_xy"][point][:, 0], y=a["prompt_xy"][point][:, 1], mode="markers",

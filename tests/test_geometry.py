@@ -238,4 +238,4 @@ def test_layer_selector_is_one_figure_showing_one_layer_at_a_time(planted):
         assert sum(visible) == geometry.TRACES_PER_POINT
         assert all(visible[point * geometry.TRACES_PER_POINT:(point + 1) * geometry.TRACES_PER_POINT])
     assert [trace.visible for trace in plane.data] == slider.steps[slider.active].args[0]["visible"]
-    assert list(plane.data[geometry.TRACES_PER_POINT * slider.active].text) == list(prompts.items) + [prompts.items[0]]
+    assert list(plane.data[geometry.TRACES_PER_POINT * slider.active].text) == list(prompts.items) + [""]

@@ -74,3 +74,27 @@ def gemma_tokenizer():
 def test_month_family_is_valid_for_the_bundled_gemma_tokenizer(name, gemma_tokenizer):
     prompts = build_prompt_set(SHIPPED[name], gemma_tokenizer, prepend_bos=True)
     assert prompts.n_items == 12 and prompts.clean_tokens.shape[0] == 12 * len(SHIPPED[name].templates)
+
+
+def test_the_readme_example_adds_a_sequence_that_gpt2_can_use(tmp_path, tokenizer):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    path = tmp_path / "hours.toml"
+    path.write_text(example, encoding="utf-8")
+    (spec,) = load_family_specs(path).values()
+    prompts = build_prompt_set(spec, tokenizer)
+    assert prompts.sequence == "hours" and prompts.n_items == 12
+    twelve = prompts.clean_prompts.index("It is twelve o'clock, so in an hour it will be")
+    assert tokenizer.decode([prompts.answer_ids[twelve].item()]) == " one"  # the clock wraps around
+
+
+def test_list_families_shows_every_sequence_with_its_items():
+    from tests.conftest import invoke
+
+    output = invoke("list", "families").output
+    assert "months                   12 items: January, February" in output
+    assert "days                      7 items: Monday" in output
+    assert "next_month               months" in output
