@@ -27,7 +27,9 @@ plane of GPT-2's residual stream. This analysis asks the same of every family, a
      circular mean over prompts. If "one step on" is a rotation of the circle, it equals `expected_offset_steps`
      (the answer's step from the item at the item token: +1 for "tomorrow", +1 for a list's next item, -1 for
      "the day before"). `rotation_match_frac` is the fraction of prompts whose final state is nearest in angle
-     to the answer's item (chance 1/n; the exact binomial test of analyses.thresholds).
+     to the answer's item (chance 1/n; the exact binomial test of analyses.thresholds). `final_spread_ratio` is
+     the spread of the final states' per-item means on the plane relative to the items' (below MIN_FINAL_SPREAD
+     the final position does not vary with the item there, and no rotation is read).
 
 Finding rule (narrative): a circle is reported when the best score is >= MIN_CIRCLE_ORDER and its chance
 probability is < thresholds.ALPHA; the rotation is called consistent with the answer's step when the mean offset
@@ -46,6 +48,7 @@ from analyses.types import Analysis, Figure, PromptSet, Result
 NAME = "geometry"
 MIN_CIRCLE_ORDER = 0.8  # at least 80% of consecutive items are angular neighbours
 MAX_ROTATION_ERROR_STEPS = 0.5  # half a step: the final state is nearer the answer than its neighbours
+MIN_FINAL_SPREAD = 1e-3  # final states spread less than this (relative to the items) carry no angle
 CHANCE_DRAWS = 20000  # Monte Carlo draws for the circle order's chance probability
 CHANCE_SEED = 0
 
@@ -185,7 +188,7 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
     explained = np.zeros((n_points, 2))
     scores = np.zeros(n_points)
     for point in range(n_points):
-        means = np.stack([at_item[point, position_items == i].mean(axis=0) for i in range(n)])
+        means = _item_means(at_item[point], position_items, n)
         centre, basis, explained[point] = pca_2d(means)
         item_xy[point] = (means - centre) @ basis.T
         prompt_xy[point] = (at_item[point] - centre) @ basis.T
@@ -210,6 +213,10 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
         "expected_offset_steps": float(np.mean(expected)),
         "rotation_match_frac": float(matches.mean()), "rotation_match_p_value": match_p,
         "rotation_match_above_chance": bool(above),
+        # spread of the final states' per-item means on the plane, relative to the items': ~0 where the final
+        # position does not vary with the item (e.g. before any attention layer), so that its angles mean nothing
+        "final_spread_ratio": _spread(_item_means(final_xy[best], position_items, n))
+        / max(_spread(item_xy[best]), 1e-30),
     }
     answer_labels = [prompts.items[a] for a in answers]
     return Result(
@@ -219,6 +226,16 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
         labels={"items": list(prompts.items), "layers": layer_labels, "prompts": prompts.clean_prompts,
                 "position_items": [prompts.items[i] for i in position_items], "answer_items": answer_labels},
     )
+
+
+def _item_means(xy: np.ndarray, position_items: np.ndarray, n: int) -> np.ndarray:
+    """[n, ...] mean over the prompts of each item."""
+    return np.stack([xy[position_items == i].mean(axis=0) for i in range(n)])
+
+
+def _spread(xy: np.ndarray) -> float:
+    """Root mean square distance of the points from their mean."""
+    return float(np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
 def circle_found(summary: dict) -> bool:
@@ -302,6 +319,11 @@ def narrative(result: Result) -> list[str]:
                  f"{s['best_circle_order']:.2f}, chance {s['circle_chance']:.2f}, chance probability "
                  f"{s['circle_p_value']:.2g}), and the top two principal components hold "
                  f"{100 * s['best_variance_top2']:.0f}% of the variance of the item means."]
+    if s["final_spread_ratio"] < MIN_FINAL_SPREAD:
+        sentences.append(f"At {best} the final position does not vary with the item (its spread on the plane is "
+                         f"{s['final_spread_ratio']:.2g} of the items'; at least {MIN_FINAL_SPREAD} is needed), so "
+                         "there is no rotation to measure there.")
+        return sentences
     error = abs(s["rotation_offset_steps"] - s["expected_offset_steps"])
     consistent = error <= MAX_ROTATION_ERROR_STEPS and s["rotation_match_above_chance"]
     sentences.append(

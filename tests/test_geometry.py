@@ -174,7 +174,11 @@ def test_planted_circle_scores_one_at_every_layer_with_the_closed_form_variance(
     np.testing.assert_allclose(result.arrays["explained"], per_component, atol=1e-4)
     np.testing.assert_allclose(s["variance_top2"], 2 * per_component, atol=2e-4)
     assert geometry.circle_found(s)
-    assert "lie around a circle in sequence order" in geometry.narrative(result)[0]
+    narrative = geometry.narrative(result)
+    assert "lie around a circle in sequence order" in narrative[0]
+    # control: the blocks write nothing, so the final position never sees the item and no rotation is claimed
+    assert s["final_spread_ratio"] < 1e-5
+    assert "does not vary with the item" in narrative[1] and len(narrative) == 2
 
 
 @pytest.fixture(scope="module")
