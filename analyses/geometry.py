@@ -196,10 +196,14 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
         scores[point] = circle_order(angles(item_xy[point]))
     top2 = explained.sum(axis=1)
     best = max(range(n_points), key=lambda p: (scores[p], top2[p], -p))
-    item_angles, final_angles = angles(item_xy[best]), angles(final_xy[best])
-    offsets = rotation_offsets(item_angles, final_angles, position_items)
+    # the rotation check at every point (the headline keys are the best point's; the lists show where it holds)
+    offset_by_point = np.stack([rotation_offsets(angles(item_xy[p]), angles(final_xy[p]), position_items)
+                                for p in range(n_points)])  # [points, batch]
+    match_by_point = np.array([(nearest_items(angles(item_xy[p]), angles(final_xy[p])) == answers).mean()
+                               for p in range(n_points)])
+    offsets = offset_by_point[best]
     expected = [signed_step(int(a - i), n) for a, i in zip(answers, position_items)]
-    matches = nearest_items(item_angles, final_angles) == answers
+    matches = nearest_items(angles(item_xy[best]), angles(final_xy[best])) == answers
     above, match_p = thresholds.above_chance(int(matches.sum()), len(matches), n)
     summary = {
         "family": prompts.family, "sequence": prompts.sequence, "n_items": n, "n_points": n_points,
@@ -213,6 +217,8 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
         "expected_offset_steps": float(np.mean(expected)),
         "rotation_match_frac": float(matches.mean()), "rotation_match_p_value": match_p,
         "rotation_match_above_chance": bool(above),
+        "rotation_offset_steps_by_layer": [circular_mean_steps(o, n) for o in offset_by_point],
+        "rotation_match_frac_by_layer": match_by_point.tolist(),
         # spread of the final states' per-item means on the plane, relative to the items': ~0 where the final
         # position does not vary with the item (e.g. before any attention layer), so that its angles mean nothing
         "final_spread_ratio": _spread(_item_means(final_xy[best], position_items, n))
@@ -251,7 +257,9 @@ TRACES_PER_POINT = 3
 def figures(result: Result) -> list[Figure]:
     if "note" in result.summary:
         return []
-    return [Figure("geometry-plane", _plane_figure(result)), Figure("geometry-by-layer", _by_layer_figure(result))]
+    by_layer, rotation = _by_layer_figures(result)
+    return [Figure("geometry-plane", _plane_figure(result)), Figure("geometry-by-layer", by_layer),
+            Figure("geometry-rotation-by-layer", rotation)]
 
 
 def _plane_figure(result: Result):
@@ -292,14 +300,20 @@ def _plane_title(s: dict, point: int) -> str:
             f"{s['circle_order'][point]:.2f}, top-2 variance {100 * s['variance_top2'][point]:.0f}%)")
 
 
-def _by_layer_figure(result: Result):
+def _by_layer_figures(result: Result) -> list:
     s = result.summary
     fig = plots.lines(s["layer_labels"], {"circle order": np.asarray(s["circle_order"]),
                                           "variance explained by the top 2 PCs": np.asarray(s["variance_top2"])},
                       "Circle order and top-2 variance per layer", "residual stream", "fraction", height=360)
     fig.add_hline(y=s["circle_chance"], line_dash="dot",
                   annotation_text=f"circle order chance {s['circle_chance']:.2f}")
-    return fig
+    rotation = plots.lines(s["layer_labels"], {"final position − item (steps)":
+                                               np.asarray(s["rotation_offset_steps_by_layer"])},
+                           f"Rotation per layer: mean angular offset of the final position from the item "
+                           f"(the answer is {s['expected_offset_steps']:+.0f} steps on)", "residual stream",
+                           "steps", height=340)
+    rotation.add_hline(y=s["expected_offset_steps"], line_dash="dot", annotation_text="answer's step")
+    return [fig, rotation]
 
 
 def narrative(result: Result) -> list[str]:

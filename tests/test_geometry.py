@@ -231,8 +231,13 @@ def test_layer_selector_is_one_figure_showing_one_layer_at_a_time(planted):
     model, all_prompts, _ = planted
     prompts = all_prompts["tomorrow"]
     result = geometry.compute(model, prompts)
-    plane = geometry.figures(result)[0].figure
+    figures = geometry.figures(result)
+    assert [f.id for f in figures] == ["geometry-plane", "geometry-by-layer", "geometry-rotation-by-layer"]
+    plane = figures[0].figure
     n_points = result.summary["n_points"]
+    assert len(result.summary["rotation_offset_steps_by_layer"]) == n_points
+    assert result.summary["rotation_offset_steps_by_layer"][result.summary["best_layer"]] == pytest.approx(
+        result.summary["rotation_offset_steps"])
     assert len(plane.data) == geometry.TRACES_PER_POINT * n_points
     (slider,) = plane.layout.sliders
     assert slider.active == result.summary["best_layer"]
@@ -243,3 +248,28 @@ def test_layer_selector_is_one_figure_showing_one_layer_at_a_time(planted):
         assert all(visible[point * geometry.TRACES_PER_POINT:(point + 1) * geometry.TRACES_PER_POINT])
     assert [trace.visible for trace in plane.data] == slider.steps[slider.active].args[0]["visible"]
     assert list(plane.data[geometry.TRACES_PER_POINT * slider.active].text) == list(prompts.items) + [""]
+
+
+@pytest.mark.parametrize("step, consistent", [(1, True), (-1, False), (0, False)])
+def test_final_states_rotated_one_step_on_are_read_as_the_answers_rotation(tiny_prompt_sets, step, consistent):
+    """Residual states built by hand: items on a circle at the item token; the final position at the item's angle
+    plus `step` steps (the answer of `tomorrow` is +1), in a plane of its own radius and centre."""
+    prompts = tiny_prompt_sets["tomorrow"]
+    n, items = prompts.n_items, np.array(prompts.item_index)
+    rng = np.random.default_rng(0)
+    plane = np.linalg.qr(rng.normal(size=(32, 2)))[0].T  # [2, 32]
+
+    def on_circle(angle, radius, centre):
+        return radius * (np.cos(angle)[:, None] * plane[0] + np.sin(angle)[:, None] * plane[1]) + centre
+
+    theta = 2 * np.pi * items / n
+    at_item = on_circle(theta, 1.0, rng.normal(size=32))[None]  # [1 point, batch, d]
+    at_final = on_circle(theta + 2 * np.pi * step / n, 0.3, rng.normal(size=32))[None]
+    result = geometry.geometry_result(at_item, at_final, items, np.array(prompts.answer_items()), prompts, ["final"])
+    s = result.summary
+    assert s["best_circle_order"] == 1.0 and s["expected_offset_steps"] == 1.0
+    assert s["rotation_offset_steps"] == pytest.approx(step, abs=1e-9)
+    assert s["rotation_match_frac"] == (1.0 if step == 1 else 0.0)
+    assert s["final_spread_ratio"] == pytest.approx(0.3)
+    sentence = geometry.narrative(result)[1]
+    assert ("consistent with the next item being a rotation" in sentence) is consistent
