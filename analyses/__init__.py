@@ -6,6 +6,7 @@ from analyses.behaviour import BEHAVIOUR
 from analyses.circuit import CIRCUIT
 from analyses.dla_heads import DLA_HEADS
 from analyses.dla_layers import DLA_LAYERS
+from analyses.geometry import GEOMETRY
 from analyses.logit_diff import LOGIT_DIFF
 from analyses.logit_lens import LOGIT_LENS
 from analyses.patching_heads import PATCHING_HEADS
@@ -16,5 +17,6 @@ from analyses.types import Analysis
 
 REGISTRY: tuple[Analysis, ...] = (BEHAVIOUR, LOGIT_DIFF, LOGIT_LENS, DLA_LAYERS, DLA_HEADS, ATTENTION,
                                   PATCHING_POSITIONS, PATCHING_HEADS,
-                                  SUCCESSOR_HEADS, ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT)  # the mechanism part
+                                  SUCCESSOR_HEADS, ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT,  # the mechanism part
+                                  GEOMETRY)  # the representation part
 BY_NAME: dict[str, Analysis] = {analysis.name: analysis for analysis in REGISTRY}

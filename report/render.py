@@ -21,7 +21,7 @@ from markupsafe import Markup
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import results
+from report import results, transfer_page
 from report.errors import UserError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -177,7 +177,10 @@ def build_site(run_dirs: list[Path], site: Path) -> Path:
     for run_dir in run_dirs:
         manifest = results.load_manifest(Path(run_dir))
         pages = load_pages(Path(run_dir), manifest)
-        runs.append({"manifest": manifest, "pages": pages, "rows": overview_rows(manifest, pages)})
+        runs.append({"manifest": manifest, "pages": pages, "rows": overview_rows(manifest, pages),
+                     # transfer across sequences (issue 11): one table per model, None with a single sequence
+                     "transfer": {slug: transfer_page.transfer_table(transfer_page.from_pages(
+                         [p for p in pages if p.model_slug == slug])) for slug in manifest["models"]}})
     _check_unique(runs)
     all_pages = [p for run in runs for p in run["pages"]]
     if not all_pages:
