@@ -237,15 +237,17 @@ def build_prompt_set(spec: FamilySpec, tokenizer, prepend_bos: bool = True) -> P
     if spec.has_relation:
         twin_specs["relation"] = ([spec.prompt(spec.relation_templates[t], i) for t, i in cells],
                                   [i + spec.relation_answer_offset for _, i in cells])
+    # Answers first: an answer that is not one token explains an unequal length better than the length does.
+    item_ids = [item_token_id(tokenizer, item, spec.name, clean[0]) for item in spec.items]
+    twin_answers = {name: token(answers, prompts) for name, (prompts, answers) in twin_specs.items()}
     clean_ids = [_tokenize(tokenizer, p, prepend_bos) for p in clean]
     twin_ids = {name: [_tokenize(tokenizer, p, prepend_bos) for p in prompts] for name, (prompts, _) in
                 twin_specs.items()}
     _check_equal_lengths(spec.name, clean + [p for prompts, _ in twin_specs.values() for p in prompts],
                          clean_ids + [r for ids in twin_ids.values() for r in ids])
-    twins = {name: Corrupted(prompts, torch.tensor(twin_ids[name]), token(answers, prompts),
+    twins = {name: Corrupted(prompts, torch.tensor(twin_ids[name]), twin_answers[name],
                              [_str_tokens(tokenizer, r) for r in twin_ids[name]])
-             for name, (prompts, answers) in twin_specs.items()}
-    item_ids = [item_token_id(tokenizer, item, spec.name, clean[0]) for item in spec.items]
+             for name, (prompts, _) in twin_specs.items()}
     return PromptSet(
         family=spec.name, description=spec.description, sequence=spec.sequence, items=spec.items,
         templates=spec.templates, answer_offset=spec.answer_offset, corrupt_shift=spec.corrupt_shift,

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import assets, compare, names
+from report import assets, compare, names, transfer_page
 from report.errors import UserError
 from report.loader import Problem, figures_problem, load_manifest, read_result
 
@@ -274,12 +274,23 @@ def collect(run_dirs: list[Path], title: str | None = None) -> Build:
         run["models"] = {slug: {"name": names.display_name(m, slug), "source": names.source_kind(m)}
                          for slug, m in run["manifest"]["models"].items()}
         run["command"] = names.public_command(str(run["manifest"].get("command", "")))
+        run["transfer"] = {slug: _transfer(run["pages"], slug) for slug in run["manifest"]["models"]}
     pages = [p for run in runs for p in run["pages"]]
     if not pages:
         raise UserError("no complete results to render in " + ", ".join(map(str, run_dirs)))
     titles = [a.title.lower() for a in REGISTRY if any(s.analysis is a for p in pages for s in p.sections)]
     models = {slug: m for run in runs for slug, m in run["manifest"]["models"].items()}
     return Build(title or DEFAULT_TITLE, runs, pages, compare.comparison(pages, models), titles)
+
+
+def _transfer(pages: list[FamilyPage], slug: str):
+    """The index's transfer-across-sequences table for one model (report/transfer_page.py); None for one sequence.
+
+    Built from the sections that could be read: a damaged result is left out here as it is on its page.
+    """
+    families = {p.family: (p.info.get("sequence", "days"), {s.key: s.result for s in p.sections if s.result})
+                for p in pages if p.model_slug == slug}
+    return transfer_page.transfer_table(families)
 
 
 def _check_unique(seen: dict[str, str], manifest: dict) -> None:

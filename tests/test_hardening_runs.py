@@ -85,7 +85,7 @@ def test_resume_with_a_redefined_family_is_refused_and_forced_recomputes(tmp_pat
     assert "--force-resume" in refused.output and summaries(run_dir) == before
     assert ok(run_cli([*args, "--resume", "--force-resume"], out)) == run_dir
     assert summaries(run_dir) != before, "results of the old definition must not survive under the new one"
-    assert manifest(run_dir)["models"]["tiny-gpt20"]["families"]["mine"]["template"].startswith("Today is")
+    assert manifest(run_dir)["models"]["tiny-gpt20"]["families"]["mine"]["templates"][0].startswith("Today is")
 
 
 @pytest.mark.parametrize("changed", [["--analyses", "behaviour,logit_diff"], ["--families", "day_after"]])
