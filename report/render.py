@@ -149,7 +149,9 @@ def headline(summary: dict) -> list[tuple[str, str]]:
 
 
 def _ranked_entry(entry: dict) -> str:
-    name = entry.get("head") or entry.get("component") or entry.get("node") or "?"
+    name = entry.get("head") or entry.get("component") or entry.get("node")
+    if name is None:
+        name = f"{entry['sender']} → {entry['receiver']}" if "sender" in entry and "receiver" in entry else "?"
     text = f"{name} ({num(entry.get('value', float('nan')), signed=True)}"
     if "ci_low" in entry and "ci_high" in entry:
         text += f", 95% CI {num(entry['ci_low'])} to {num(entry['ci_high'])}"

@@ -191,7 +191,7 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
     invoke("build", run, "--site", tmp_path / "site")
     html = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
     headings = re.findall(r'<h2 class="part">([^<]+)</h2>', html)
-    assert headings == ["Behaviour", "Evidence", "Mechanism"], headings
+    assert headings == ["Behaviour", "Evidence", "Mechanism", "Representation"], headings
     mechanism = html.split('<h2 class="part">Mechanism</h2>', 1)[1]
     pair = mechanism.split('<div class="pair">', 1)[1]
     assert pair.index('id="logit_lens-day"') < pair.index('id="logit_lens-relation"')
