@@ -26,6 +26,7 @@ from plotly.subplots import make_subplots
 
 from analyses import patching_core as core
 from analyses.plots import LAYOUT
+from analyses.precision import dtype_name, identity_tolerance
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "patching_positions"
@@ -59,6 +60,8 @@ def compute(model, prompts: PromptSet) -> Result:
     if summary["normalised"]:  # a check of the machinery: this patched run is the clean run, so it must be 1
         summary["resid_pre_all_positions_layer0_effect"] = float(core.normalise_mean(
             results.everything_ld, results.clean_ld, results.corrupted_ld))
+        summary["dtype"] = dtype_name(model)
+        summary["identity_tolerance"] = identity_tolerance(model)  # what |effect - 1| may reach in this dtype
     labels = {"positions": positions, "layers": [f"L{layer}" for layer in range(n_layers)]}
     return Result(summary=summary, arrays=arrays, labels=labels)
 
@@ -185,7 +188,8 @@ def narrative(result: Result) -> list[str]:
         sentences.append(corr)
     if "resid_pre_all_positions_layer0_effect" in s:
         sentences.append("As a check, patching the whole residual stream before layer 0 (every position at once) "
-                         f"recovers {s['resid_pre_all_positions_layer0_effect']:.4f} of the gap; it must be 1.")
+                         f"recovers {s['resid_pre_all_positions_layer0_effect']:.4f} of the gap; it must be 1"
+                     + (f" (within {s['identity_tolerance']:g} in {s['dtype']})." if "dtype" in s else "."))
     return sentences
 
 

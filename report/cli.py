@@ -49,17 +49,24 @@ def run_options(command):
         click.option("--resume", is_flag=True, help="Continue the latest run in --out (or --run-id), skipping "
                                                     "analyses that are already complete."),
         click.option("--run-id", default=None, help="Name of the run folder (default: the start time)."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                     show_default=True, help="Precision of the model's weights and activations. auto: float32 on "
+                     "CPU/MPS and for models of at most 1B parameters, bfloat16 on CUDA above 1B."),
+        click.option("--shard", default=None, metavar="K/N",
+                     help="Compute only the K-th of N deterministic shares of the (model, family) pairs, into its "
+                          "own run folder (<run-id>-shardKofN); `build` merges the shards' folders."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _options(models, families, families_file, analyses, out, device, resume, run_id):
+def _options(models, families, families_file, analyses, out, device, resume, run_id, dtype, shard):
     from report.pipeline import RunOptions
+    from report.shard import parse_shard
 
     return RunOptions(models=list(models), families=families, families_file=families_file, analyses=analyses,
-                      out=out, device=device, resume=resume, run_id=run_id,
+                      out=out, device=device, resume=resume, run_id=run_id, dtype=dtype, shard=parse_shard(shard),
                       command=" ".join(shlex.quote(a) for a in ["weekday-circuits", *sys.argv[1:]]))
 
 
@@ -143,8 +150,7 @@ def list_(what, families_file):
         for analysis in REGISTRY:
             click.echo(f"{analysis.name:20} {analysis.title}")
     else:
-        from report.catalogue import MODELS
+        from report.catalogue import describe
+        from report.model import pick_device
 
-        for entry in MODELS:
-            network = "needs the network" if entry.needs_network else "offline"
-            click.echo(f"{entry.name:24} {entry.size:>6}  {network:18} {entry.note}")
+        click.echo("\n".join(describe(pick_device("auto"))))

@@ -68,16 +68,19 @@ def resolve_source(name: str) -> str:
     return str(folder)
 
 
-def load_model(name: str, device: str = "cpu") -> LoadedModel:
-    """Load and process one model; raise ModelUnavailable with one clear line when that is impossible."""
+def load_model(name: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load and process one model in `dtype` (report/dtype.py); raise ModelUnavailable with one clear line when
+    that is impossible."""
+    from report.dtype import torch_dtype
+
     torch.set_grad_enabled(False)  # inference only; analyses that need gradients enable them locally
     if name == BUNDLED_MODEL_NAME:
         from report.bundled import PROCESSING, bundled_model_info, load_bundled_model
 
-        bridge = load_bundled_model(device=device)
+        bridge = load_bundled_model(device=device, dtype=torch_dtype(dtype))
         return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"], PROCESSING)
     resolved = resolve_source(name)
-    bridge = _boot(name, resolved, device)
+    bridge = _boot(name, resolved, device, torch_dtype(dtype))
     processing = processing_for(bridge.cfg)
     bridge.enable_compatibility_mode(**processing, disable_warnings=True)
     bridge.eval()
@@ -99,11 +102,11 @@ def processing_for(cfg) -> dict:
     return flags
 
 
-def _boot(name: str, resolved: str, device: str):
+def _boot(name: str, resolved: str, device: str, dtype: torch.dtype = torch.float32):
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
-        return TransformerBridge.boot_transformers(resolved, device=device)
+        return TransformerBridge.boot_transformers(resolved, device=device, dtype=dtype)
     except OSError as err:  # transformers raises OSError for unreachable hub / unknown repo
         raise ModelUnavailable(_unavailable_message(name, err)) from None
 

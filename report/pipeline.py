@@ -22,9 +22,12 @@ from tqdm import tqdm
 from analyses import BY_NAME, REGISTRY
 from analyses.types import Analysis
 from report import results
+from report.dtype import AUTO_RULE, count_parameters, resolve_dtype
 from report.errors import UserError
 from report.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
+from report.memory import release
 from report.model import check_model_name, load_model, load_tokenizer, pick_device
+from report.shard import Shard, assign
 
 log = logging.getLogger(__name__)
 PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "plotly", "circuitsvis", "jinja2",
@@ -42,6 +45,8 @@ class RunOptions:
     resume: bool = False
     run_id: str | None = None
     command: str = ""
+    dtype: str = "auto"  # report/dtype.py: auto, float32, bfloat16, float16
+    shard: Shard | None = None  # report/shard.py: this machine's share of the (model, family) pairs
 
 
 def select_analyses(wanted: str) -> list[Analysis]:
@@ -82,11 +87,15 @@ def run(options: RunOptions) -> Path:
     device = pick_device(options.device)
     run_dir = _run_dir(options)
     skipped = check_families(options.models, families)
+    work = assign(options.models, [f.name for f in families], options.shard)
     manifest = _start_manifest(run_dir, options, device, families, analyses)
     started = time.perf_counter()
     try:
-        for name in options.models:
-            _run_model(run_dir, manifest, name, device, families, analyses, skipped[name])
+        for name in work:
+            dtype = resolve_dtype(options.dtype, device, count_parameters(name) if options.dtype == "auto" else None)
+            _run_model(run_dir, manifest, name, device, [f for f in families if f.name in work[name]], analyses,
+                       skipped[name], dtype)
+            release(device)  # the model's weights go before the next model loads
     except BaseException:
         manifest["status"] = "failed"
         raise
@@ -107,6 +116,8 @@ def _run_dir(options: RunOptions) -> Path:
                                                                       if options.run_id else ""))
         return run_dir
     run_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
+    if options.shard is not None:
+        run_id = f"{run_id}-{options.shard.suffix}"
     if (out / run_id).exists():
         raise UserError(f"run folder {out / run_id} exists already; pass --resume to continue it")
     return out / run_id
@@ -121,16 +132,19 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, families, a
         "status": "running", "command": options.command or " ".join(sys.argv), "device": device,
         "families_requested": [f.name for f in families], "analyses_requested": [a.name for a in analyses],
         "packages": _versions(), "git_commit": _git_commit(), "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        "platform": platform.platform(), "models_requested": list(options.models),
+        "dtype_requested": options.dtype, "dtype_rule": AUTO_RULE,
+        "shard": None if options.shard is None else {"index": options.shard.index, "count": options.shard.count},
     })
     results.write_json_atomic(run_dir / results.MANIFEST, manifest)
     return manifest
 
 
-def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str]) -> None:
+def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str],
+               dtype: str = "float32") -> None:
     started = time.perf_counter()
-    log.info("loading %s on %s", name, device)
-    loaded = load_model(name, device)
+    log.info("loading %s on %s in %s", name, device, dtype)
+    loaded = load_model(name, device, dtype)
     model = loaded.model
     slug = _unique_slug(manifest, name)
     entry = manifest["models"].setdefault(slug, {"families": {}, "analyses": {}})

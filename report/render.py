@@ -23,6 +23,7 @@ from analyses.text import num, pct, signed
 from analyses.types import Analysis, Result
 from report import results
 from report.errors import UserError
+from report.merge import merge_runs
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 CIRCUITSVIS_BUNDLE = Path("dist") / "cdn" / "iife.js"
@@ -126,7 +127,8 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def load_pages(run_dir: Path, manifest: dict) -> list[FamilyPage]:
+def load_pages(locate, manifest: dict) -> list[FamilyPage]:
+    """`locate(model_slug, family, analysis)` gives the result folder (report/merge.py `Merged.locate`)."""
     pages = []
     for model_slug, model in manifest["models"].items():
         for family, info in model.get("families", {}).items():
@@ -134,7 +136,7 @@ def load_pages(run_dir: Path, manifest: dict) -> list[FamilyPage]:
                 continue
             page = FamilyPage(model_slug, family, info)
             for analysis in REGISTRY:
-                folder = results.analysis_dir(run_dir, model_slug, family, analysis.name)
+                folder = locate(model_slug, family, analysis.name)
                 if results.is_complete(folder):
                     page.sections.append(_section(analysis, results.load_result(folder),
                                                   model["analyses"].get(f"{family}/{analysis.name}", {})))
@@ -165,12 +167,10 @@ def overview_rows(manifest: dict, pages: list[FamilyPage]) -> list[dict]:
 def build_site(run_dirs: list[Path], site: Path) -> Path:
     """Render every page in memory first (so errors surface before anything is written), then write them."""
     env = environment()
-    runs, outputs = [], {}
-    for run_dir in run_dirs:
-        manifest = results.load_manifest(Path(run_dir))
-        pages = load_pages(Path(run_dir), manifest)
-        runs.append({"manifest": manifest, "pages": pages, "rows": overview_rows(manifest, pages)})
-    _check_unique(runs)
+    outputs = {}
+    merged = merge_runs([Path(d) for d in run_dirs])  # several folders (shards) render as one run
+    pages = load_pages(merged.locate, merged.manifest)
+    runs = [{"manifest": merged.manifest, "pages": pages, "rows": overview_rows(merged.manifest, pages)}]
     all_pages = [p for run in runs for p in run["pages"]]
     if not all_pages:
         raise UserError("no complete results to render in " + ", ".join(map(str, run_dirs)))
@@ -188,12 +188,3 @@ def build_site(run_dirs: list[Path], site: Path) -> Path:
         results.write_text_atomic(Path(site) / relative, html)
     return Path(site) / "index.html"
 
-
-def _check_unique(runs: list[dict]) -> None:
-    seen: dict[str, str] = {}
-    for run in runs:
-        for model_slug in run["manifest"]["models"]:
-            if model_slug in seen:
-                raise UserError(f"model {model_slug!r} appears in two runs ({seen[model_slug]} and "
-                                f"{run['manifest']['run_id']}); build them into separate sites")
-            seen[model_slug] = run["manifest"]["run_id"]
