@@ -57,6 +57,7 @@ import torch
 
 from analyses.chunking import map_chunks
 from analyses.metrics import answer_pair, logit_diff, model_device
+from analyses.precision import widen
 from analyses.types import PromptSet
 
 NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), with LD = logit(clean answer) "
@@ -138,8 +139,8 @@ def collect_runs(model, prompts: PromptSet, sweeps=tuple(SWEEPS)) -> Runs:
         corrupted_logits, corrupted = model.run_with_cache(corrupted_tokens, names_filter=names)
     return Runs(
         clean={n: clean[n] for n in names}, corrupted={n: corrupted[n] for n in names},
-        clean_ld=logit_diff(clean_logits[:, -1].float(), pos_ids, neg_ids),  # float32 whatever the model's dtype
-        corrupted_ld=logit_diff(corrupted_logits[:, -1].float(), pos_ids, neg_ids),
+        clean_ld=logit_diff(widen(clean_logits[:, -1]), pos_ids, neg_ids),  # at least float32, whatever the model's
+        corrupted_ld=logit_diff(widen(corrupted_logits[:, -1]), pos_ids, neg_ids),
         corrupted_tokens=corrupted_tokens, pos_ids=pos_ids, neg_ids=neg_ids,
         block_args=block_args, n_layers=n_layers,
     )
@@ -210,10 +211,10 @@ def _block(model, runs: Runs, layer: int, resid: torch.Tensor) -> torch.Tensor:
 
 def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
     """[rows, d_model] final-position residual -> [rows] LD, unembedding only the two answer columns."""
-    x = model.ln_final(resid_final[:, None, :])[:, 0].float()  # [rows, d_model]; the products in float32
+    x = widen(model.ln_final(resid_final[:, None, :])[:, 0])  # [rows, d_model]; the products in float32 at least
     W_U, b_U = model.W_U, model.b_U
-    pos = (x * W_U[:, pos_ids].T.float()).sum(-1) + b_U[pos_ids].float()
-    neg = (x * W_U[:, neg_ids].T.float()).sum(-1) + b_U[neg_ids].float()
+    pos = (x * widen(W_U[:, pos_ids].T)).sum(-1) + widen(b_U[pos_ids])
+    neg = (x * widen(W_U[:, neg_ids].T)).sum(-1) + widen(b_U[neg_ids])
     cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:  # Gemma-2/3-style final soft-capping acts on each logit, not on their difference
         pos, neg = cap * torch.tanh(pos / cap), cap * torch.tanh(neg / cap)
@@ -376,7 +377,7 @@ def looped_sweep(model, runs: Runs, sweep: str, scale: float = 1.0, layers=None)
                 return act
 
             logits = model.run_with_hooks(runs.corrupted_tokens, fwd_hooks=[(name, hook)])
-            out[layer, unit] = logit_diff(logits[:, -1].float(), runs.pos_ids, runs.neg_ids)
+            out[layer, unit] = logit_diff(widen(logits[:, -1]), runs.pos_ids, runs.neg_ids)
     return out
 
 
@@ -413,7 +414,7 @@ def attribution_sweeps(model, runs: Runs, sweeps=tuple(SWEEPS)) -> dict[str, tor
         for layer in range(runs.n_layers):
             name = hook_name(s, layer)
             grad = grads[name] if grads[name] is not None else torch.zeros_like(runs.clean[name])
-            term = ((runs.clean[name] - runs.corrupted[name]).float() * grad.detach().float()).movedim(dim, 1)
+            term = (widen(runs.clean[name] - runs.corrupted[name]) * widen(grad.detach())).movedim(dim, 1)
             per_layer.append(term.flatten(2).sum(-1).T)  # [units, B]
         out[s] = torch.stack(per_layer)
     return out

@@ -40,3 +40,8 @@ def uncapped(logits: torch.Tensor, model) -> torch.Tensor:
     if cap is None:
         return logits
     return cap * torch.atanh((logits / cap).clamp(-1 + 1e-7, 1 - 1e-7))
+
+
+def widen(tensor: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors; float32 and float64 unchanged (a float64 test model stays float64)."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
