@@ -12,14 +12,14 @@ import torch
 
 from analyses.attribution import head_attributions, parse_head_name, ranked_heads, run_clean_with_cache
 from analyses.text import signed
-from analyses.types import DAYS, Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, Figure, PromptSet, Result
 
 N_SHOWN = 3
 
 
 def day_positions(prompts: PromptSet) -> torch.Tensor:
-    """[batch, seq] bool: the positions holding a day token (with or without its leading space)."""
-    return torch.tensor([[tok.strip() in DAYS for tok in row] for row in prompts.str_tokens])
+    """[batch, seq] bool: the positions holding an item of the sequence (with or without its leading space)."""
+    return torch.tensor([[tok.strip() in prompts.items for tok in row] for row in prompts.str_tokens])
 
 
 def patterns(cache, n_layers: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Run a batched computation in chunks, halving the chunk and retrying when the device runs out of memory.
 
-Chunk sizes start from an estimate of free memory (`patching_core.auto_chunk_rows`); the estimate is rough
+Chunk sizes start from an estimate of free memory (`intervention.auto_chunk_rows`); the estimate is rough
 (allocator fragmentation, other processes on the GPU), so an out-of-memory error in one chunk is not the end
 of the run: the cached blocks are released, the chunk is halved and the same items are tried again. Only a
 chunk of one item that still does not fit re-raises.

@@ -1,9 +1,14 @@
 """Direct logit attribution per attention head.
 
 attr[layer, head, i] = ln_scale(head_output[i, -1]) @ (W_U[:, a_i] - W_U[:, b_i]): the head's share of its
-layer's attention attribution (the heads plus the layer's output bias sum to it). Shapes: [layers, heads, batch].
+layer's attention attribution. The heads plus the layer's output bias term sum to it; with the value biases folded
+(`fold_value_biases`, recorded in the model's weight processing) that bias term also holds every head's b_V W_O,
+which does not depend on where the head looks, and is reported per layer (`output_bias_by_layer`), not given to
+any head. For models with a norm after attention (Gemma 2 and 3), a head's value is its share of the NORMALISED
+attention output, the norm's scale frozen at this run's value (`post_attention_norm`). Shapes: [layers, heads, batch].
 Summary contract: `top_positive` / `top_negative` are lists of {"head": "L9H1", "value": 1.23} sorted by value
-(largest first / most negative first), for the copy metric (correct vs the day in the prompt).
+(largest first / most negative first), for the copy metric (correct vs the item in the prompt); `logit_diff_mean`
+is the model's own mean logit difference, against which the narrative's size threshold is set.
 """
 
 from __future__ import annotations
@@ -11,15 +16,24 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import plots
-from analyses.attribution import METRIC_LABELS, head_attributions, head_name, ranked_heads, run_clean_with_cache
+from analyses.attribution import (
+    METRIC_LABELS,
+    head_attributions,
+    head_name,
+    layer_attributions,
+    ranked_heads,
+    run_clean_with_cache,
+)
+from analyses.metrics import answer_pair, logit_diff
 from analyses.text import signed
+from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 TOP_K = 5
 
 
 def compute(model, prompts: PromptSet) -> Result:
-    _, cache = run_clean_with_cache(model, prompts)
+    final_logits, cache = run_clean_with_cache(model, prompts)
     arrays, summary = {}, {"family": prompts.family}
     for metric in METRIC_LABELS:
         attr = head_attributions(model, cache, prompts, metric)  # [layers, heads, batch]
@@ -28,7 +42,12 @@ def compute(model, prompts: PromptSet) -> Result:
         prefix = "" if metric == "copy" else f"{metric}_"
         summary[f"{prefix}top_positive"] = ranked_heads(mean, TOP_K, largest=True)
         summary[f"{prefix}top_negative"] = ranked_heads(mean, TOP_K, largest=False)
+        summary[f"{prefix}logit_diff_mean"] = float(logit_diff(final_logits, *answer_pair(prompts, metric)).mean())
+        layers, labels = layer_attributions(model, cache, prompts, metric)  # [components, batch]
+        attn = layers[[i for i, label in enumerate(labels) if label.endswith("attn_out")]]  # [layers, batch]
+        summary[f"{prefix}output_bias_by_layer"] = (attn - attr.sum(dim=1)).mean(dim=-1).cpu().tolist()
     summary["n_layers"], summary["n_heads"] = model.cfg.n_layers, model.cfg.n_heads
+    summary["post_attention_norm"] = "blocks.0.ln1_post.hook_scale" in cache.cache_dict
     return Result(summary=summary, arrays=arrays)
 
 
@@ -48,19 +67,25 @@ def figures(result: Result) -> list[Figure]:
 def narrative(result: Result) -> list[str]:
     s = result.summary
     pos, neg = s["top_positive"], s["top_negative"]
+    reference = s["logit_diff_mean"]
     sentences = []
-    positive = [h for h in pos if h["value"] > 0][:3]
+    positive = [h for h in pos if h["value"] > 0 and notable_logits(h["value"], reference)][:3]
+    negative = [h for h in neg if h["value"] < 0 and notable_logits(h["value"], reference)][:3]
     if positive:
-        sentences.append("Against the day in the prompt, the heads that write most for the correct day are "
-                         + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in positive) + ".")
-    negative = [h for h in neg if h["value"] < 0][:3]
+        sentences.append("Against the item in the prompt, the heads that write most for the correct item are "
+                         + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in positive)
+                         + f", of a logit difference of {signed(reference)}.")
     if negative:
         sentences.append("The heads that write most against it are "
                          + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in negative) + ".")
+    if not positive and not negative:
+        sentences.append(f"No head stands out: none writes at least {MIN_EFFECT_LOGITS:g} logits and "
+                         f"{MIN_EFFECT_FRACTION:.0%} of the logit difference ({signed(reference)}) directly.")
     other = s["clean_vs_corrupted_top_positive"][0]
-    same = "the same head" if other["head"] == pos[0]["head"] else "a different head"
-    sentences.append(f"Against the corrupted answer, the top head is {other['head']} ({signed(other['value'])}), "
-                     f"{same} as for the copy comparison.")
+    if notable_logits(other["value"], s["clean_vs_corrupted_logit_diff_mean"]):
+        same = "the same head" if other["head"] == pos[0]["head"] else "a different head"
+        sentences.append(f"Against the corrupted answer, the top head is {other['head']} ({signed(other['value'])}), "
+                         f"{same} as for the copy comparison.")
     return sentences
 
 
@@ -69,6 +94,9 @@ DLA_HEADS = Analysis(
     title="Direct logit attribution by head",
     definition="Each head's output at the final position, scaled by the final LayerNorm of the run and projected on "
                "W_U[:, correct] − W_U[:, other]. A layer's heads plus its output bias sum to that layer's attention "
-               "attribution. Direct effects only: what a head does through later layers is not counted here.",
+               "attribution; the folded value biases (b_V W_O) stay in that bias term. Direct effects only: what a "
+               "head does through later layers is not counted here. With a norm after attention (Gemma 2/3), a "
+               "head's value is its share of the normalised attention output, with that norm's scale frozen at this "
+               "run's value.",
     compute=compute, figures=figures, narrative=narrative,
 )

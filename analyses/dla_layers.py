@@ -12,6 +12,7 @@ from analyses.attribution import METRIC_LABELS, layer_attributions, metric_terms
 from analyses.metrics import answer_pair, logit_diff
 from analyses.precision import dtype_name, identity_tolerance, soft_cap, uncapped
 from analyses.text import num, signed
+from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 
@@ -55,12 +56,15 @@ def figures(result: Result) -> list[Figure]:
 
 def narrative(result: Result) -> list[str]:
     s = {key.removeprefix("copy_"): value for key, value in result.summary.items()}
-    sentences = [
-        f"Against the day in the prompt, {s['top_component']} writes the most ({signed(s['top_value'])} of "
-        f"{signed(s['logit_diff_mean'])}) directly into the answer." if s["top_value"] > 0 else
-        "Against the day in the prompt, no component writes a positive direct contribution on average.",
-    ]
-    if s["bottom_value"] < 0:
+    reference = s["logit_diff_mean"]
+    if s["top_value"] > 0 and notable_logits(s["top_value"], reference):
+        sentences = [f"Against the item in the prompt, {s['top_component']} writes the most "
+                     f"({signed(s['top_value'])} of {signed(reference)}) directly into the answer."]
+    else:
+        sentences = [f"Against the item in the prompt, no component writes a positive direct contribution of at least "
+                     f"{MIN_EFFECT_LOGITS:g} logits and {MIN_EFFECT_FRACTION:.0%} of the logit difference "
+                     f"({signed(reference)}): nothing stands out."]
+    if s["bottom_value"] < 0 and notable_logits(s["bottom_value"], reference):
         sentences.append(f"{s['bottom_component']} pushes the other way most ({signed(s['bottom_value'])}).")
     sentences.append(f"The components plus the unembedding bias ({signed(s['bias_mean'])}) reconstruct the logit "
                      f"difference to within {num(s['reconstruction_error_max'])}"
@@ -75,7 +79,8 @@ DLA_LAYERS = Analysis(
     name="dla_layers",
     title="Direct logit attribution by layer",
     definition="Each component's output at the final position (embeddings, each attention layer, each MLP), scaled "
-               "by the final LayerNorm of the run and projected on W_U[:, correct] − W_U[:, other]. The components "
+               "by the final norm's scale of the run (frozen, so the decomposition is exact) and projected on "
+               "W_U[:, correct] − W_U[:, other]. The components "
                "sum, with the unembedding bias difference, to the model's logit difference.",
     compute=compute, figures=figures, narrative=narrative,
 )

@@ -1,50 +1,69 @@
-"""Logit differences: how strongly the model prefers the right day, on clean and corrupted prompts.
+"""Logit differences: how strongly the model prefers the right item, and how far apart clean and corrupted runs are.
 
 Per prompt, at the final position:
-  copy:      logit(correct) - logit(day named in the prompt), clean run (the notebook's comparison);
-  clean:     logit(clean answer) - logit(corrupted answer), clean run;
-  corrupted: logit(clean answer) - logit(corrupted answer), corrupted run (expected negative).
-The clean and corrupted values are the 1 and 0 that activation patching normalises between.
+  copy:      logit(correct) - logit(item named in the prompt), clean run (the notebook's comparison);
+and for each corruption c of the family (`day`: another item named; `relation`: another step applied):
+  {c} clean:     logit(clean answer) - logit(c's corrupted answer), clean run;
+  {c} corrupted: the same difference on c's corrupted prompts (expected negative).
+Their difference, the clean − corrupted gap, is what activation patching normalises by. Whether that gap is
+informative (clearly non-zero) is decided by `analyses.thresholds.informative_gap`, the same rule every patching
+section applies. Summary keys for the day corruption keep their historic names (`clean_logit_diff_mean`,
+`corrupted_logit_diff_mean`); the relation corruption's are prefixed `relation_`; both have `{c}_gap_mean`,
+`{c}_gap_standard_error`, `{c}_gap_informative` and `{c}_gap_reason`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analyses import plots
+from analyses import plots, thresholds
 from analyses.metrics import answer_pair, logit_diff, model_device
 from analyses.text import num, signed
 from analyses.types import Analysis, Figure, PromptSet, Result
+
+WHAT = {"day": "another item named (day corruption)", "relation": "another step asked (relation corruption)"}
+
+
+def _prefix(corruption: str) -> str:
+    return "" if corruption == "day" else f"{corruption}_"
 
 
 def compute(model, prompts: PromptSet) -> Result:
     device = model_device(model)
     clean = model(prompts.clean_tokens.to(device))[:, -1, :].float()
-    corrupted = model(prompts.corrupted_tokens.to(device))[:, -1, :].float()
-    pos, neg = answer_pair(prompts, "clean_vs_corrupted")
-    values = {
-        "copy": logit_diff(clean, *answer_pair(prompts, "copy")),
-        "clean": logit_diff(clean, pos, neg),
-        "corrupted": logit_diff(corrupted, pos, neg),
-    }
+    values = {"copy": logit_diff(clean, *answer_pair(prompts, "copy"))}
+    for corruption in prompts.corruptions:
+        twin = prompts.with_corruption(corruption)
+        corrupted = model(twin.corrupted_tokens.to(device))[:, -1, :].float()
+        pos, neg = answer_pair(twin, "clean_vs_corrupted")
+        values[f"{_prefix(corruption)}clean"] = logit_diff(clean, pos, neg)
+        values[f"{_prefix(corruption)}corrupted"] = logit_diff(corrupted, pos, neg)
     arrays = {k: v.cpu().numpy() for k, v in values.items()}
-    summary = {"family": prompts.family, "n_prompts": prompts.n_prompts}
+    summary = {"family": prompts.family, "n_prompts": prompts.n_prompts, "corruptions": list(prompts.corruptions)}
     for key, arr in arrays.items():
         summary[f"{key}_logit_diff_mean"] = float(arr.mean())
         summary[f"{key}_logit_diff_min"] = float(arr.min())
         summary[f"{key}_logit_diff_positive_frac"] = float((arr > 0).mean())
         summary[f"{key}_logit_diff"] = arr.tolist()
+    for corruption in prompts.corruptions:
+        p = _prefix(corruption)
+        gap = thresholds.informative_gap(arrays[f"{p}clean"], arrays[f"{p}corrupted"])
+        summary.update({f"{corruption}_gap_mean": gap.mean, f"{corruption}_gap_standard_error": gap.standard_error,
+                        f"{corruption}_gap_positive_frac": gap.positive_fraction,
+                        f"{corruption}_gap_informative": gap.informative, f"{corruption}_gap_reason": gap.reason})
     return Result(summary=summary, arrays=arrays, labels={"prompts": prompts.clean_prompts,
                                                          "corrupted_prompts": prompts.corrupted_prompts})
 
 
 def figures(result: Result) -> list[Figure]:
-    a = result.arrays
-    fig = plots.bars(result.labels["prompts"], {
-        "correct − day in prompt (clean run)": a["copy"],
-        "clean − corrupted answer (clean run)": a["clean"],
-        "clean − corrupted answer (corrupted run)": a["corrupted"],
-    }, "Logit differences per prompt", "logit difference", height=440)
+    a, s = result.arrays, result.summary
+    series = {"correct − item in prompt (clean run)": a["copy"]}
+    for corruption in s.get("corruptions", ["day"]):
+        p = _prefix(corruption)
+        series[f"{corruption}: clean − corrupted answer, clean run"] = a[f"{p}clean"]
+        series[f"{corruption}: clean − corrupted answer, corrupted run"] = a[f"{p}corrupted"]
+    fig = plots.bars(result.labels["prompts"], series, "Logit differences per prompt", "logit difference",
+                     height=480)
     return [Figure("logit-diff-per-prompt", fig)]
 
 
@@ -53,24 +72,32 @@ def narrative(result: Result) -> list[str]:
     n = s["n_prompts"]
     copy = s["copy_logit_diff_mean"]
     sentences = [
-        f"On average the correct day's logit is {signed(copy)} above the day named in the prompt "
+        f"On average the correct item's logit is {signed(copy)} above the item named in the prompt "
         f"(a probability ratio of {num(np.exp(copy))}×), positive for "
         f"{round(s['copy_logit_diff_positive_frac'] * n)} of {n} prompts.",
-        f"Against the corrupted prompt's answer, the logit difference is {signed(s['clean_logit_diff_mean'])} on the "
-        f"clean prompts and {signed(s['corrupted_logit_diff_mean'])} on the corrupted ones.",
     ]
-    gap = s["clean_logit_diff_mean"] - s["corrupted_logit_diff_mean"]
-    if gap <= 0:
-        sentences.append("The clean and corrupted runs are not separated (the gap is not positive), so activation "
-                         "patching's normalised scores are not meaningful for this family on this model.")
+    for corruption in s.get("corruptions", ["day"]):
+        p = _prefix(corruption)
+        gap = s[f"{corruption}_gap_mean"]
+        text = (f"With {WHAT[corruption]}, logit(clean answer) − logit(corrupted answer) is "
+                f"{signed(s[f'{p}clean_logit_diff_mean'])} on the clean prompts and "
+                f"{signed(s[f'{p}corrupted_logit_diff_mean'])} on the corrupted ones: a gap of {signed(gap)} logits "
+                f"(standard error {num(s[f'{corruption}_gap_standard_error'])}).")
+        if s[f"{corruption}_gap_informative"]:
+            text += " The runs are clearly apart, so patching under this corruption is normalised by this gap."
+        else:
+            text += (f" The clean and corrupted runs barely differ ({s[f'{corruption}_gap_reason']}), so patching "
+                     "under this corruption reports raw changes in logits, not fractions of the gap.")
+        sentences.append(text)
     return sentences
 
 
 LOGIT_DIFF = Analysis(
     name="logit_diff",
     title="Logit difference",
-    definition="At the final position: logit(correct) − logit(day named in the prompt), the notebook's copy "
-               "comparison; and logit(clean answer) − logit(corrupted answer), on the clean and on the corrupted "
-               "prompts. A difference d means the correct token is e^d times as likely as the other.",
-    compute=compute, figures=figures, narrative=narrative,
+    definition="At the final position: logit(correct) − logit(item named in the prompt), the notebook's copy "
+               "comparison; and, for each corruption, logit(clean answer) − logit(corrupted answer) on the clean and "
+               "on the corrupted prompts. A difference d means the first token is e^d times as likely as the other. "
+               "Rule for patching: " + thresholds.RULES + ".",
+    compute=compute, figures=figures, narrative=narrative, part="behaviour",
 )

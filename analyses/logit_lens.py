@@ -14,6 +14,7 @@ import numpy as np
 from analyses import plots
 from analyses.attribution import METRIC_LABELS, logit_lens, run_clean_with_cache
 from analyses.text import signed
+from analyses.thresholds import MIN_EFFECT_LOGITS
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 
@@ -73,11 +74,11 @@ def figures(result: Result) -> list[Figure]:
 def narrative(result: Result) -> list[str]:
     s = result.summary
     final, half = s["copy_final_mean"], s["copy_half_point"]
-    if half == "none":
-        return [f"The final logit difference against the day in the prompt is {signed(final)}, not positive, so there "
-                "is no point at which the model 'has' the answer."]
+    if half == "none" or final < MIN_EFFECT_LOGITS:
+        return [f"The final logit difference against the item in the prompt is {signed(final)}, not clearly positive "
+                f"(threshold {MIN_EFFECT_LOGITS:g} logits), so there is no point at which the model 'has' the answer."]
     means = s["copy_mean_by_point"]
-    return [f"Against the day in the prompt, the residual stream reaches half of its final logit difference "
+    return [f"Against the item in the prompt, the residual stream reaches half of its final logit difference "
             f"({signed(final)}) {half}; it starts at {signed(means[0])} from the embeddings alone.",
             f"Against the corrupted answer the final value is {signed(s['clean_vs_corrupted_final_mean'])}, half of it "
             f"reached {s['clean_vs_corrupted_half_point']}."]
@@ -85,9 +86,11 @@ def narrative(result: Result) -> list[str]:
 
 LOGIT_LENS = Analysis(
     name="logit_lens",
-    title="Logit lens",
+    title="Logit lens (final-norm scale frozen)",
     definition="The accumulated residual stream at the final position, before each layer and after each attention "
-               "layer, scaled by the final LayerNorm of the real run and projected on W_U[:, correct] − W_U[:, other], "
-               "plus the unembedding bias difference. The last point is the model's logit difference.",
+               "layer, scaled by the final norm's scale FROZEN from the real run's final stream (not each point's own "
+               "norm, as a 'true' logit lens would) and projected on W_U[:, correct] − W_U[:, other], plus the "
+               "unembedding bias difference. So every point is the direct contribution of the layers so far, in the "
+               "final stream's units, and the last point is the model's logit difference.",
     compute=compute, figures=figures, narrative=narrative,
 )

@@ -40,5 +40,12 @@ def diff_directions(model, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> tupl
     return (W_U[:, pos] - W_U[:, neg]).T, b_U[pos] - b_U[neg]
 
 
+def item_choice_correct(model, prompts: PromptSet) -> torch.Tensor:
+    """[batch] bool: the correct item is the argmax among the sequence's items on each clean prompt."""
+    final = model(prompts.clean_tokens.to(model_device(model)))[:, -1, :].float().cpu()
+    choice = final[:, prompts.item_token_ids].argmax(dim=-1)
+    return choice == torch.tensor(prompts.answer_items())
+
+
 def model_device(model) -> torch.device:
     return model.W_U.device

@@ -4,7 +4,7 @@ For every head, the corrupted prompts are run with that head's z (its output bef
 attention pattern taken from the clean prompts at every position. Patching v changes the head's output through
 what it moves; patching the pattern, through where it looks; z is both. Effects are normalised so that 0 is the
 corrupted run and 1 the clean run, on LD = logit(clean answer) - logit(corrupted answer) at the final position
-(`analyses.patching_core`). Attribution patching is computed beside it.
+(`analyses.intervention`, `analyses.stats`). Attribution patching is computed beside it.
 
 Arrays, per sweep s in (z, v, pattern), L layers, H heads (v: key-value heads), B prompts:
     {s}_exact, {s}_attribution, {s}_ci_low, {s}_ci_high      [L, H]
@@ -14,28 +14,34 @@ Arrays, per sweep s in (z, v, pattern), L layers, H heads (v: key-value heads), 
 Labels: `heads` ([L][H] "L9H1"), `kv_heads` ([L][H_kv] names of the value heads).
 Widgets: attention patterns, on the first clean prompt, of the top heads by |z effect| in the early, middle and
 late thirds of the layers.
-Summary contract: `top_heads` = [{"head": "L9H1", "value": 0.61, "ci_low", "ci_high", "attribution",
-"v_value", "pattern_value"}] sorted by |value| (z sweep), largest first; `v_top`, `pattern_top` likewise
-(keys "head", "value", ...); attribution_corr_{s}; clean_logit_diff_mean, corrupted_logit_diff_mean.
+Summary contract: `corruption` ("day" or "relation": computed and saved once per corruption); `top_heads` =
+[{"head": "L9H1", "value": 0.61, "ci_low", "ci_high", "attribution", "value_by_template", "v_value",
+"pattern_value"}] sorted by |value| (z sweep), largest first; `v_top_heads`, `pattern_top_heads` likewise;
+attribution_{slope,mae,top_overlap,pearson}_{s} (informative gap only); clean_logit_diff_mean,
+corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analyses import patching_core as core
+from analyses import intervention as core
 from analyses import plots
+from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
-from analyses.patching_positions import (
+from analyses.metrics import item_choice_correct
+from analyses.patching_display import (
     agreement_scatter,
+    agreement_sentence,
     baseline_sentences,
-    correlation_sentence,
-    effect_phrase,
     hover_text,
+    notable,
     paired_heatmap,
     percent,
+    top_sentence,
     unit_label,
 )
+from analyses.thresholds import RULES, above_chance
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "patching_heads"
@@ -57,33 +63,35 @@ def z_to_kv(n_heads: int, n_kv: int) -> np.ndarray:
 def compute(model, prompts: PromptSet) -> Result:
     results = core.run_sweeps(model, prompts, core.HEAD_SWEEPS)
     n_layers = model.cfg.n_layers
-    stats = {s: core.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
+    stats = {s: st.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
     names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in core.HEAD_SWEEPS}
-    summary = core.common_summary(results, prompts, n_layers)
+    correct = item_choice_correct(model, prompts)
+    summary = st.common_summary(results, prompts, n_layers,
+                                above_chance(int(correct.sum()), prompts.n_prompts, prompts.n_items)[0])
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.HEAD_SWEEPS:
-        arrays.update(core.stats_arrays(sweep, stats[sweep], results))
-        if np.isfinite(stats[sweep].correlation):
-            summary[f"attribution_corr_{sweep}"] = stats[sweep].correlation
+        arrays.update(st.stats_arrays(sweep, stats[sweep], results))
+        summary.update(st.agreement_summary(sweep, stats[sweep]))
     summary["n_heads"], summary["n_kv_heads"] = int(names["z"].shape[1]), int(names["v"].shape[1])
-    summary["top_heads"] = _top_heads(stats, names["z"])
-    summary["v_top"] = core.ranked(stats["v"], names["v"], TOP_K, key="head")
-    summary["pattern_top"] = core.ranked(stats["pattern"], names["pattern"], TOP_K, key="head")
+    by_template = dict(results=results, template_index=prompts.template_index)
+    summary["top_heads"] = _top_heads(stats, names["z"], by_template)
+    summary["v_top_heads"] = st.ranked(stats["v"], names["v"], TOP_K, key="head", sweep="v", **by_template)
+    summary["pattern_top_heads"] = st.ranked(stats["pattern"], names["pattern"], TOP_K, key="head",
+                                             sweep="pattern", **by_template)
     widgets = _widgets(stats["z"].exact, names["z"], results.first_prompt_patterns, prompts)
     labels = {"heads": names["z"].tolist(), "kv_heads": names["v"].tolist()}
     return Result(summary=summary, arrays=arrays, labels=labels, widgets=widgets)
 
 
-def _top_heads(stats: dict[str, core.SweepStats], names: np.ndarray) -> list[dict]:
+def _top_heads(stats: dict[str, st.SweepStats], names: np.ndarray, by_template: dict) -> list[dict]:
     """Top heads by |z effect|, each with its v and pattern effects (v through its key-value head)."""
-    entries = core.ranked(stats["z"], names, TOP_K, key="head")
+    entries = st.ranked(stats["z"], names, TOP_K, key="head", sweep="z", **by_template)
     kv = z_to_kv(stats["z"].exact.shape[1], stats["v"].exact.shape[1])
     for entry in entries:
         layer, head = parse_head_name(entry["head"])
-        entry["v_value"] = core.finite_or_none(stats["v"].exact[layer, kv[head]])
-        entry["pattern_value"] = core.finite_or_none(stats["pattern"].exact[layer, head])
+        entry["v_value"] = st.finite_or_none(stats["v"].exact[layer, kv[head]])
+        entry["pattern_value"] = st.finite_or_none(stats["pattern"].exact[layer, head])
     return entries
-
 
 
 def layer_group(layer: int, n_layers: int) -> int:
@@ -139,10 +147,11 @@ def narrative(result: Result) -> list[str]:
     s = result.summary
     normalised = s["normalised"]
     sentences = baseline_sentences(s)
-    best = s["top_heads"][0]
-    sentences.append(f"Patching head {best['head']}'s output {effect_phrase(best, normalised)}, "
-                     "the largest effect of any head.")
-    others = s["top_heads"][1:3]
+    best = dict(s["top_heads"][0], name_phrase=f"head {s['top_heads'][0]['head']}'s output")
+    sentences.append(top_sentence(best, s, "any head's output"))
+    if not notable(best, s):
+        return sentences + [sentence for sentence in [agreement_sentence(s, core.HEAD_SWEEPS, SHORT)] if sentence]
+    others = [e for e in s["top_heads"][1:3] if notable(e, s)]
     if others:
         sentences.append("The next largest are " + " and ".join(
             f"{e['head']} ({percent(e['value'], normalised)})" for e in others) + ".")
@@ -150,12 +159,12 @@ def narrative(result: Result) -> list[str]:
         values = "its values" if s["n_kv_heads"] == s["n_heads"] else "the values of its key-value group"
         sentences.append(f"Through {values} alone {best['head']} moves {percent(best['v_value'], normalised)}, "
                          f"through its attention pattern alone {percent(best['pattern_value'], normalised)}.")
-    if best["attribution"] is not None:
-        sentences.append(f"Attribution patching estimates {best['head']}'s effect at "
-                         f"{percent(best['attribution'], normalised)} (exact: {percent(best['value'], normalised)}).")
-    corr = correlation_sentence(s, core.HEAD_SWEEPS, SHORT)
-    if corr:
-        sentences.append(corr)
+    if best.get("value_by_template"):
+        sentences.append(f"Per template, {best['head']}'s effect is " + ", ".join(
+            f"T{t} {percent(v, normalised)}" for t, v in enumerate(best["value_by_template"])) + ".")
+    agreement = agreement_sentence(s, core.HEAD_SWEEPS, SHORT)
+    if agreement:
+        sentences.append(agreement)
     return sentences
 
 
@@ -163,10 +172,12 @@ PATCHING_HEADS = Analysis(
     name=NAME,
     title="Activation patching by attention head",
     definition="Each cell: the corrupted prompts run with one head's output (z, before W_O), its values (v) or its "
-               "attention pattern taken from the clean prompts at every position. " + core.NORMALISATION
-               + ". Intervals: 95% bootstrap over prompts (1000 resamples). Right-hand panels: attribution patching, "
+               "attention pattern taken from the clean prompts at every position. " + st.NORMALISATION
+               + ", when the gap is informative (" + RULES + "). Intervals: " + st.INTERVAL
+               + ". Right-hand panels: attribution patching, "
                "the first-order estimate (clean − corrupted activation) · gradient of the logit difference on the "
                "corrupted run. With grouped-query attention, v is patched per key-value head.",
     compute=compute, figures=figures, narrative=narrative,
     description="Which heads cause the answer, and whether through what they move or where they look.",
+    per_corruption=True,
 )

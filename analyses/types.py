@@ -6,46 +6,103 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+SEQUENCES = {"days": DAYS, "months": MONTHS}  # built in; a families file may add its own
+CORRUPTIONS = ("day", "relation")  # the two corrupted twins a family can have (see PromptSet)
+
+
+@dataclass(frozen=True)
+class Corrupted:
+    """One corrupted twin of every clean prompt (same token length), and its answers."""
+
+    prompts: list[str]
+    tokens: torch.Tensor  # [batch, seq] int64
+    answer_ids: torch.Tensor  # [batch] token of each corrupted prompt's correct answer
+    str_tokens: list[list[str]]  # [batch][seq]
 
 
 @dataclass(frozen=True)
 class PromptSet:
-    """One prompt family, expanded over the seven days and tokenized for one model.
+    """One prompt family, expanded over its templates (paraphrases) and every item of its sequence, tokenized.
 
-    Every prompt has the same token length (BOS included), so the tensors stack.
-    Day indices count from Monday = 0. Shapes: batch = number of prompts (7), seq = tokens per prompt.
+    Prompts are template-major: prompt i uses template `template_index[i]` with item `item_index[i]` in the slot.
+    Every prompt has the same token length (BOS included), so the tensors stack. Item indices count from the
+    sequence's first item (Monday = 0 for days). Shapes: batch = templates x items, seq = tokens per prompt.
+
+    Two corruptions, each a twin of every clean prompt with a different correct answer:
+      day       the same template with the item moved `corrupt_shift` steps: what changes is WHICH item is named,
+                so patching finds where the named item's identity travels to the output;
+      relation  the same item under the family's relation template (e.g. "tomorrow" -> "yesterday"): what changes
+                is the STEP applied to the item, so patching finds where the step is computed.
+    `corrupted_*` hold the twin named by `corruption`; `with_corruption(name)` gives the same set with the other.
     """
 
     family: str
     description: str
-    template: str
-    answer_offset: int  # correct answer = day in {day} slot + answer_offset (mod 7)
-    corrupt_shift: int  # corrupted prompt = same template with day + corrupt_shift
-    days: list[int]  # [batch] the {day} of each clean prompt
+    sequence: str  # name of the sequence, e.g. "days"
+    items: tuple[str, ...]  # the sequence, in order, without leading spaces
+    templates: tuple[str, ...]
+    answer_offset: int  # correct answer = item in the slot + answer_offset (mod n_items)
+    corrupt_shift: int  # day corruption: item + corrupt_shift
+    item_index: list[int]  # [batch] the item in the slot of each clean prompt
+    template_index: list[int]  # [batch] the template of each clean prompt
     clean_prompts: list[str]
-    corrupted_prompts: list[str]
     clean_tokens: torch.Tensor  # [batch, seq] int64
-    corrupted_tokens: torch.Tensor  # [batch, seq] int64
     answer_ids: torch.Tensor  # [batch] token of the clean prompt's correct answer
-    copy_ids: torch.Tensor  # [batch] token of the day named in the clean prompt (the copy distractor)
-    corrupted_answer_ids: torch.Tensor  # [batch] token of the corrupted prompt's correct answer
-    day_token_ids: torch.Tensor  # [7] the token of " Monday" .. " Sunday"
+    copy_ids: torch.Tensor  # [batch] token of the item named in the clean prompt (the copy distractor)
+    item_token_ids: torch.Tensor  # [n_items] the token of " Monday" .. " Sunday" (leading space)
     str_tokens: list[list[str]]  # [batch][seq] clean prompt tokens as strings
-    corrupted_str_tokens: list[list[str]]  # [batch][seq]
+    twins: dict[str, Corrupted]  # corruption name -> its twin; "day" always, "relation" where the family has one
+    corruption: str = "day"  # which twin the corrupted_* properties hold
+    relation_answer_offset: int | None = None  # relation twin's answer = item + this offset
 
     @property
     def n_prompts(self) -> int:
         return len(self.clean_prompts)
 
-    def answer_days(self) -> list[int]:
-        return [(d + self.answer_offset) % 7 for d in self.days]
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def corruptions(self) -> tuple[str, ...]:
+        return tuple(c for c in CORRUPTIONS if c in self.twins)
+
+    def with_corruption(self, name: str) -> PromptSet:
+        if name not in self.twins:
+            raise ValueError(f"family {self.family!r} has no {name!r} corruption (it has {self.corruptions})")
+        return replace(self, corruption=name)
+
+    @property
+    def corrupted_prompts(self) -> list[str]:
+        return self.twins[self.corruption].prompts
+
+    @property
+    def corrupted_tokens(self) -> torch.Tensor:
+        return self.twins[self.corruption].tokens
+
+    @property
+    def corrupted_answer_ids(self) -> torch.Tensor:
+        return self.twins[self.corruption].answer_ids
+
+    @property
+    def corrupted_str_tokens(self) -> list[list[str]]:
+        return self.twins[self.corruption].str_tokens
+
+    def answer_items(self) -> list[int]:
+        return [(i + self.answer_offset) % self.n_items for i in self.item_index]
+
+    def prompt_labels(self) -> list[str]:
+        """A short label per prompt for figure axes: 'T2 Monday' = template 2 with Monday in the slot."""
+        return [f"T{t} {self.items[i]}" for t, i in zip(self.template_index, self.item_index)]
 
 
 @dataclass
@@ -84,3 +141,5 @@ class Analysis:
     figures: Callable[[Result], list[Figure]]
     narrative: Callable[[Result], list[str]]
     description: str = ""
+    part: str = "evidence"  # report part: "behaviour", "evidence", "mechanism" or "representation"
+    per_corruption: bool = False  # computed and saved once per corruption of the family (`<name>-<corruption>`)

@@ -5,8 +5,8 @@ GPT-2's tokenizer (tests/fixtures/gpt2-tokenizer), takes one prompt family (7 pr
 times the six sweeps of the patching analyses three ways:
   (a) the loop: one full forward per patch, `transformer_lens.patching` (or `--loop reference`: this project's
       `looped_sweep`, the notebook's way);
-  (b) `analyses.patching_core.exact_sweeps` (batched, later blocks only, two logits);
-  (c) `analyses.patching_core.attribution_sweeps` (one forward + one backward for all six sweeps).
+  (b) `analyses.intervention.exact_sweeps` (batched, later blocks only, two logits);
+  (c) `analyses.intervention.attribution_sweeps` (one forward + one backward for all six sweeps).
 Prints seconds per sweep, speed-up ratios, the largest |difference| between (a) and (b), the arithmetic each
 needs, and the achieved GFLOP/s against a float32 matmul peak measured here.
 
@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from analyses import patching_core as core  # noqa: E402
+from analyses import intervention as core  # noqa: E402
+from analyses import stats  # noqa: E402
 from analyses.metrics import logit_diff  # noqa: E402
 
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "gpt2-tokenizer"
@@ -219,8 +220,8 @@ def benchmark(model, runs: core.Runs, args, device: str, chunk_rows: int) -> dic
                             "exact_cpu_s": timed.last_cpu, "patches": looped[..., 0].numel()}
         k, c = runs.clean_ld.cpu().numpy(), runs.corrupted_ld.cpu().numpy()
         a, b = looped.float().cpu().numpy(), exact.float().cpu().numpy()
-        diffs[sweep] = {"logit_diff": float(np.abs(a - b).max()),
-                        "normalised": float(np.abs(core.normalise_mean(a, k, c) - core.normalise_mean(b, k, c)).max())}
+        normalised = np.abs(stats.normalise_mean(a, k, c) - stats.normalise_mean(b, k, c))
+        diffs[sweep] = {"logit_diff": float(np.abs(a - b).max()), "normalised": float(normalised.max())}
         print(f"  {sweep:9s} loop {t_loop:8.2f} s   exact {t_exact:7.3f} s   x{t_loop / t_exact:6.1f}   "
               f"max|diff| {diffs[sweep]['logit_diff']:.1e}", flush=True)
     _, t_exact_all = timed(lambda: core.exact_sweeps(model, runs, chunk_rows=chunk_rows), device, args.repeats)

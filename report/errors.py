@@ -14,3 +14,15 @@ class ModelUnavailable(UserError):
     """The model cannot be loaded here (no network, not cached, extra not installed)."""
 
     exit_code = 2
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGTERM): its manifest says 'interrupted', its complete results stay.
+
+    A BaseException, like KeyboardInterrupt, so that a library's `except Exception` cannot swallow it."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)

@@ -1,9 +1,13 @@
-"""Prompt families as data: parse and validate the TOML, expand over the seven days, tokenize.
+"""Prompt families as data: parse and validate the TOML, expand over templates x items, tokenize.
+
+A family is one or more templates (paraphrases with the same answer rule) over every item of a sequence (the
+days by default), with two corrupted twins per prompt (see analyses.types.PromptSet): `day` (another item) and,
+where the file gives one, `relation` (another step, e.g. " tomorrow" -> " yesterday").
 
 Two stages, so that bad input fails before anything is computed:
   1. `load_family_specs(path)` checks the file itself (keys, types, template slots); no model needed.
   2. `build_prompt_set(spec, tokenizer, prepend_bos)` tokenizes for one model and checks that every
-     answer is one token with its leading space and that all prompts have the same token length.
+     answer is one token with its leading space and that all prompts (both twins) have the same token length.
 Every error names the family and, where there is one, the prompt.
 """
 
@@ -17,13 +21,18 @@ from pathlib import Path
 import tomllib
 import torch
 
-from analyses.types import DAYS, PromptSet
+from analyses.types import DAYS, SEQUENCES, Corrupted, PromptSet
 from report.errors import UserError
+from report.files import read_user_text
 
-SLOT = re.compile(r"\{day(?:([+-])(\d+))?\}")
+SLOT = re.compile(r"\{(?:day|month|item)(?:([+-])(\d+))?\}")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-REQUIRED_KEYS = {"template", "answer_offset"}
-OPTIONAL_KEYS = {"description": "", "copy_offset": 0, "corrupt_shift": 3}
+MAX_NAME = 64  # family and sequence names become file and folder names
+SEQUENCES_TABLE = "sequences"  # reserved top-level table: sequences a families file adds to the built-in ones
+REQUIRED_KEYS = {"answer_offset"}
+TEMPLATE_KEYS = ("template", "templates")  # exactly one of them
+OPTIONAL_KEYS = {"description": "", "copy_offset": 0, "corrupt_shift": 3, "sequence": "days",
+                 "relation_templates": None, "relation_answer_offset": None, "no_relation": ""}
 
 
 class FamilyError(UserError):
@@ -33,20 +42,29 @@ class FamilyError(UserError):
 @dataclass(frozen=True)
 class FamilySpec:
     name: str
-    template: str
+    templates: tuple[str, ...]
     answer_offset: int
     copy_offset: int = 0
     corrupt_shift: int = 3
     description: str = ""
+    sequence: str = "days"
+    items: tuple[str, ...] = DAYS
+    relation_templates: tuple[str, ...] = ()  # aligned with templates; empty = no relation corruption
+    relation_answer_offset: int | None = None
+    no_relation: str = ""  # why the family has no relation twin (shown in the report)
 
-    def prompt(self, day: int) -> str:
-        """The template with {day} = DAYS[day] and {day±N} = the day N later/earlier."""
+    def prompt(self, template: str, item: int) -> str:
+        """The template with {day} = items[item] and {day±N} = the item N later/earlier (mod the sequence)."""
 
         def fill(match: re.Match) -> str:
             sign, n = match.group(1), int(match.group(2) or 0)
-            return DAYS[(day + (n if sign != "-" else -n)) % 7]
+            return self.items[(item + (n if sign != "-" else -n)) % len(self.items)]
 
-        return SLOT.sub(fill, self.template)
+        return SLOT.sub(fill, template)
+
+    @property
+    def has_relation(self) -> bool:
+        return bool(self.relation_templates)
 
 
 def default_families_path() -> Path:
@@ -57,47 +75,120 @@ def load_family_specs(path: Path | None = None) -> dict[str, FamilySpec]:
     """Parse and check a families file (the shipped one when `path` is None); keeps file order."""
     path = Path(path) if path is not None else default_families_path()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_user_text(path, "families file"))
     except FileNotFoundError:
         raise FamilyError(f"families file not found: {path}") from None
+    except IsADirectoryError:
+        raise FamilyError(f"families file {path} is a directory, not a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise FamilyError(f"families file {path} is not valid TOML: {err}") from None
+    sequences = _check_sequences(data.pop(SEQUENCES_TABLE, {}), path)
     if not data:
         raise FamilyError(f"families file {path} defines no family")
-    return {name: _check_spec(name, table, path) for name, table in data.items()}
+    return {name: _check_spec(name, table, path, sequences) for name, table in data.items()}
 
 
-def _check_spec(name: str, table: object, path: Path) -> FamilySpec:
+def _check_sequences(table: object, path: Path) -> dict[str, tuple[str, ...]]:
+    """The built-in sequences plus the file's [sequences] table: name = [item, item, ...] (at least 3 items)."""
+    where = f"[{SEQUENCES_TABLE}] in {path}"
+    if not isinstance(table, dict):
+        raise FamilyError(f"{where}: expected a table of name = [items]")
+    sequences = dict(SEQUENCES)
+    for name, items in table.items():
+        if not NAME.match(name) or len(name) > MAX_NAME:
+            raise FamilyError(f"{where}: sequence name {name!r} may hold only a-z, 0-9, '_' and '-' "
+                              f"(at most {MAX_NAME} characters)")
+        if (not isinstance(items, list) or len(items) < 3 or not all(isinstance(i, str) and i.strip() == i and i
+                                                                      for i in items)):
+            raise FamilyError(f"{where}: sequence {name!r} must be a list of at least 3 non-empty words "
+                              "without surrounding spaces (the leading space is added for the answer token)")
+        if len(set(items)) != len(items):
+            raise FamilyError(f"{where}: sequence {name!r} repeats an item")
+        sequences[name] = tuple(items)
+    return sequences
+
+
+def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple[str, ...]]) -> FamilySpec:
     where = f"family '{name}' in {path}"
     if not isinstance(table, dict):
-        raise FamilyError(f"{where}: expected a table [{name}] with keys {sorted(REQUIRED_KEYS)}")
-    if not NAME.match(name):
-        raise FamilyError(f"{where}: a family name may hold only a-z, 0-9, '_' and '-'")
-    unknown = set(table) - REQUIRED_KEYS - set(OPTIONAL_KEYS)
+        raise FamilyError(f"{where}: expected a table [{name}] with keys {sorted(REQUIRED_KEYS)} and templates")
+    if not NAME.match(name) or len(name) > MAX_NAME:
+        raise FamilyError(f"{where}: a family name may hold only a-z, 0-9, '_' and '-' "
+                          f"(at most {MAX_NAME} characters)")
+    allowed = REQUIRED_KEYS | set(TEMPLATE_KEYS) | set(OPTIONAL_KEYS)
+    unknown = set(table) - allowed
     if unknown:
-        allowed = sorted(REQUIRED_KEYS | set(OPTIONAL_KEYS))
-        raise FamilyError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {allowed}")
+        raise FamilyError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     missing = REQUIRED_KEYS - set(table)
     if missing:
         raise FamilyError(f"{where}: missing key(s) {sorted(missing)}")
     values = {**OPTIONAL_KEYS, **table}
-    for key in ("answer_offset", "copy_offset", "corrupt_shift"):
+    for key in ("answer_offset", "copy_offset", "corrupt_shift", "relation_answer_offset"):
+        if key == "relation_answer_offset" and values[key] is None:
+            continue
         if not isinstance(values[key], int) or isinstance(values[key], bool):
             raise FamilyError(f"{where}: '{key}' must be a whole number, got {values[key]!r}")
-    for key in ("template", "description"):
+    for key in ("description", "sequence", "no_relation"):
         if not isinstance(values[key], str):
             raise FamilyError(f"{where}: '{key}' must be a string")
-    template = values["template"]
-    if "{day}" not in template:
+    if values["sequence"] not in sequences:
+        raise FamilyError(f"{where}: unknown sequence {values['sequence']!r}; known: {', '.join(sequences)} "
+                          f"(add one under [{SEQUENCES_TABLE}])")
+    items = sequences[values["sequence"]]
+    templates = _templates(table, where)
+    relation = _relation(values, templates, where, len(items))
+    if values["corrupt_shift"] % len(items) == 0:
+        raise FamilyError(f"{where}: corrupt_shift {values['corrupt_shift']} is a multiple of {len(items)} "
+                          f"(the length of sequence {values['sequence']!r}), so the corrupted answer would equal "
+                          "the clean one")
+    return FamilySpec(name=name, templates=templates, items=items, relation_templates=relation,
+                      **{k: values[k] for k in ("answer_offset", "copy_offset", "corrupt_shift", "description",
+                                                "sequence", "relation_answer_offset", "no_relation")})
+
+
+def _templates(table: dict, where: str) -> tuple[str, ...]:
+    given = [key for key in TEMPLATE_KEYS if key in table]
+    if len(given) != 1:
+        raise FamilyError(f"{where}: give exactly one of 'template' (a string) or 'templates' (a list of strings)")
+    raw = table[given[0]]
+    templates = [raw] if given[0] == "template" else raw
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
+        raise FamilyError(f"{where}: '{given[0]}' must be a string" + ("" if given[0] == "template" else
+                                                                         " list, not empty"))
+    for template in templates:
+        _check_template(template, where)
+    if len(set(templates)) != len(templates):
+        raise FamilyError(f"{where}: a template is listed twice")
+    return tuple(templates)
+
+
+def _check_template(template: str, where: str) -> None:
+    if not SLOT.search(template):
         raise FamilyError(f"{where}: template {template!r} has no {{day}} slot")
     leftover = SLOT.sub("", template)
     if "{" in leftover or "}" in leftover:
         raise FamilyError(f"{where}: template {template!r} has a slot other than {{day}} / {{day+N}} / {{day-N}}")
-    if values["corrupt_shift"] % 7 == 0:
-        raise FamilyError(f"{where}: corrupt_shift {values['corrupt_shift']} is a multiple of 7, "
-                          "so the corrupted answer would equal the clean one")
-    return FamilySpec(name=name, **{k: values[k] for k in ("template", "answer_offset", "copy_offset",
-                                                             "corrupt_shift", "description")})
+
+
+def _relation(values: dict, templates: tuple[str, ...], where: str, n_items: int) -> tuple[str, ...]:
+    """The relation twins, one per template (same item, another step), or () when the family has none."""
+    relation, offset = values["relation_templates"], values["relation_answer_offset"]
+    if relation is None and offset is None:
+        return ()
+    if values["no_relation"]:
+        raise FamilyError(f"{where}: 'no_relation' says there is no relation twin, but relation keys are given")
+    if relation is None or offset is None:
+        raise FamilyError(f"{where}: 'relation_templates' and 'relation_answer_offset' go together")
+    if not isinstance(relation, list) or len(relation) != len(templates) or not all(isinstance(t, str)
+                                                                                     for t in relation):
+        raise FamilyError(f"{where}: 'relation_templates' must list one template per entry of 'templates' "
+                          f"({len(templates)}), in the same order")
+    for template in relation:
+        _check_template(template, where)
+    if (offset - values["answer_offset"]) % n_items == 0:
+        raise FamilyError(f"{where}: relation_answer_offset {offset} gives the same answer as answer_offset "
+                          f"{values['answer_offset']}, so the relation twin would not change the answer")
+    return tuple(relation)
 
 
 def select_families(specs: dict[str, FamilySpec], wanted: str) -> list[FamilySpec]:
@@ -113,11 +204,11 @@ def select_families(specs: dict[str, FamilySpec], wanted: str) -> list[FamilySpe
     return [specs[n] for n in dict.fromkeys(names)]
 
 
-def day_token_id(tokenizer, day: str, family: str, prompt: str) -> int:
-    """The single token of ' <day>' (with its leading space), or a FamilyError naming family and prompt."""
-    ids = tokenizer.encode(" " + day, add_special_tokens=False)
+def item_token_id(tokenizer, item: str, family: str, prompt: str) -> int:
+    """The single token of ' <item>' (with its leading space), or a FamilyError naming family and prompt."""
+    ids = tokenizer.encode(" " + item, add_special_tokens=False)
     if len(ids) != 1:
-        raise FamilyError(f"family '{family}', prompt {prompt!r}: the answer ' {day}' is {len(ids)} tokens "
+        raise FamilyError(f"family '{family}', prompt {prompt!r}: the answer ' {item}' is {len(ids)} tokens "
                           "for this model's tokenizer, not one")
     return ids[0]
 
@@ -132,35 +223,48 @@ def _str_tokens(tokenizer, ids: list[int]) -> list[str]:
 
 
 def build_prompt_set(spec: FamilySpec, tokenizer, prepend_bos: bool = True) -> PromptSet:
-    """Expand `spec` over the seven days and tokenize clean and corrupted prompts for one tokenizer."""
-    days = list(range(7))
-    clean = [spec.prompt(d) for d in days]
-    corrupted = [spec.prompt(d + spec.corrupt_shift) for d in days]
-    answer = [day_token_id(tokenizer, DAYS[(d + spec.answer_offset) % 7], spec.name, p)
-              for d, p in zip(days, clean)]
-    copy = [day_token_id(tokenizer, DAYS[(d + spec.copy_offset) % 7], spec.name, p) for d, p in zip(days, clean)]
-    corrupted_answer = [day_token_id(tokenizer, DAYS[(d + spec.corrupt_shift + spec.answer_offset) % 7],
-                                     spec.name, p) for d, p in zip(days, corrupted)]
-    day_ids = [day_token_id(tokenizer, day, spec.name, clean[0]) for day in DAYS]
+    """Expand `spec` over its templates x items and tokenize the clean prompts and both corrupted twins."""
+    n = len(spec.items)
+    cells = [(t, i) for t in range(len(spec.templates)) for i in range(n)]  # template-major
+    clean = [spec.prompt(spec.templates[t], i) for t, i in cells]
+
+    def token(offset_items: list[int], prompts: list[str]) -> torch.Tensor:
+        return torch.tensor([item_token_id(tokenizer, spec.items[k % n], spec.name, p)
+                             for k, p in zip(offset_items, prompts)])
+
+    twin_specs = {"day": ([spec.prompt(spec.templates[t], i + spec.corrupt_shift) for t, i in cells],
+                          [i + spec.corrupt_shift + spec.answer_offset for _, i in cells])}
+    if spec.has_relation:
+        twin_specs["relation"] = ([spec.prompt(spec.relation_templates[t], i) for t, i in cells],
+                                  [i + spec.relation_answer_offset for _, i in cells])
+    # Answers first: an answer that is not one token explains an unequal length better than the length does.
+    item_ids = [item_token_id(tokenizer, item, spec.name, clean[0]) for item in spec.items]
+    twin_answers = {name: token(answers, prompts) for name, (prompts, answers) in twin_specs.items()}
     clean_ids = [_tokenize(tokenizer, p, prepend_bos) for p in clean]
-    corrupted_ids = [_tokenize(tokenizer, p, prepend_bos) for p in corrupted]
-    _check_equal_lengths(spec.name, clean + corrupted, clean_ids + corrupted_ids)
+    twin_ids = {name: [_tokenize(tokenizer, p, prepend_bos) for p in prompts] for name, (prompts, _) in
+                twin_specs.items()}
+    _check_equal_lengths(spec.name, clean + [p for prompts, _ in twin_specs.values() for p in prompts],
+                         clean_ids + [r for ids in twin_ids.values() for r in ids])
+    twins = {name: Corrupted(prompts, torch.tensor(twin_ids[name]), twin_answers[name],
+                             [_str_tokens(tokenizer, r) for r in twin_ids[name]])
+             for name, (prompts, _) in twin_specs.items()}
     return PromptSet(
-        family=spec.name, description=spec.description, template=spec.template,
-        answer_offset=spec.answer_offset, corrupt_shift=spec.corrupt_shift, days=days,
-        clean_prompts=clean, corrupted_prompts=corrupted,
-        clean_tokens=torch.tensor(clean_ids), corrupted_tokens=torch.tensor(corrupted_ids),
-        answer_ids=torch.tensor(answer), copy_ids=torch.tensor(copy),
-        corrupted_answer_ids=torch.tensor(corrupted_answer), day_token_ids=torch.tensor(day_ids),
-        str_tokens=[_str_tokens(tokenizer, ids) for ids in clean_ids],
-        corrupted_str_tokens=[_str_tokens(tokenizer, ids) for ids in corrupted_ids],
+        family=spec.name, description=spec.description, sequence=spec.sequence, items=spec.items,
+        templates=spec.templates, answer_offset=spec.answer_offset, corrupt_shift=spec.corrupt_shift,
+        item_index=[i for _, i in cells], template_index=[t for t, _ in cells],
+        clean_prompts=clean, clean_tokens=torch.tensor(clean_ids),
+        answer_ids=token([i + spec.answer_offset for _, i in cells], clean),
+        copy_ids=token([i + spec.copy_offset for _, i in cells], clean),
+        item_token_ids=torch.tensor(item_ids), str_tokens=[_str_tokens(tokenizer, ids) for ids in clean_ids],
+        twins=twins, relation_answer_offset=spec.relation_answer_offset,
     )
 
 
 def _check_equal_lengths(family: str, prompts: list[str], ids: list[list[int]]) -> None:
-    """Patching and batching need every clean and corrupted prompt to have the same token length."""
+    """Patching and batching need every clean and corrupted prompt of a family (all templates) to have the same
+    token length; paraphrases must therefore be chosen to tokenize to equal lengths."""
     for prompt, toks in zip(prompts, ids):
         if len(toks) != len(ids[0]):
             raise FamilyError(f"family '{family}', prompt {prompt!r}: {len(toks)} tokens, but prompt "
-                              f"{prompts[0]!r} has {len(ids[0])}; every prompt of a family must have "
-                              "the same token length")
+                              f"{prompts[0]!r} has {len(ids[0])}; every prompt of a family (all templates and "
+                              "both corruptions) must have the same token length")

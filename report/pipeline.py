@@ -1,35 +1,48 @@
 """`run`: load each model, compute every analysis for every family, save as you go.
 
 Everything that can be checked before computing is checked first (families file, family and analysis
-names, model folders, every family against every model's tokenizer), so bad input fails before a run
-folder exists. A family that one model's tokenizer cannot use is skipped for that model with a note;
-a family that no model can use is an error.
+names, the run id, each model's files, architecture and weights (report/checkpoint.py), every family
+against every model's tokenizer and context length, and whether a resumed run was defined the same way),
+so bad input fails before a run folder exists. A family that one model's tokenizer cannot use is skipped
+for that model with a note; a family that no model can use is an error.
+
+Each analysis computes under torch.no_grad() (scoped here, not switched off for the process); a SIGTERM
+stops the run with its manifest marked 'interrupted'; temporaries of killed runs are removed at the next run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from analyses import BY_NAME, REGISTRY
 from analyses.types import Analysis
-from report import results
+from report import files, results, runs
+from report.checkpoint import CheckedModel, inspect_model
 from report.dtype import AUTO_RULE, count_parameters, resolve_dtype
-from report.errors import UserError
+from report.errors import Interrupted, UserError
 from report.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
 from report.memory import release
-from report.model import check_model_name, load_model, load_tokenizer, pick_device
+from report.model import load_model, pick_device
 from report.shard import Shard, assign
 
 log = logging.getLogger(__name__)
+RESUMABLE_OPTIONS = ("models", "families", "families_file", "analyses")
+MAX_NAME = 100  # a family name is a folder and a page name: keep it well under the 255-byte limit
 PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "plotly", "circuitsvis", "jinja2",
             "einops", "click", "numpy")
 
@@ -45,6 +58,9 @@ class RunOptions:
     resume: bool = False
     run_id: str | None = None
     command: str = ""
+    force_resume: bool = False
+    # The options the user set; on --resume the others are taken from the resumed run's manifest.
+    given: frozenset[str] = frozenset(RESUMABLE_OPTIONS)
     dtype: str = "auto"  # report/dtype.py: auto, float32, bfloat16, float16
     shard: Shard | None = None  # report/shard.py: this machine's share of the (model, family) pairs
 
@@ -60,83 +76,151 @@ def select_analyses(wanted: str) -> list[Analysis]:
     return [a for a in REGISTRY if a.name in names]  # report order, whatever order they were named in
 
 
-def check_families(models: list[str], families: list[FamilySpec]) -> dict[str, dict[str, str]]:
-    """{model: {family: reason}} for the families each model's tokenizer cannot use; error if none can."""
+def check_families(models: list[CheckedModel], families: list[FamilySpec]) -> dict[str, dict[str, str]]:
+    """{model: {family: reason}} for the families each model's tokenizer cannot use; error if none can, or if a
+    family's prompts are longer than a model's context."""
     skipped: dict[str, dict[str, str]] = {}
-    for name in models:
-        tokenizer = load_tokenizer(name)
-        skipped[name] = {}
+    for checked in models:
+        skipped[checked.name] = {}
         for spec in families:
             try:
-                build_prompt_set(spec, tokenizer, prepend_bos=True)
+                prompts = build_prompt_set(spec, checked.tokenizer, prepend_bos=True)
             except FamilyError as err:
-                skipped[name][spec.name] = str(err)
+                skipped[checked.name][spec.name] = str(err)
+                continue
+            longest = max(prompts.clean_tokens.shape[-1], prompts.corrupted_tokens.shape[-1])
+            if checked.n_ctx is not None and longest > checked.n_ctx:
+                raise FamilyError(f"family '{spec.name}', prompt {prompts.clean_prompts[0]!r}: {longest} tokens, "
+                                  f"longer than the context of model {checked.name!r} ({checked.n_ctx} tokens)")
     for spec in families:
-        reasons = [skipped[m][spec.name] for m in models if spec.name in skipped[m]]
+        if len(spec.name) > MAX_NAME:
+            raise FamilyError(f"family '{spec.name[:40]}...': a family name may have at most {MAX_NAME} characters")
+        reasons = [skipped[m.name][spec.name] for m in models if spec.name in skipped[m.name]]
         if len(reasons) == len(models):
             raise FamilyError(reasons[0] + (" (and for every other model of this run)" if len(models) > 1 else ""))
     return skipped
 
 
 def run(options: RunOptions) -> Path:
-    """Compute and save; return the run folder."""
+    """Check everything, then compute and save; return the run folder."""
+    if options.run_id is not None:
+        runs.check_run_id(options.run_id)
+    if options.shard is not None:  # each shard its own folder, so that shards can share --out
+        options = dataclasses.replace(options, run_id=f"{options.run_id or runs.new_run_id()}-{options.shard.suffix}")
+    resumed = _find_resumed(options) if options.resume else None
+    if resumed is not None:
+        options = _with_recorded_options(options, resumed[1])
     families = select_families(load_family_specs(options.families_file), options.families)
     analyses = select_analyses(options.analyses)
-    for name in options.models:
-        check_model_name(name)
     device = pick_device(options.device)
-    run_dir = _run_dir(options)
-    skipped = check_families(options.models, families)
+    checked = [inspect_model(name) for name in options.models]
+    skipped = check_families(checked, families)
     work = assign(options.models, [f.name for f in families], options.shard)
-    manifest = _start_manifest(run_dir, options, device, families, analyses)
+    current = runs.definition(families, analyses, options.models)
+    if resumed is not None:
+        run_dir, manifest = resumed
+        _check_resume(manifest, current, options.force_resume)
+    else:
+        run_dir, manifest = runs.create_run_dir(Path(options.out), options.run_id), None
+    files.clean_stale_temps(Path(options.out))
+    manifest = _start_manifest(run_dir, options, device, current, manifest)
     started = time.perf_counter()
-    try:
-        for name in work:
-            dtype = resolve_dtype(options.dtype, device, count_parameters(name) if options.dtype == "auto" else None)
-            _run_model(run_dir, manifest, name, device, [f for f in families if f.name in work[name]], analyses,
-                       skipped[name], dtype)
-            release(device)  # the model's weights go before the next model loads
-    except BaseException:
-        manifest["status"] = "failed"
-        raise
-    finally:
-        manifest["total_seconds"] = manifest.get("total_seconds", 0.0) + time.perf_counter() - started
-        if manifest["status"] == "running":
-            manifest["status"] = "complete"
-        results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+    with _sigterm_interrupts():  # from the first manifest write on, so that the manifest can say 'interrupted'
+        try:
+            results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+            for name in work:
+                dtype = resolve_dtype(options.dtype, device,
+                                      count_parameters(name) if options.dtype == "auto" else None)
+                _run_model(run_dir, manifest, name, device, [f for f in families if f.name in work[name]],
+                           analyses, skipped[name], dtype)
+                release(device)  # the model's weights go before the next model loads
+        except (KeyboardInterrupt, Interrupted):
+            manifest["status"] = "interrupted"
+            raise
+        except BaseException:
+            manifest["status"] = "failed"
+            raise
+        finally:
+            manifest["total_seconds"] = manifest.get("total_seconds", 0.0) + time.perf_counter() - started
+            if manifest["status"] == "running":
+                manifest["status"] = "complete"
+            results.write_json_atomic(run_dir / results.MANIFEST, manifest)
     return run_dir
 
 
-def _run_dir(options: RunOptions) -> Path:
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While computing, SIGTERM raises Interrupted (so the manifest says so); the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _find_resumed(options: RunOptions) -> tuple[Path, dict]:
     out = Path(options.out)
-    if options.resume:
-        run_dir = out / options.run_id if options.run_id else results.latest_run(out)
-        if run_dir is None or not (run_dir / results.MANIFEST).is_file():
-            raise UserError(f"--resume: no run to resume in {out}" + (f" named {options.run_id!r}"
-                                                                      if options.run_id else ""))
-        return run_dir
-    run_id = options.run_id or time.strftime("%Y%m%d-%H%M%S")
-    if options.shard is not None:
-        run_id = f"{run_id}-{options.shard.suffix}"
-    if (out / run_id).exists():
-        raise UserError(f"run folder {out / run_id} exists already; pass --resume to continue it")
-    return out / run_id
+    run_dir = out / options.run_id if options.run_id else results.latest_run(out)
+    if run_dir is None or not (run_dir / results.MANIFEST).is_file():
+        raise UserError(f"--resume: no run to resume in {out}" + (f" named {options.run_id!r}"
+                                                                  if options.run_id else ""))
+    manifest = results.load_manifest(run_dir)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise UserError(f"--resume: {run_dir / results.MANIFEST} is not a manifest this version can continue")
+    return run_dir, manifest
 
 
-def _start_manifest(run_dir: Path, options: RunOptions, device: str, families, analyses) -> dict:
-    if options.resume:
-        manifest = results.load_manifest(run_dir)
-    else:
-        manifest = {"run_id": run_dir.name, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "models": {}}
+def _with_recorded_options(options: RunOptions, manifest: dict) -> RunOptions:
+    """Options the user left out on --resume are the resumed run's own (so `run --resume` just continues)."""
+    recorded = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+    values = {key: recorded[key] for key in RESUMABLE_OPTIONS if key not in options.given and key in recorded}
+    if "models" in values:
+        values["models"] = list(values["models"])
+    if values.get("families_file") is not None:
+        values["families_file"] = Path(values["families_file"])
+    return dataclasses.replace(options, **values)
+
+
+def _check_resume(manifest: dict, current: dict, force: bool) -> None:
+    """Refuse to mix results of different definitions, unless forced; forced, redefined families are recomputed."""
+    found = runs.differences(manifest.get("definition"), current)
+    if found and not force:
+        raise UserError(f"--resume: run {manifest.get('run_id')!r} was made with other options "
+                        f"({'; '.join(found)}); start a new run, or pass --force-resume to continue it anyway")
+    for family in runs.changed_families(manifest.get("definition"), current):
+        for entry in manifest["models"].values():
+            for key in [k for k in entry.get("analyses", {}) if k.split("/")[0] == family]:
+                del entry["analyses"][key]  # stale: recomputed under the new definition
+    if found:
+        manifest.setdefault("forced_resumes", []).append(found)
+
+
+def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: dict, manifest: dict | None) -> dict:
+    """The manifest for this start or resume (written by run(), under the SIGTERM handler)."""
+    command = options.command or " ".join(sys.argv)
+    if manifest is None:
+        manifest = {"run_id": run_dir.name, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    "created_unix": time.time(), "command": command, "models": {}}
+    else:  # the command that started the run stays; each resume is recorded beside it
+        manifest.setdefault("resumes", []).append({"command": command, "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+    families_file = Path(options.families_file).resolve() if options.families_file is not None else None
     manifest.update({
-        "status": "running", "command": options.command or " ".join(sys.argv), "device": device,
-        "families_requested": [f.name for f in families], "analyses_requested": [a.name for a in analyses],
+        "status": "running", "device": device, "definition": current,
+        "options": {"models": list(options.models), "families": options.families, "analyses": options.analyses,
+                    "families_file": str(families_file) if families_file else None},
+        "families_requested": list(current["families"]), "analyses_requested": list(current["analyses"]),
         "packages": _versions(), "git_commit": _git_commit(), "python": sys.version.split()[0],
         "platform": platform.platform(), "models_requested": list(options.models),
         "dtype_requested": options.dtype, "dtype_rule": AUTO_RULE,
         "shard": None if options.shard is None else {"index": options.shard.index, "count": options.shard.count},
     })
-    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
     return manifest
 
 
@@ -160,20 +244,25 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
             entry["families"][spec.name] = {"status": "ok", **_spec_info(spec), **_prompt_info(prompts)}
             for analysis in analyses:
                 bar.set_postfix_str(f"{spec.name} / {analysis.name}")
-                _run_analysis(run_dir / slug / spec.name / analysis.name, entry, spec.name, analysis, model, prompts)
-                results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+                for unit, unit_prompts in results.units(analysis, prompts):
+                    _run_analysis(run_dir / slug / spec.name / unit, entry, spec.name, unit, analysis, model,
+                                  unit_prompts)
+                    results.write_json_atomic(run_dir / results.MANIFEST, manifest)
                 bar.update()
 
 
-def _run_analysis(folder: Path, entry: dict, family: str, analysis: Analysis, model, prompts) -> None:
-    key = f"{family}/{analysis.name}"
-    if results.is_complete(folder):
-        entry["analyses"].setdefault(key, {"status": "complete", "seconds": None})
+def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: Analysis, model, prompts) -> None:
+    """Compute unless the manifest records this result and every file of it is present and unchanged."""
+    key = f"{family}/{unit}"
+    recorded = entry["analyses"].get(key)
+    if isinstance(recorded, dict) and results.is_complete(folder, recorded.get("files") or {}):
         return
     started = time.perf_counter()
-    result = analysis.compute(model, prompts)
-    results.save_result(folder, result)
-    entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3)}
+    with torch.no_grad():  # inference; attribution patching re-enables gradients for its own backward pass
+        result = analysis.compute(model, prompts)
+    checksums = results.save_result(folder, result)
+    entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3),
+                              "files": checksums}
 
 
 def _unique_slug(manifest: dict, name: str) -> str:
@@ -195,13 +284,16 @@ def _model_info(loaded, load_seconds: float) -> dict:
 
 
 def _spec_info(spec: FamilySpec) -> dict:
-    return {"template": spec.template, "description": spec.description, "answer_offset": spec.answer_offset,
-            "copy_offset": spec.copy_offset, "corrupt_shift": spec.corrupt_shift}
+    return {"templates": list(spec.templates), "description": spec.description, "sequence": spec.sequence,
+            "answer_offset": spec.answer_offset, "copy_offset": spec.copy_offset, "corrupt_shift": spec.corrupt_shift,
+            "relation_templates": list(spec.relation_templates), "relation_answer_offset": spec.relation_answer_offset,
+            "no_relation": spec.no_relation}
 
 
 def _prompt_info(prompts) -> dict:
     return {"prompts": prompts.clean_prompts, "corrupted_prompts": prompts.corrupted_prompts,
-            "n_tokens": int(prompts.clean_tokens.shape[1])}
+            "relation_prompts": prompts.twins["relation"].prompts if "relation" in prompts.twins else [],
+            "corruptions": list(prompts.corruptions), "n_tokens": int(prompts.clean_tokens.shape[1])}
 
 
 def _versions() -> dict[str, str]:

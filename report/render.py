@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
-from analyses.types import Analysis, Result
+from analyses.types import CORRUPTIONS, Analysis, Result
 from report import results
 from report.errors import UserError
 from report.merge import merge_runs
@@ -38,6 +38,11 @@ class Section:
     narrative: list[str]
     headline: list[tuple[str, str]]
     seconds: float | None
+    corruption: str | None = None  # for per-corruption analyses: "day" or "relation"
+
+    @property
+    def anchor(self) -> str:
+        return results.unit_name(self.analysis.name, self.corruption)
 
 
 @dataclass
@@ -136,19 +141,22 @@ def load_pages(locate, manifest: dict) -> list[FamilyPage]:
                 continue
             page = FamilyPage(model_slug, family, info)
             for analysis in REGISTRY:
-                folder = locate(model_slug, family, analysis.name)
-                if results.is_complete(folder):
-                    page.sections.append(_section(analysis, results.load_result(folder),
-                                                  model["analyses"].get(f"{family}/{analysis.name}", {})))
+                for corruption in CORRUPTIONS if analysis.per_corruption else (None,):
+                    unit = results.unit_name(analysis.name, corruption)
+                    folder = locate(model_slug, family, unit)
+                    if results.is_complete(folder):
+                        page.sections.append(_section(analysis, results.load_result(folder),
+                                                      model["analyses"].get(f"{family}/{unit}", {}), corruption))
             pages.append(page)
     return pages
 
 
-def _section(analysis: Analysis, result: Result, timing: dict) -> Section:
-    figures = [figure_html(f.id, f.figure) for f in analysis.figures(result)]
-    widgets = [widget_html(f"widget-{analysis.name}-{i}", w) for i, w in enumerate(result.widgets)]
+def _section(analysis: Analysis, result: Result, timing: dict, corruption: str | None = None) -> Section:
+    unit = results.unit_name(analysis.name, corruption)
+    figures = [figure_html(f"{f.id}-{corruption}" if corruption else f.id, f.figure) for f in analysis.figures(result)]
+    widgets = [widget_html(f"widget-{unit}-{i}", w) for i, w in enumerate(result.widgets)]
     return Section(analysis, result, figures, widgets, analysis.narrative(result), headline(result.summary),
-                   timing.get("seconds"))
+                   timing.get("seconds"), corruption)
 
 
 def overview_rows(manifest: dict, pages: list[FamilyPage]) -> list[dict]:

@@ -14,7 +14,7 @@ def test_ships_at_least_six_families_covering_the_required_offsets():
     assert len(SHIPPED) >= 6
     offsets = {spec.answer_offset for spec in SHIPPED.values()}
     assert {1, 2, -1, 3} <= offsets
-    templates = {spec.template for spec in SHIPPED.values()}
+    templates = {t for spec in SHIPPED.values() for t in spec.templates}
     assert "Yesterday it was {day} so tomorrow it is" in templates
     assert "If today is {day}, tomorrow is" in templates
 
@@ -22,14 +22,20 @@ def test_ships_at_least_six_families_covering_the_required_offsets():
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_family_tokenizes_into_single_token_answers_and_equal_lengths(name, tokenizer):
     prompts = build_prompt_set(SHIPPED[name], tokenizer)
-    assert prompts.days == list(range(7))  # all seven days
-    assert prompts.clean_tokens.shape == prompts.corrupted_tokens.shape
-    assert prompts.clean_tokens.shape[0] == 7
-    for ids in (prompts.answer_ids, prompts.copy_ids, prompts.corrupted_answer_ids):
-        for token in ids.tolist():
-            assert tokenizer.decode([token]).strip() in DAYS
-            assert tokenizer.decode([token]).startswith(" ")
-    assert (prompts.answer_ids != prompts.corrupted_answer_ids).all()
+    n_templates = len(SHIPPED[name].templates)
+    assert n_templates >= 3  # paraphrases, so that no finding rests on one wording
+    assert prompts.item_index == list(range(7)) * n_templates  # all seven days under every template
+    assert prompts.template_index == [t for t in range(n_templates) for _ in range(7)]
+    assert prompts.corruptions == ("day", "relation")
+    for corruption in prompts.corruptions:
+        twin = prompts.with_corruption(corruption)
+        shape = (7 * n_templates, prompts.clean_tokens.shape[1])
+        assert twin.clean_tokens.shape == twin.corrupted_tokens.shape == shape
+        for ids in (twin.answer_ids, twin.copy_ids, twin.corrupted_answer_ids):
+            for token in ids.tolist():
+                assert tokenizer.decode([token]).strip() in DAYS
+                assert tokenizer.decode([token]).startswith(" ")
+        assert (twin.answer_ids != twin.corrupted_answer_ids).all()
     assert prompts.clean_tokens[0, 0].item() == tokenizer.bos_token_id
 
 
@@ -74,7 +80,7 @@ def test_malformed_toml_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     ('template = "Today it is Monday"\nanswer_offset = 1', "no {day} slot"),
-    ('template = "Today it is {day} {month}"\nanswer_offset = 1', "slot other than"),
+    ('template = "Today it is {day} {weekday}"\nanswer_offset = 1', "slot other than"),
     ('template = "Today it is {day}"\nanswer_offset = 1\ncorrupt_shift = 7', "multiple of 7"),
     ('template = "Today it is {day}"\nanswer_offset = "one"', "whole number"),
     ('template = "Today it is {day}"', "missing key"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import invoke, save_tiny_gpt2
 
-from analyses import patching_core as core
+from analyses import intervention as core
 from analyses.chunking import map_chunks
 
 OOM = torch.cuda.OutOfMemoryError

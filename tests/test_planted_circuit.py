@@ -46,7 +46,7 @@ def test_planted_head_attends_to_the_day(planted_model, planted_prompts, family)
     prompts = planted_prompts[family]
     _, cache = planted_model.run_with_cache(prompts.clean_tokens)
     pattern = cache[f"blocks.{LAYER}.attn.hook_pattern"][:, HEAD, -1]  # [batch, src] from the final position
-    day_pos = torch.tensor([[tok in prompts.day_token_ids for tok in row] for row in prompts.clean_tokens])
+    day_pos = torch.tensor([[tok in prompts.item_token_ids for tok in row] for row in prompts.clean_tokens])
     assert (pattern * day_pos).sum(-1).min().item() > 0.99
 
 
