@@ -319,18 +319,23 @@ def exact_sweeps(model, runs: Runs, sweeps=tuple(SWEEPS), scale: float = 1.0,
 
 def auto_chunk_rows(model, runs: Runs) -> int:
     """Rows (patched sequences) per block call, from free memory and a rough per-row working set."""
-    cfg, S = model.cfg, runs.corrupted_tokens.shape[1]
+    return _chunk_rows(model, runs.corrupted[hook_name("resid_pre", 0)], runs.n_prompts)
+
+
+def _chunk_rows(model, resid: torch.Tensor, n_prompts: int) -> int:
+    """Rows per block call for sequences shaped like `resid` [B, S, d_model] (see auto_chunk_rows)."""
+    cfg, S = model.cfg, resid.shape[1]
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-    elem = runs.corrupted[hook_name("resid_pre", 0)].element_size()
+    elem = resid.element_size()
     # residual copies, q/k/v/z, MLP hidden (x3 for gated MLPs), scores + pattern + tiled mask
     per_row = S * (10 * cfg.d_model + 4 * d_mlp + 3 * cfg.n_heads * S + S) * elem
-    device = runs.clean_ld.device
+    device = resid.device
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
         rows = int(MEMORY_FRACTION["cuda"] * free) // per_row
     else:
         rows = min(int(MEMORY_FRACTION["cpu"] * _available_ram()) // per_row, CPU_TOKENS_PER_CHUNK // S)
-    return max(runs.n_prompts, rows)
+    return max(n_prompts, rows)
 
 
 def _available_ram() -> int:
@@ -440,3 +445,177 @@ def patch_everything(runs: Runs) -> Patch:
     """The whole residual stream before layer 0: this patched run is the clean run (a check of the machinery)."""
     n_positions = runs.corrupted_tokens.shape[1]
     return Patch(0, tuple(("resid_pre", p) for p in range(n_positions)))
+
+
+# ---- any intervention: rows of edits on a base run ------------------------------------------------------------
+#
+# Ablations, path patching and circuits are the same operation as patching: run from layer L on a batch whose
+# rows carry different replacements. A `Row` is a list of `Edit`s (replace or add to part of one activation, per
+# prompt); rows join the batch at their first edited layer, exactly as patches do above, and only the final
+# position is returned, so callers unembed what they need (two answer columns, or the whole vocabulary).
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: tensors have no truth value, rows are compared by identity
+class Edit:
+    """Replace (add=True: add to) part of one activation, for every prompt of a row.
+
+    hook: full hook name in block L ("blocks.3.attn.hook_z"); "blocks.L.hook_resid_pre" only for the row's own L.
+    index: the part within one prompt's activation, batch axis left out: (slice(None), 2) is head 2 of hook_z at
+           every position; () is the whole activation.
+    value: [B, *part], or [*part] shared by every prompt (a mean over prompts).
+    """
+
+    hook: str
+    index: tuple
+    value: torch.Tensor
+    add: bool = False
+
+    @property
+    def layer(self) -> int:
+        return int(self.hook.split(".")[1])
+
+
+@dataclass(frozen=True, eq=False)
+class Row:
+    """One intervened run of the base prompts. It starts at block `layer` (the smallest layer of its edits)."""
+
+    edits: tuple[Edit, ...]
+
+    @property
+    def layer(self) -> int:
+        return min((e.layer for e in self.edits), default=0)
+
+
+@dataclass
+class Base:
+    """The run rows start from: B prompts, their cached activations (every resid_pre at least) and block arguments."""
+
+    tokens: torch.Tensor  # [B, S]
+    cache: dict[str, torch.Tensor]  # hook name -> [B, ...]
+    block_args: list[tuple[tuple, dict, bool]]
+    n_layers: int
+
+    @property
+    def n_prompts(self) -> int:
+        return self.tokens.shape[0]
+
+
+@torch.no_grad()
+def collect_base(model, tokens: torch.Tensor, names=()) -> Base:
+    """Run `tokens` once, caching every resid_pre, the last resid_post and `names`; capture the block arguments."""
+    n_layers = model.cfg.n_layers
+    wanted = sorted({*names, *(hook_name("resid_pre", layer) for layer in range(n_layers)),
+                     f"blocks.{n_layers - 1}.hook_resid_post"})
+    tokens = tokens.to(model_device(model))
+    with _capture_block_args(model) as block_args:
+        _, cache = model.run_with_cache(tokens, names_filter=wanted)
+    return Base(tokens=tokens, cache={n: cache[n] for n in wanted}, block_args=block_args, n_layers=n_layers)
+
+
+def base_of(runs: Runs) -> Base:
+    """The corrupted run of `runs` as a Base (patching starts there)."""
+    return Base(tokens=runs.corrupted_tokens, cache=runs.corrupted, block_args=runs.block_args, n_layers=runs.n_layers)
+
+
+def _apply_edits(act: torch.Tensor, hook, items: list[tuple[int, Edit]], n_prompts: int) -> torch.Tensor:
+    out = act.clone()
+    for slot, edit in items:
+        rows = out[slot * n_prompts:(slot + 1) * n_prompts]  # a view: writing into it writes into out
+        where = (slice(None), *edit.index)
+        value = edit.value.to(out.dtype)
+        rows[where] = rows[where] + value if edit.add else value
+    return out
+
+
+def _keep(act: torch.Tensor, hook, store: list) -> torch.Tensor:
+    store.append(act.detach().clone())
+    return act
+
+
+def _run_rows_chunk(model, base: Base, rows: list[Row], capture: tuple[str, ...], last: int):
+    """Final-position residual [n, B, d_model] after block `last`, and captures {name: [n, B, ...]}, rows in order."""
+    B = base.n_prompts
+    resid, slots = None, []  # slots: index into `rows` of each batch slot, in batch order
+    kept: dict[str, list] = {name: [] for name in capture}
+    for layer in range(rows[0].layer, last + 1):
+        joining = [i for i, r in enumerate(rows) if r.layer == layer]
+        if joining:
+            fresh = base.cache[hook_name("resid_pre", layer)].repeat(len(joining), 1, 1)
+            own = [(j, e) for j, i in enumerate(joining) for e in rows[i].edits
+                   if e.hook == hook_name("resid_pre", layer)]
+            fresh = _apply_edits(fresh, None, own, B) if own else fresh
+            resid = fresh if resid is None else torch.cat([resid, fresh])
+            slots += joining
+        items = defaultdict(list)
+        for slot, i in enumerate(slots):
+            for edit in rows[i].edits:
+                if edit.layer == layer and edit.hook != hook_name("resid_pre", rows[i].layer):
+                    if edit.hook.endswith("hook_resid_pre"):
+                        raise ValueError(f"{edit.hook}: a row may edit resid_pre only at its first layer")
+                    items[edit.hook].append((slot, edit))
+        hooks = [(name, partial(_apply_edits, items=it, n_prompts=B)) for name, it in items.items()]
+        hooks += [(name, partial(_keep, store=kept[name])) for name in capture if int(name.split(".")[1]) == layer]
+        with model.hooks(fwd_hooks=hooks) if hooks else contextlib.nullcontext():
+            resid = _block(model, base, layer, resid)
+    inverse = torch.argsort(torch.tensor(slots))
+    final = resid[:, -1].reshape(len(slots), B, -1)[inverse]
+    captured = {name: store[0].reshape(len(slots), B, *store[0].shape[1:])[inverse] for name, store in kept.items()}
+    return final, captured
+
+
+@torch.no_grad()
+def run_rows(model, base: Base, rows: list[Row], capture: tuple[str, ...] = (), last: int | None = None,
+             chunk_rows: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Run every row from its own layer up to block `last` (default: the last block), batched.
+
+    Returns the final-position residual stream after block `last`, [n_rows, B, d_model] (before the final norm),
+    and the activations named in `capture` [n_rows, B, ...]; a captured hook must lie at or after every row's
+    first layer (before it, the row is not in the batch yet). Rows are sorted by layer and cut into chunks of at
+    most chunk_rows sequences, each chunk one staggered pass up the blocks.
+    """
+    if not rows:
+        raise ValueError("run_rows needs at least one row")
+    last = base.n_layers - 1 if last is None else last
+    for name in capture:
+        if int(name.split(".")[1]) < max(r.layer for r in rows) or int(name.split(".")[1]) > last:
+            raise ValueError(f"cannot capture {name}: some row joins after it, or it lies after block {last}")
+    B = base.n_prompts
+    per_chunk = max(1, (chunk_rows or _chunk_rows(model, base.cache[hook_name("resid_pre", 0)], B)) // B)
+    order = sorted(range(len(rows)), key=lambda i: rows[i].layer)
+    final = torch.empty(len(rows), B, model.cfg.d_model, device=base.tokens.device)
+    captured: dict[str, torch.Tensor] = {}
+    for start in range(0, len(order), per_chunk):
+        chunk = order[start:start + per_chunk]
+        part, kept = _run_rows_chunk(model, base, [rows[i] for i in chunk], capture, last)
+        final[chunk] = part.to(final.dtype)
+        for name, value in kept.items():
+            if name not in captured:
+                captured[name] = torch.empty(len(rows), *value.shape[1:], device=value.device, dtype=value.dtype)
+            captured[name][chunk] = value
+    return final, captured
+
+
+def final_logits(model, resid_final: torch.Tensor) -> torch.Tensor:
+    """[..., d_model] final-position residual -> [..., d_vocab] logits (final norm, unembedding, soft-capping)."""
+    shape = resid_final.shape[:-1]
+    x = model.ln_final(resid_final.reshape(-1, 1, resid_final.shape[-1]))[:, 0]
+    logits = x @ model.W_U + model.b_U
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits.reshape(*shape, -1)
+
+
+@torch.no_grad()
+def looped_rows(model, tokens: torch.Tensor, rows: list[Row], capture: tuple[str, ...] = ()):
+    """The reference: one full `run_with_hooks` forward per row. Final-position logits [n, B, d_vocab] and captures."""
+    tokens = tokens.to(model_device(model))
+    logits, captured = [], {name: [] for name in capture}
+    for row in rows:
+        by_hook = defaultdict(list)
+        for edit in row.edits:
+            by_hook[edit.hook].append((0, edit))
+        hooks = [(name, partial(_apply_edits, items=it, n_prompts=tokens.shape[0])) for name, it in by_hook.items()]
+        hooks += [(name, partial(_keep, store=captured[name])) for name in capture]
+        logits.append(model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1])
+    return torch.stack(logits), {name: torch.stack(store) for name, store in captured.items()}

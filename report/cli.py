@@ -140,12 +140,17 @@ def report(site, **kwargs):
 def list_(what, families_file):
     """List the prompt families, the analyses, or the documented models."""
     if what == "families":
+        from analyses.types import SEQUENCES
         from report.families import load_family_specs
 
-        for spec in load_family_specs(families_file).values():
+        specs = load_family_specs(families_file).values()
+        for spec in specs:
             twin = "relation twin" if spec.has_relation else "no relation twin"
-            click.echo(f"{spec.name:20} {spec.sequence:8} {len(spec.templates)} template(s), {twin:16} "
+            click.echo(f"{spec.name:24} {spec.sequence:8} {len(spec.templates)} template(s), {twin:16} "
                        f"answer = item{spec.answer_offset:+d}   {spec.templates[0]!r}   {spec.description}")
+        click.echo("\nsequences (built in, and any the families file adds under [sequences] and uses):")
+        for name, items in {**SEQUENCES, **{spec.sequence: spec.items for spec in specs}}.items():
+            click.echo(f"{name:24} {len(items):2} items: {', '.join(items)}")
     elif what == "analyses":
         from analyses import REGISTRY
 

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import results
+from report import results, transfer_page
 from report.errors import UserError
 from report.merge import merge_runs
 
@@ -178,7 +178,10 @@ def build_site(run_dirs: list[Path], site: Path) -> Path:
     outputs = {}
     merged = merge_runs([Path(d) for d in run_dirs])  # several folders (shards) render as one run
     pages = load_pages(merged.locate, merged.manifest)
-    runs = [{"manifest": merged.manifest, "pages": pages, "rows": overview_rows(merged.manifest, pages)}]
+    runs = [{"manifest": merged.manifest, "pages": pages, "rows": overview_rows(merged.manifest, pages),
+             # transfer across sequences (issue 11): one table per model, None with a single sequence
+             "transfer": {slug: transfer_page.transfer_table(transfer_page.from_pages(
+                 [p for p in pages if p.model_slug == slug])) for slug in merged.manifest["models"]}}]
     all_pages = [p for run in runs for p in run["pages"]]
     if not all_pages:
         raise UserError("no complete results to render in " + ", ".join(map(str, run_dirs)))

@@ -54,8 +54,12 @@ UNEMBED_SCALE = 2.0  # gain of each " <day>" unembedding on its ANSWER_DIM: sets
 
 
 def save_planted_gpt2(folder: Path, layer: int = 1, head: int = 2, n_layer: int = 2, n_head: int = 4,
-                      n_embd: int = 64, seed: int = 0) -> Path:
-    """Write the planted-circuit checkpoint (weights + GPT-2 tokenizer) to `folder`; return `folder`."""
+                      n_embd: int = 64, seed: int = 0, shift: int = 1) -> Path:
+    """Write the planted-circuit checkpoint (weights + GPT-2 tokenizer) to `folder`; return `folder`.
+
+    `shift` is the day the planted head writes, relative to the day it reads: 1 = the next day (default),
+    0 = the day itself (a copy head, the control that does not do the task).
+    """
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     if not (0 <= layer < n_layer and 0 <= head < n_head):
@@ -71,7 +75,7 @@ def save_planted_gpt2(folder: Path, layer: int = 1, head: int = 2, n_layer: int 
     with torch.no_grad():
         _fill_with_noise(model)
         _set_embeddings(model, _day_token_ids(tokenizer))
-        _plant_head(model.transformer.h[layer].attn, head, d_head, n_embd)
+        _plant_head(model.transformer.h[layer].attn, head, d_head, n_embd, shift)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
@@ -112,7 +116,7 @@ def _set_embeddings(model, day_ids: dict[str, list[int]]) -> None:
         lm_head[spaced, ANSWER_DIMS[d]] += UNEMBED_SCALE
 
 
-def _plant_head(attn, head: int, d_head: int, n_embd: int) -> None:
+def _plant_head(attn, head: int, d_head: int, n_embd: int, shift: int = 1) -> None:
     """Hand-set one head's Q, K, V and O.
 
     GPT-2's `c_attn` is a Conv1D: weight [d_model, 3 * d_model] (input @ weight), columns ordered
@@ -128,9 +132,9 @@ def _plant_head(attn, head: int, d_head: int, n_embd: int) -> None:
     # QK: query = constant bias on head dim 0; key dim 0 = the (normalised) "is a day" coordinate.
     b[q_cols[0]] = QUERY_SCALE
     w[IS_DAY_DIM, k_cols[0]] = 1.0
-    # OV: value dim d = "day d"; output of value dim d = "answer is day d + 1".
+    # OV: value dim d = "day d"; output of value dim d = "answer is day d + shift".
     proj = attn.c_proj.weight
     proj[cols, :] = 0.0
     for d in range(len(DAYS)):
         w[DAY_DIMS[d], v_cols[d]] = 1.0
-        proj[cols.start + d, ANSWER_DIMS[(d + 1) % len(DAYS)]] = OUTPUT_SCALE
+        proj[cols.start + d, ANSWER_DIMS[(d + shift) % len(DAYS)]] = OUTPUT_SCALE

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from analyses.types import DAYS
 from report.families import FamilyError, build_prompt_set, load_family_specs, select_families
 
 SHIPPED = load_family_specs()
@@ -22,18 +21,19 @@ def test_ships_at_least_six_families_covering_the_required_offsets():
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_family_tokenizes_into_single_token_answers_and_equal_lengths(name, tokenizer):
     prompts = build_prompt_set(SHIPPED[name], tokenizer)
-    n_templates = len(SHIPPED[name].templates)
+    n_templates, items = len(SHIPPED[name].templates), SHIPPED[name].items
+    n = len(items)
     assert n_templates >= 3  # paraphrases, so that no finding rests on one wording
-    assert prompts.item_index == list(range(7)) * n_templates  # all seven days under every template
-    assert prompts.template_index == [t for t in range(n_templates) for _ in range(7)]
+    assert prompts.item_index == list(range(n)) * n_templates  # every item of the sequence under every template
+    assert prompts.template_index == [t for t in range(n_templates) for _ in range(n)]
     assert prompts.corruptions == ("day", "relation")
     for corruption in prompts.corruptions:
         twin = prompts.with_corruption(corruption)
-        shape = (7 * n_templates, prompts.clean_tokens.shape[1])
+        shape = (n * n_templates, prompts.clean_tokens.shape[1])
         assert twin.clean_tokens.shape == twin.corrupted_tokens.shape == shape
         for ids in (twin.answer_ids, twin.copy_ids, twin.corrupted_answer_ids):
             for token in ids.tolist():
-                assert tokenizer.decode([token]).strip() in DAYS
+                assert tokenizer.decode([token]).strip() in items
                 assert tokenizer.decode([token]).startswith(" ")
         assert (twin.answer_ids != twin.corrupted_answer_ids).all()
     assert prompts.clean_tokens[0, 0].item() == tokenizer.bos_token_id

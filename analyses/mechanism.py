@@ -1,0 +1,83 @@
+"""Shared pieces of the mechanism analyses (successor_heads, ablations, path_patching, circuit); not an analysis.
+
+Nodes are attention heads ("L9H1", the head's output z at every position) and MLPs ("MLP0", the MLP output at
+every position); the embeddings are never ablated. Ablation values (Heimersheim & Nanda 2024, §2; Wang et al. 2022):
+  zero      the activation set to 0
+  mean      its mean over the family's clean prompts, per position (every prompt has the same token length)
+  resample  its value on the paired corrupted prompt
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from analyses import thresholds
+from analyses.attribution import head_name
+from analyses.intervention import Edit
+from analyses.types import PromptSet
+
+ABLATIONS = ("zero", "mean", "resample")
+NAME_FRACTION = thresholds.MIN_EFFECT_FRACTION  # a path or node is named at >= this fraction of an informative gap
+
+
+def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> tuple[bool, str]:
+    """(informative, why or why not), by the report's one rule (`analyses.thresholds.informative_gap`)."""
+    gap = thresholds.informative_gap(clean_ld, corrupted_ld)
+    return gap.informative, gap.reason or f"mean gap {gap.mean:+.2f} logits over {len(clean_ld)} prompts"
+
+
+def item_names(prompts: PromptSet) -> list[str]:
+    return [str(i) for i in prompts.items]
+
+
+# ---- nodes ----------------------------------------------------------------------------------------------------
+
+
+def nodes(n_layers: int, n_heads: int) -> list[tuple[str, int, int]]:
+    """Every node in layer order, heads before the MLP of their layer: (kind, layer, head or -1)."""
+    out = []
+    for layer in range(n_layers):
+        out += [("head", layer, h) for h in range(n_heads)] + [("mlp", layer, -1)]
+    return out
+
+
+def node_name(node: tuple[str, int, int]) -> str:
+    kind, layer, head = node
+    return head_name(layer, head) if kind == "head" else f"MLP{layer}"
+
+
+def node_hook(node: tuple[str, int, int]) -> str:
+    kind, layer, _ = node
+    return f"blocks.{layer}.attn.hook_z" if kind == "head" else f"blocks.{layer}.hook_mlp_out"
+
+
+def node_index(node: tuple[str, int, int]) -> tuple:
+    """The node's part of its hook's activation, per prompt: one head at every position, or the whole MLP output."""
+    return (slice(None), node[2]) if node[0] == "head" else ()
+
+
+def node_edit(node: tuple[str, int, int], source: torch.Tensor) -> Edit:
+    """Replace the node by the matching part of `source` (the node hook's activation [B, ...] or [...] shared)."""
+    index = node_index(node)
+    value = source[(slice(None), *index)] if source.dim() == _full_dims(node) else source[index]
+    return Edit(node_hook(node), index, value)
+
+
+def _full_dims(node) -> int:
+    return 4 if node[0] == "head" else 3  # hook_z [B, S, H, d_head]; hook_mlp_out [B, S, d_model]
+
+
+def ablation_source(kind: str, clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
+    """What replaces an activation [B, ...] of the clean run: zeros, the mean over prompts [...], or the corrupted."""
+    if kind == "zero":
+        return torch.zeros_like(clean[0])
+    if kind == "mean":
+        return clean.mean(0)
+    if kind == "resample":
+        return corrupted
+    raise ValueError(f"unknown ablation {kind!r}")
+
+
+def numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()

@@ -1,0 +1,275 @@
+"""Geometry: the circle maths in closed form, a planted circle found at every layer, a random model at chance.
+
+Chance level of the circle-order score: for n items at independent uniform random angles, a given consecutive pair
+is adjacent in the circular order with probability 2 / (n - 1): 1/3 for the 7 days, 2/11 for the 12 months.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from analyses import geometry
+from tests.conftest import save_tiny_gpt2
+
+RANDOM_SEEDS = (0, 1)
+
+
+# --- the maths, on angles whose answer is known -------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [4, 7, 12])
+def test_items_in_sequence_order_on_a_circle_score_one_in_either_direction(n):
+    theta = 2 * np.pi * np.arange(n) / n
+    assert geometry.circle_order(theta) == 1.0
+    assert geometry.circle_order(-theta + 0.3) == 1.0
+
+
+def test_items_placed_two_steps_apart_score_zero():
+    # circular order 0 2 4 6 1 3 5: no item sits beside its successor
+    order = [0, 2, 4, 6, 1, 3, 5]
+    theta = np.empty(7)
+    theta[order] = 2 * np.pi * np.arange(7) / 7
+    assert geometry.circle_order(theta) == 0.0
+
+
+def test_one_swap_breaks_exactly_the_pairs_it_touches():
+    theta = 2 * np.pi * np.arange(7) / 7
+    theta[[2, 4]] = theta[[4, 2]]  # circular order 0 1 4 3 2 5 6: pairs (1,2), (4,5) broken; (2,3), (3,4) kept
+    assert geometry.circle_order(theta) == pytest.approx(5 / 7)
+
+
+@pytest.mark.parametrize("n", [7, 12])
+def test_random_angles_score_the_stated_chance_level(n):
+    rng = np.random.default_rng(1)
+    scores = np.array([geometry.circle_order(rng.uniform(-np.pi, np.pi, n)) for _ in range(4000)])
+    standard_error = scores.std() / np.sqrt(len(scores))
+    assert geometry.circle_chance(n) == pytest.approx(2 / (n - 1))
+    assert abs(scores.mean() - 2 / (n - 1)) < 4 * standard_error
+
+
+def test_chance_probability_of_a_clean_circle_is_two_over_n_minus_one_factorial():
+    # a clean circle is 2 of the (n - 1)! circular orders (two directions): 2 / 720 for the days
+    p = geometry.circle_p_value(1.0, 7)
+    exact = 2 / 720
+    assert abs(p - exact) < 4 * np.sqrt(exact * (1 - exact) / geometry.CHANCE_DRAWS)
+    assert geometry.circle_p_value(0.0, 7) == 1.0
+
+
+def test_pca_of_a_shifted_circle_gives_half_the_variance_to_each_component():
+    theta = 2 * np.pi * np.arange(12) / 12
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(16, 2)))[0].T  # an arbitrary plane in 16 dimensions
+    points = 3 * np.cos(theta)[:, None] * basis[0] + 3 * np.sin(theta)[:, None] * basis[1] + rng.normal(size=16)
+    centre, plane, explained = geometry.pca_2d(points)
+    np.testing.assert_allclose(explained, [0.5, 0.5], atol=1e-9)
+    assert geometry.circle_order(geometry.angles((points - centre) @ plane.T)) == 1.0
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+@pytest.mark.parametrize("step", [1, -1, 3])
+def test_a_final_state_rotated_by_k_items_is_k_steps_on_whichever_way_the_circle_runs(direction, step):
+    n = 12
+    item_angles = direction * 2 * np.pi * np.arange(n) / n + 0.2
+    items = np.arange(n).repeat(2)
+    final = item_angles[(items + step) % n] + 0.01 * np.tile([1, -1], n)  # small jitter either side
+    offsets = geometry.rotation_offsets(item_angles, final, items)
+    np.testing.assert_allclose(offsets, step + direction * 0.01 * np.tile([1, -1], n) / (2 * np.pi / n), atol=1e-9)
+    assert geometry.circular_mean_steps(offsets, n) == pytest.approx(step, abs=1e-9)
+    assert (geometry.nearest_items(item_angles, final) == (items + step) % n).all()
+
+
+def test_circular_mean_does_not_cancel_offsets_either_side_of_half_a_turn():
+    assert abs(geometry.circular_mean_steps(np.array([5.9, -5.9]), 12)) == pytest.approx(6.0, abs=0.11)
+
+
+# --- through the model --------------------------------------------------------------------------------------------
+
+def save_planted_circles(folder, tokenizer, sequences):
+    """A 2-layer GPT-2 whose blocks write nothing, so every residual stream is embed + pos_embed. The items of each
+    (items, identity_scale) in `sequences` embed on their own circle of radius R = 1 in directions u, v, plus
+    identity_scale along one direction w_i per item; no direction is shared between sequences. Every direction is
+    (e_a - e_b)/sqrt(2), so each row has zero mean and centring the writing weights (done at load) leaves it as is."""
+    from transformers import GPT2LMHeadModel
+
+    save_tiny_gpt2(folder)
+    model = GPT2LMHeadModel.from_pretrained(folder)
+
+    def direction(k):
+        vector = torch.zeros(model.config.n_embd)
+        vector[2 * k], vector[2 * k + 1] = 2 ** -0.5, -(2 ** -0.5)
+        return vector
+
+    with torch.no_grad():
+        for block in model.transformer.h:
+            for proj in (block.attn.c_proj, block.mlp.c_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+        first = 0  # the next unused direction
+        for items, identity_scale in sequences:
+            n = len(items)
+            for i, item in enumerate(items):
+                (token,) = tokenizer.encode(" " + item)
+                theta = 2 * np.pi * i / n
+                circle = np.cos(theta) * direction(first) + np.sin(theta) * direction(first + 1)
+                model.transformer.wte.weight[token] = circle + identity_scale * direction(first + 2 + i)
+            first += 2 + n
+    assert 2 * first <= model.config.n_embd
+    model.save_pretrained(folder)
+    return folder
+
+
+def expected_top_fraction(n, identity_scale):
+    """Closed form for the construction above (radius R = 1, identity scale s).
+
+    The centred item means are M_i = cos(t_i) u + sin(t_i) v + s (w_i - mean w); their Gram matrix over items is
+    (cos cos^T + sin sin^T) + s^2 (I - J/n). cos and sin are orthogonal to the all-ones vector and to each other,
+    with squared norm n/2, so the eigenvalues are n/2 + s^2 (twice), s^2 (n - 3 times) and 0: each top component
+    holds (n/2 + s^2) / (n + s^2 (n - 1)) of the variance. s = 0 gives 1/2; s^2 = n / (2 (n - 4)) gives exactly 1/3.
+    """
+    s2 = identity_scale ** 2
+    return (n / 2 + s2) / (n + s2 * (n - 1))
+
+
+def one_third_scale(n):
+    return np.sqrt(n / (2 * (n - 4)))
+
+
+PLANTED = {"tomorrow": 7, "day_after": 7, "next_month": 12, "month_list_continuation": 12}  # family -> n items
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, tokenizer):
+    """(model, {family: prompt set}, {n items: identity scale}): days on a circle plus an identity part sized for
+    1/3 of the variance per top component, months on a pure circle (1/2 per component)."""
+    from analyses.types import DAYS, MONTHS
+    from report.families import build_prompt_set, load_family_specs
+    from report.model import load_model
+
+    scales = {7: one_third_scale(7), 12: 0.0}
+    folder = save_planted_circles(tmp_path_factory.mktemp("circles"), tokenizer, [(DAYS, scales[7]),
+                                                                                  (MONTHS, scales[12])])
+    model = load_model(str(folder), device="cpu").model
+    specs = load_family_specs()
+    prompts = {family: build_prompt_set(specs[family], model.tokenizer, model.cfg.default_prepend_bos)
+               for family in PLANTED}
+    return model, prompts, scales
+
+
+@pytest.mark.parametrize("family", list(PLANTED))
+def test_planted_circle_scores_one_at_every_layer_with_the_closed_form_variance(planted, family):
+    model, all_prompts, scales = planted
+    prompts = all_prompts[family]
+    assert prompts.n_items == PLANTED[family]
+    scale = scales[prompts.n_items]
+    result = geometry.compute(model, prompts)
+    s = result.summary
+    assert s["n_points"] == model.cfg.n_layers + 1 == len(s["circle_order"])
+    assert s["circle_order"] == [1.0] * s["n_points"]
+    # fp32 residuals carry ~1e-7 relative error; a variance measured against the wrong total is off by >= 1e-2
+    per_component = expected_top_fraction(prompts.n_items, scale)
+    assert per_component == pytest.approx(1 / 3 if scale else 1 / 2)
+    np.testing.assert_allclose(result.arrays["explained"], per_component, atol=1e-4)
+    np.testing.assert_allclose(s["variance_top2"], 2 * per_component, atol=2e-4)
+    assert geometry.circle_found(s)
+    narrative = geometry.narrative(result)
+    assert "lie around a circle in sequence order" in narrative[0]
+    # control: the blocks write nothing, so the final position never sees the item and no rotation is claimed
+    assert s["final_spread_ratio"] < 1e-5
+    assert "does not vary with the item" in narrative[1] and len(narrative) == 2
+
+
+@pytest.fixture(scope="module")
+def random_models(tiny_model, tmp_path_factory):
+    from report.model import load_model
+
+    folder = save_tiny_gpt2(tmp_path_factory.mktemp("random-seed-1"), seed=1)
+    return {0: tiny_model, 1: load_model(str(folder), device="cpu").model}
+
+
+@pytest.mark.parametrize("seed", RANDOM_SEEDS)
+@pytest.mark.parametrize("family", ["next_month", "tomorrow"])
+def test_random_model_reports_no_circle(random_models, family, seed):
+    from report.families import build_prompt_set, load_family_specs
+
+    model = random_models[seed]
+    prompts = build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
+    result = geometry.compute(model, prompts)
+    s = result.summary
+    assert s["circle_chance"] == pytest.approx(2 / (prompts.n_items - 1))
+    assert not geometry.circle_found(s)
+    assert result.summary["best_circle_order"] < 1.0
+    if prompts.n_items == 12:
+        # chance 2/11 = 0.18; a layer above 6/12 has chance probability 0.002 under random angles
+        assert max(s["circle_order"]) <= 0.5
+    assert geometry.narrative(result)[0].startswith("No layer places the")
+
+
+def test_item_token_is_the_slot_item_or_the_last_listed_item(tiny_prompt_sets):
+    one = tiny_prompt_sets["next_month"]
+    positions, items = geometry.item_positions(one)
+    assert items.tolist() == one.item_index
+    assert all(one.str_tokens[b][p].strip() == one.items[i] for b, (p, i) in enumerate(zip(positions, items)))
+    listed = tiny_prompt_sets["month_list_continuation"]
+    positions, items = geometry.item_positions(listed)
+    assert items.tolist() == [(i + 2) % 12 for i in listed.item_index]  # {month+2}, the last month listed
+    assert (positions == len(listed.str_tokens[0]) - 2).all()  # "..., March," : the item before the final comma
+
+
+def test_family_without_an_item_token_gives_a_note_not_a_traceback(tiny_model, tiny_prompt_sets):
+    prompts = tiny_prompt_sets["tomorrow"]
+    glued = replace(prompts, str_tokens=[[t.replace("day", "dai") for t in row] for row in prompts.str_tokens])
+    result = geometry.compute(tiny_model, glued)
+    assert "family 'tomorrow'" in result.summary["note"] and "no token is an item" in result.summary["note"]
+    assert geometry.figures(result) == []
+    assert geometry.narrative(result)[0].startswith("No geometry for this family")
+
+
+def test_layer_selector_is_one_figure_showing_one_layer_at_a_time(planted):
+    model, all_prompts, _ = planted
+    prompts = all_prompts["tomorrow"]
+    result = geometry.compute(model, prompts)
+    figures = geometry.figures(result)
+    assert [f.id for f in figures] == ["geometry-plane", "geometry-by-layer", "geometry-rotation-by-layer"]
+    plane = figures[0].figure
+    n_points = result.summary["n_points"]
+    assert len(result.summary["rotation_offset_steps_by_layer"]) == n_points
+    assert result.summary["rotation_offset_steps_by_layer"][result.summary["best_layer"]] == pytest.approx(
+        result.summary["rotation_offset_steps"])
+    assert len(plane.data) == geometry.TRACES_PER_POINT * n_points
+    (slider,) = plane.layout.sliders
+    assert slider.active == result.summary["best_layer"]
+    assert [step.label for step in slider.steps] == result.summary["layer_labels"]
+    for point, step in enumerate(slider.steps):
+        visible = step.args[0]["visible"]
+        assert sum(visible) == geometry.TRACES_PER_POINT
+        assert all(visible[point * geometry.TRACES_PER_POINT:(point + 1) * geometry.TRACES_PER_POINT])
+    assert [trace.visible for trace in plane.data] == slider.steps[slider.active].args[0]["visible"]
+    assert list(plane.data[geometry.TRACES_PER_POINT * slider.active].text) == list(prompts.items) + [""]
+
+
+@pytest.mark.parametrize("step, consistent", [(1, True), (-1, False), (0, False)])
+def test_final_states_rotated_one_step_on_are_read_as_the_answers_rotation(tiny_prompt_sets, step, consistent):
+    """Residual states built by hand: items on a circle at the item token; the final position at the item's angle
+    plus `step` steps (the answer of `tomorrow` is +1), in a plane of its own radius and centre."""
+    prompts = tiny_prompt_sets["tomorrow"]
+    n, items = prompts.n_items, np.array(prompts.item_index)
+    rng = np.random.default_rng(0)
+    plane = np.linalg.qr(rng.normal(size=(32, 2)))[0].T  # [2, 32]
+
+    def on_circle(angle, radius, centre):
+        return radius * (np.cos(angle)[:, None] * plane[0] + np.sin(angle)[:, None] * plane[1]) + centre
+
+    theta = 2 * np.pi * items / n
+    at_item = on_circle(theta, 1.0, rng.normal(size=32))[None]  # [1 point, batch, d]
+    at_final = on_circle(theta + 2 * np.pi * step / n, 0.3, rng.normal(size=32))[None]
+    result = geometry.geometry_result(at_item, at_final, items, np.array(prompts.answer_items()), prompts, ["final"])
+    s = result.summary
+    assert s["best_circle_order"] == 1.0 and s["expected_offset_steps"] == 1.0
+    assert s["rotation_offset_steps"] == pytest.approx(step, abs=1e-9)
+    assert s["rotation_match_frac"] == (1.0 if step == 1 else 0.0)
+    assert s["final_spread_ratio"] == pytest.approx(0.3)
+    sentence = geometry.narrative(result)[1]
+    assert ("consistent with the next item being a rotation" in sentence) is consistent
