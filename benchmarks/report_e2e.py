@@ -101,8 +101,9 @@ class WriteTimer:
     def __enter__(self):
         def save(folder, result):
             started = time.perf_counter()
-            self._save(folder, result)
-            self.by_analysis[Path(folder).name] += time.perf_counter() - started
+            checksums = self._save(folder, result)
+            self.by_analysis[analysis_of(Path(folder).name)] += time.perf_counter() - started
+            return checksums
 
         def write_json(path, data):
             started = time.perf_counter()
@@ -115,6 +116,11 @@ class WriteTimer:
 
     def __exit__(self, *exc):
         results.save_result, results.write_json_atomic = self._save, self._json
+
+
+def analysis_of(unit: str) -> str:
+    """'patching_positions-day' -> 'patching_positions': per-corruption results add up under their analysis."""
+    return unit.split("-", 1)[0]
 
 
 def peak_memory_gib(device: str) -> float:
@@ -155,7 +161,7 @@ def run_shape(shape: str, args, device: str, work: Path) -> dict:
     (model,) = manifest["models"].values()
     analyses: dict[str, float] = defaultdict(float)
     for key, entry in model["analyses"].items():
-        analyses[key.split("/", 1)[1]] += entry["seconds"] or 0.0
+        analyses[analysis_of(key.split("/", 1)[1])] += entry["seconds"] or 0.0
     compute = {name: analyses[name] - writes.by_analysis.get(name, 0.0) for name in analyses}
     writing = sum(writes.by_analysis.values()) + writes.manifest
     pages = list((work / "sites" / shape).rglob("*.html"))
