@@ -42,9 +42,11 @@ def logit_lens(model, cache, prompts: PromptSet, metric: str) -> tuple[torch.Ten
     """[points, batch] logit difference read from the accumulated residual stream (incl. mid-layer points).
 
     Every point uses the final LayerNorm scale of the real final stream, plus the unembedding bias,
-    so the last point equals the model's own logit difference.
+    so the last point equals the model's own logit difference. Models whose attention and MLP read the same
+    input in parallel (GPT-NeoX / Pythia, GPT-J) have no stream between them: no mid-layer points there.
     """
-    stack, labels = cache.accumulated_resid(layer=-1, incl_mid=True, pos_slice=-1, return_labels=True)
+    mid = "blocks.0.hook_resid_mid" in cache.cache_dict
+    stack, labels = cache.accumulated_resid(layer=-1, incl_mid=mid, pos_slice=-1, return_labels=True)
     directions, bias = metric_terms(model, prompts, metric)
     return project(cache, stack, directions) + bias, list(labels)
 

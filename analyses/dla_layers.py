@@ -10,6 +10,7 @@ from __future__ import annotations
 from analyses import plots
 from analyses.attribution import METRIC_LABELS, layer_attributions, metric_terms, run_clean_with_cache
 from analyses.metrics import answer_pair, logit_diff
+from analyses.precision import dtype_name, identity_tolerance, soft_cap, uncapped
 from analyses.text import num, signed
 from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
 from analyses.types import Analysis, Figure, PromptSet, Result
@@ -21,7 +22,8 @@ def compute(model, prompts: PromptSet) -> Result:
     for metric in METRIC_LABELS:
         attr, labels = layer_attributions(model, cache, prompts, metric)
         _, bias = metric_terms(model, prompts, metric)
-        actual = logit_diff(final_logits, *answer_pair(prompts, metric))
+        # the decomposition is linear in the residual stream: it sums to the logits before any soft-cap
+        actual = logit_diff(uncapped(final_logits, model), *answer_pair(prompts, metric))
         error = (attr.sum(dim=0) + bias - actual).abs().max()
         values = attr.cpu().numpy()
         arrays[metric] = values
@@ -37,6 +39,10 @@ def compute(model, prompts: PromptSet) -> Result:
             f"{metric}_mean_by_component": mean.tolist(),
         })
     summary["components"] = labels
+    summary["dtype"] = dtype_name(model)
+    summary["identity_tolerance"] = identity_tolerance(model)  # what the reconstruction error may reach
+    if soft_cap(model) is not None:
+        summary["logit_soft_cap"] = soft_cap(model)
     return Result(summary=summary, arrays=arrays, labels={"components": labels})
 
 
@@ -61,7 +67,11 @@ def narrative(result: Result) -> list[str]:
     if s["bottom_value"] < 0 and notable_logits(s["bottom_value"], reference):
         sentences.append(f"{s['bottom_component']} pushes the other way most ({signed(s['bottom_value'])}).")
     sentences.append(f"The components plus the unembedding bias ({signed(s['bias_mean'])}) reconstruct the logit "
-                     f"difference to within {num(s['reconstruction_error_max'])}.")
+                     f"difference to within {num(s['reconstruction_error_max'])}"
+                     + (f" (tolerance in {s['dtype']}: {num(s['identity_tolerance'])})." if "dtype" in s else "."))
+    if "logit_soft_cap" in s:
+        sentences.append(f"The model soft-caps its logits at {num(s['logit_soft_cap'])}; the components sum to the "
+                         "logit difference before the cap.")
     return sentences
 
 

@@ -50,7 +50,9 @@ from functools import partial
 import numpy as np
 import torch
 
+from analyses.chunking import map_chunks
 from analyses.metrics import answer_pair, logit_diff, model_device
+from analyses.precision import widen
 from analyses.stats import SweepResults
 from analyses.types import PromptSet
 
@@ -129,8 +131,8 @@ def collect_runs(model, prompts: PromptSet, sweeps=tuple(SWEEPS)) -> Runs:
         corrupted_logits, corrupted = model.run_with_cache(corrupted_tokens, names_filter=names)
     return Runs(
         clean={n: clean[n] for n in names}, corrupted={n: corrupted[n] for n in names},
-        clean_ld=logit_diff(clean_logits[:, -1], pos_ids, neg_ids),
-        corrupted_ld=logit_diff(corrupted_logits[:, -1], pos_ids, neg_ids),
+        clean_ld=logit_diff(widen(clean_logits[:, -1]), pos_ids, neg_ids),  # at least float32, whatever the model's
+        corrupted_ld=logit_diff(widen(corrupted_logits[:, -1]), pos_ids, neg_ids),
         corrupted_tokens=corrupted_tokens, pos_ids=pos_ids, neg_ids=neg_ids,
         block_args=block_args, n_layers=n_layers,
     )
@@ -201,10 +203,10 @@ def _block(model, runs: Runs, layer: int, resid: torch.Tensor) -> torch.Tensor:
 
 def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
     """[rows, d_model] final-position residual -> [rows] LD, unembedding only the two answer columns."""
-    x = model.ln_final(resid_final[:, None, :])[:, 0]  # [rows, d_model]
+    x = widen(model.ln_final(resid_final[:, None, :])[:, 0])  # [rows, d_model]; the products in float32 at least
     W_U, b_U = model.W_U, model.b_U
-    pos = (x * W_U[:, pos_ids].T).sum(-1) + b_U[pos_ids]
-    neg = (x * W_U[:, neg_ids].T).sum(-1) + b_U[neg_ids]
+    pos = (x * widen(W_U[:, pos_ids].T)).sum(-1) + widen(b_U[pos_ids])
+    neg = (x * widen(W_U[:, neg_ids].T)).sum(-1) + widen(b_U[neg_ids])
     cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:  # Gemma-2/3-style final soft-capping acts on each logit, not on their difference
         pos, neg = cap * torch.tanh(pos / cap), cap * torch.tanh(neg / cap)
@@ -284,15 +286,15 @@ def patched_logit_diffs(model, runs: Runs, patches: list[Patch], scale: float = 
     """LD [n_patches, B] of the corrupted run with each patch applied.
 
     Patches are sorted by layer and cut into chunks of at most chunk_rows rows (patch x prompt); each chunk is one
-    staggered pass up the blocks (`_run_chunk`).
+    staggered pass up the blocks (`_run_chunk`). A chunk that runs out of memory is halved and retried.
     """
     chunk_rows = chunk_rows or auto_chunk_rows(model, runs)
     per_chunk = max(1, chunk_rows // runs.n_prompts)
     out = torch.empty(len(patches), runs.n_prompts, device=runs.clean_ld.device, dtype=runs.clean_ld.dtype)
     order = sorted(range(len(patches)), key=lambda i: patches[i].layer)
-    for start in range(0, len(order), per_chunk):
-        chunk = order[start:start + per_chunk]
-        out[chunk] = _run_chunk(model, runs, [patches[i] for i in chunk], scale).to(out.dtype)
+    for chunk, ld in map_chunks(order, per_chunk, lambda chunk: _run_chunk(model, runs, [patches[i] for i in chunk],
+                                                                           scale)):
+        out[chunk] = ld.to(out.dtype)
     return out
 
 
@@ -372,7 +374,7 @@ def looped_sweep(model, runs: Runs, sweep: str, scale: float = 1.0, layers=None)
                 return act
 
             logits = model.run_with_hooks(runs.corrupted_tokens, fwd_hooks=[(name, hook)])
-            out[layer, unit] = logit_diff(logits[:, -1], runs.pos_ids, runs.neg_ids)
+            out[layer, unit] = logit_diff(widen(logits[:, -1]), runs.pos_ids, runs.neg_ids)
     return out
 
 
@@ -409,7 +411,7 @@ def attribution_sweeps(model, runs: Runs, sweeps=tuple(SWEEPS)) -> dict[str, tor
         for layer in range(runs.n_layers):
             name = hook_name(s, layer)
             grad = grads[name] if grads[name] is not None else torch.zeros_like(runs.clean[name])
-            term = ((runs.clean[name] - runs.corrupted[name]) * grad.detach()).movedim(dim, 1)
+            term = (widen(runs.clean[name] - runs.corrupted[name]) * widen(grad.detach())).movedim(dim, 1)
             per_layer.append(term.flatten(2).sum(-1).T)  # [units, B]
         out[s] = torch.stack(per_layer)
     return out

@@ -26,6 +26,17 @@ def point_name(label: str) -> str:
     return f"before layer {layer}" if where == "pre" else f"after attention {layer}"
 
 
+def point_x(label: str, labels: list[str]) -> float:
+    """Position on the layer axis: '3_pre' -> 3, '3_mid' -> 3.5, 'final_post' -> the number of layers.
+
+    Read from the label, not the index: parallel-attention models (GPT-NeoX) have no mid-layer points.
+    """
+    if label == "final_post":
+        return 1 + max(int(other.split("_")[0]) for other in labels if other != "final_post")
+    layer, where = label.split("_")
+    return int(layer) + (0.5 if where == "mid" else 0.0)
+
+
 def half_point(mean: np.ndarray, labels: list[str]) -> str:
     """The first point whose mean passes half of the final value ('none' when the final value is not positive)."""
     final = mean[-1]
@@ -52,7 +63,7 @@ def compute(model, prompts: PromptSet) -> Result:
 
 def figures(result: Result) -> list[Figure]:
     labels = result.labels["points"]
-    x = np.arange(len(labels)) / 2  # layer units: 0.5 = after the first attention layer
+    x = [point_x(label, labels) for label in labels]  # layer units: 0.5 = after the first attention layer
     series = {METRIC_LABELS[m]: result.arrays[m].mean(axis=1) for m in METRIC_LABELS}
     fig = plots.lines(x, series, "Logit difference read from the accumulated residual stream (mean over prompts)",
                       "layer (x.5 = after that layer's attention)", "logit difference",

@@ -38,6 +38,7 @@ from analyses.patching_display import (
     top_sentence,
     unit_label,
 )
+from analyses.precision import dtype_name, identity_tolerance
 from analyses.thresholds import RULES, above_chance
 from analyses.types import Analysis, Figure, PromptSet, Result
 
@@ -82,6 +83,8 @@ def compute(model, prompts: PromptSet) -> Result:
     # per-prompt |LD_patched - LD_clean| in logits, so that it holds on any gap, informative or not.
     summary["resid_pre_all_positions_layer0_max_abs_error"] = float(
         np.abs(results.everything_ld - results.clean_ld).max())
+    summary["dtype"] = dtype_name(model)
+    summary["identity_tolerance"] = identity_tolerance(model)  # what that error may reach in this dtype, logits
     if summary["normalised"]:
         summary["resid_pre_all_positions_layer0_effect"] = float(st.normalise_mean(
             results.everything_ld, results.clean_ld, results.corrupted_ld))
@@ -117,7 +120,8 @@ def narrative(result: Result) -> list[str]:
     if agreement:
         sentences.append(agreement)
     sentences.append("As a check, patching the whole residual stream before layer 0 reproduces the clean run to within "
-                     f"{s['resid_pre_all_positions_layer0_max_abs_error']:.2g} logits per prompt.")
+                     f"{s['resid_pre_all_positions_layer0_max_abs_error']:.2g} logits per prompt"
+                     + (f" (tolerance in {s['dtype']}: {s['identity_tolerance']:g})." if "dtype" in s else "."))
     return sentences
 
 

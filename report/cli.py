@@ -41,16 +41,23 @@ def run_options(command):
         click.option("--run-id", default=None,
                      help="Name of the run folder: letters, digits, '.', '_', '-', at most 100 characters "
                           "(default: the start time to the millisecond and a random suffix)."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                     show_default=True, help="Precision of the model's weights and activations. auto: float32 on "
+                     "CPU/MPS and for models of at most 1B parameters, bfloat16 on CUDA above 1B."),
+        click.option("--shard", default=None, metavar="K/N",
+                     help="Compute only the K-th of N deterministic shares of the (model, family) pairs, into its "
+                          "own run folder (<run-id>-shardKofN); `build` merges the shards' folders."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _options(models, families, families_file, analyses, out, device, resume, run_id, force_resume):
+def _options(models, families, families_file, analyses, out, device, resume, run_id, force_resume, dtype, shard):
     from click.core import ParameterSource
 
     from report.pipeline import RESUMABLE_OPTIONS, RunOptions
+    from report.shard import parse_shard
 
     context = click.get_current_context()
     given = frozenset(name for name in RESUMABLE_OPTIONS
@@ -58,6 +65,7 @@ def _options(models, families, families_file, analyses, out, device, resume, run
     check_writable_dir(out, "--out")
     return RunOptions(models=list(models), families=families, families_file=families_file, analyses=analyses,
                       out=out, device=device, resume=resume, run_id=run_id, force_resume=force_resume, given=given,
+                      dtype=dtype, shard=parse_shard(shard),
                       command=" ".join(shlex.quote(a) for a in ["weekday-circuits", *sys.argv[1:]]))
 
 
@@ -186,11 +194,10 @@ def list_(what, families_file):
         for analysis in REGISTRY:
             click.echo(f"{analysis.name:20} {analysis.title}")
     else:
-        from report.catalogue import MODELS
+        from report.catalogue import describe
+        from report.model import pick_device
 
-        for entry in MODELS:
-            network = "needs the network" if entry.needs_network else "offline"
-            click.echo(f"{entry.name:24} {entry.size:>6}  {network:18} {entry.note}")
+        click.echo("\n".join(describe(pick_device("auto"))))
 
 
 if __name__ == "__main__":  # python -m report.cli (the tests run the working tree this way)

@@ -47,13 +47,16 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def load_model(name: str, device: str = "cpu") -> LoadedModel:
-    """Load and process one model (checked first by report.checkpoint.inspect_model); a UserError if it fails."""
+def load_model(name: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load and process one model in `dtype` (report/dtype.py; checked first by report.checkpoint.inspect_model);
+    a UserError if it fails."""
+    from report.dtype import torch_dtype
+
     if name == BUNDLED_MODEL_NAME:
-        bridge = _frozen(load_bundled_model(device=device))
+        bridge = _frozen(load_bundled_model(device=device, dtype=torch_dtype(dtype)))
         return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"], PROCESSING)
     resolved = resolve_source(name)
-    bridge = _boot(name, resolved, device)
+    bridge = _boot(name, resolved, device, torch_dtype(dtype))
     processing = processing_for(bridge.cfg)
     bridge.enable_compatibility_mode(**processing, disable_warnings=True)
     bridge.eval()
@@ -68,12 +71,12 @@ def _frozen(bridge):
     return bridge
 
 
-def _boot(name: str, resolved: str, device: str):
+def _boot(name: str, resolved: str, device: str, dtype: torch.dtype = torch.float32):
     from safetensors import SafetensorError
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
-        return TransformerBridge.boot_transformers(resolved, device=device)
+        return TransformerBridge.boot_transformers(resolved, device=device, dtype=dtype)
     except (OSError, SafetensorError) as err:  # unreachable hub, unknown repo; a local folder's own problem
         raise load_error(name, err) from None
 

@@ -33,9 +33,12 @@ from analyses import BY_NAME, REGISTRY
 from analyses.types import Analysis
 from report import files, results, runs
 from report.checkpoint import CheckedModel, inspect_model
+from report.dtype import AUTO_RULE, count_parameters, resolve_dtype
 from report.errors import Interrupted, UserError
 from report.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
+from report.memory import release
 from report.model import load_model, pick_device
+from report.shard import Shard, assign
 
 log = logging.getLogger(__name__)
 RESUMABLE_OPTIONS = ("models", "families", "families_file", "analyses")
@@ -58,6 +61,8 @@ class RunOptions:
     force_resume: bool = False
     # The options the user set; on --resume the others are taken from the resumed run's manifest.
     given: frozenset[str] = frozenset(RESUMABLE_OPTIONS)
+    dtype: str = "auto"  # report/dtype.py: auto, float32, bfloat16, float16
+    shard: Shard | None = None  # report/shard.py: this machine's share of the (model, family) pairs
 
 
 def select_analyses(wanted: str) -> list[Analysis]:
@@ -100,6 +105,8 @@ def run(options: RunOptions) -> Path:
     """Check everything, then compute and save; return the run folder."""
     if options.run_id is not None:
         runs.check_run_id(options.run_id)
+    if options.shard is not None:  # each shard its own folder, so that shards can share --out
+        options = dataclasses.replace(options, run_id=f"{options.run_id or runs.new_run_id()}-{options.shard.suffix}")
     resumed = _find_resumed(options) if options.resume else None
     if resumed is not None:
         options = _with_recorded_options(options, resumed[1])
@@ -108,6 +115,7 @@ def run(options: RunOptions) -> Path:
     device = pick_device(options.device)
     checked = [inspect_model(name) for name in options.models]
     skipped = check_families(checked, families)
+    work = assign(options.models, [f.name for f in families], options.shard)
     current = runs.definition(families, analyses, options.models)
     if resumed is not None:
         run_dir, manifest = resumed
@@ -120,8 +128,12 @@ def run(options: RunOptions) -> Path:
     with _sigterm_interrupts():  # from the first manifest write on, so that the manifest can say 'interrupted'
         try:
             results.write_json_atomic(run_dir / results.MANIFEST, manifest)
-            for name in options.models:
-                _run_model(run_dir, manifest, name, device, families, analyses, skipped[name])
+            for name in work:
+                dtype = resolve_dtype(options.dtype, device,
+                                      count_parameters(name) if options.dtype == "auto" else None)
+                _run_model(run_dir, manifest, name, device, [f for f in families if f.name in work[name]],
+                           analyses, skipped[name], dtype)
+                release(device)  # the model's weights go before the next model loads
         except (KeyboardInterrupt, Interrupted):
             manifest["status"] = "interrupted"
             raise
@@ -205,15 +217,18 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
                     "families_file": str(families_file) if families_file else None},
         "families_requested": list(current["families"]), "analyses_requested": list(current["analyses"]),
         "packages": _versions(), "git_commit": _git_commit(), "python": sys.version.split()[0],
-        "platform": platform.platform(),
+        "platform": platform.platform(), "models_requested": list(options.models),
+        "dtype_requested": options.dtype, "dtype_rule": AUTO_RULE,
+        "shard": None if options.shard is None else {"index": options.shard.index, "count": options.shard.count},
     })
     return manifest
 
 
-def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str]) -> None:
+def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str],
+               dtype: str = "float32") -> None:
     started = time.perf_counter()
-    log.info("loading %s on %s", name, device)
-    loaded = load_model(name, device)
+    log.info("loading %s on %s in %s", name, device, dtype)
+    loaded = load_model(name, device, dtype)
     model = loaded.model
     slug = _unique_slug(manifest, name)
     entry = manifest["models"].setdefault(slug, {"families": {}, "analyses": {}})

@@ -25,7 +25,8 @@ from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
 from report import assets, compare, names, transfer_page
 from report.errors import UserError
-from report.loader import Problem, figures_problem, load_manifest, read_result
+from report.loader import Problem, figures_problem, read_result
+from report.merge import Merged, merge_runs
 
 PARTS = ("behaviour", "evidence", "mechanism", "representation")
 PART_TITLES = {"behaviour": "Behaviour", "evidence": "Evidence", "mechanism": "Mechanism",
@@ -168,25 +169,36 @@ def part_of(analysis: Analysis) -> str:
 # ---------------------------------------------------------------- reading the runs
 
 
-def load_pages(run_dir: Path, manifest: dict, folders: dict[str, str]) -> list[FamilyPage]:
+def load_pages(merged: Merged, folders: dict[str, str]) -> list[FamilyPage]:
+    """The pages of a merged run (one run folder, or several shards: report/merge.py)."""
     pages = []
-    for model_slug, model in manifest["models"].items():
+    for model_slug, model in merged.manifest["models"].items():
         for family, info in model.get("families", {}).items():
             if not isinstance(info, dict) or info.get("status") != "ok":
                 continue
             page = FamilyPage(model_slug, folders[model_slug], names.display_name(model, model_slug), family, info)
-            page.sections = _sections(run_dir / model_slug / family, family, model.get("analyses", {}))
+            family_dirs = [d / model_slug / family for d in merged.run_dirs if (d / model_slug / family).is_dir()]
+            page.sections = _sections(family_dirs or [merged.run_dirs[0] / model_slug / family],
+                                      lambda key, m=model_slug, f=family: merged.locate(m, f, key),
+                                      family, model.get("analyses", {}))
             _mute_if_at_chance(page)
             pages.append(page)
     return pages
 
 
-def _sections(family_dir: Path, family: str, recorded: dict) -> list[Section]:
+def _sections(family_dirs: list[Path], locate, family: str, recorded: dict) -> list[Section]:
     """One section per analysis folder present or recorded as complete; damage becomes a section that says so."""
-    on_disk = {p.name for p in family_dir.glob("*") if p.is_dir() and not p.name.startswith(".")}
+    on_disk = {p.name for d in family_dirs for p in d.glob("*") if p.is_dir() and not p.name.startswith(".")}
     done = {key.split("/", 1)[1] for key, entry in recorded.items()
             if key.startswith(f"{family}/") and isinstance(entry, dict) and entry.get("status") == "complete"}
     present = on_disk | done
+
+    def folder(key: str) -> Path:
+        located = locate(key)
+        if located.is_dir():
+            return located
+        return next((d / key for d in family_dirs if (d / key).is_dir()), family_dirs[0] / key)
+
     sections, known = [], set()
     for analysis in REGISTRY:
         if getattr(analysis, "per_corruption", False):
@@ -201,11 +213,11 @@ def _sections(family_dir: Path, family: str, recorded: dict) -> list[Section]:
         for key, corruption in keys:
             known.add(key)
             timing = recorded.get(f"{family}/{key}", {})
-            sections.append(_section(family_dir / key, key, analysis, corruption,
+            sections.append(_section(folder(key), key, analysis, corruption,
                                      timing.get("seconds") if isinstance(timing, dict) else None))
     for key in sorted(present - known):
         sections.append(Section(key, key, "evidence", None, problem=Problem(
-            family_dir / key, "not an analysis this version of weekday-circuits knows; not rendered")))
+            folder(key), "not an analysis this version of weekday-circuits knows; not rendered")))
     return sections
 
 
@@ -264,25 +276,21 @@ def family_templates(info: dict) -> list[str]:
 
 
 def collect(run_dirs: list[Path], title: str | None = None) -> Build:
-    runs, slugs_seen = [], {}
-    for run_dir in map(Path, run_dirs):
-        manifest = load_manifest(run_dir)
-        _check_unique(slugs_seen, manifest)
-        runs.append({"manifest": manifest, "dir": run_dir})
-    folders = names.site_folders([slug for run in runs for slug in run["manifest"]["models"]])
-    for run in runs:
-        run["pages"] = load_pages(run["dir"], run["manifest"], folders)
-        run["rows"] = overview_rows(run["manifest"], run["pages"])
-        run["models"] = {slug: {"name": names.display_name(m, slug), "source": names.source_kind(m)}
-                         for slug, m in run["manifest"]["models"].items()}
-        run["command"] = names.public_command(str(run["manifest"].get("command", "")))
-        run["transfer"] = {slug: _transfer(run["pages"], slug) for slug in run["manifest"]["models"]}
-    pages = [p for run in runs for p in run["pages"]]
+    """Several run folders (shards of one run, or runs of different models) are merged into one run first."""
+    merged = merge_runs([Path(d) for d in run_dirs])
+    manifest = merged.manifest
+    folders = names.site_folders(list(manifest["models"]))
+    run = {"manifest": manifest, "pages": load_pages(merged, folders)}
+    run["rows"] = overview_rows(manifest, run["pages"])
+    run["models"] = {slug: {"name": names.display_name(m, slug), "source": names.source_kind(m)}
+                     for slug, m in manifest["models"].items()}
+    run["command"] = names.public_command(str(manifest.get("command", "")))
+    run["transfer"] = {slug: _transfer(run["pages"], slug) for slug in manifest["models"]}
+    pages = run["pages"]
     if not pages:
         raise UserError("no complete results to render in " + ", ".join(map(str, run_dirs)))
     titles = [a.title.lower() for a in REGISTRY if any(s.analysis is a for p in pages for s in p.sections)]
-    models = {slug: m for run in runs for slug, m in run["manifest"]["models"].items()}
-    return Build(title or DEFAULT_TITLE, runs, pages, compare.comparison(pages, models), titles)
+    return Build(title or DEFAULT_TITLE, [run], pages, compare.comparison(pages, manifest["models"]), titles)
 
 
 def _transfer(pages: list[FamilyPage], slug: str):
@@ -293,14 +301,6 @@ def _transfer(pages: list[FamilyPage], slug: str):
     families = {p.family: (p.info.get("sequence", "days"), {s.key: s.result for s in p.sections if s.result})
                 for p in pages if p.model_slug == slug}
     return transfer_page.transfer_table(families)
-
-
-def _check_unique(seen: dict[str, str], manifest: dict) -> None:
-    for model_slug in manifest["models"]:
-        if model_slug in seen:
-            raise UserError(f"model {model_slug!r} appears in two runs ({seen[model_slug]} and "
-                            f"{manifest.get('run_id')}); build them into separate sites")
-        seen[model_slug] = str(manifest.get("run_id"))
 
 
 # ---------------------------------------------------------------- rendering HTML
