@@ -8,12 +8,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import invoke
+from conftest import TINY_FAMILIES, invoke
 
 from analyses import REGISTRY
 from analyses.types import CORRUPTIONS
 from report.cli import main
-from report.families import load_family_specs
 
 REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)  # http://, https://, //host (not file: here)
 HOSTILE = "<script>alert(1)</script>"
@@ -25,7 +24,7 @@ def pages(site: Path) -> dict[str, bytes]:
 
 def test_report_writes_a_page_per_family_with_every_section(tiny_report, tiny_checkpoint):
     run_dir, site = tiny_report
-    families = list(load_family_specs())
+    families = list(TINY_FAMILIES)
     assert families and REGISTRY
     model = Path(tiny_checkpoint).name
     for family in families:
@@ -42,7 +41,7 @@ def test_index_links_resolve_and_overview_lists_every_family(tiny_report):
     _, site = tiny_report
     index = (site / "index.html").read_text(encoding="utf-8")
     links = [link for link in re.findall(r'href="([^"#]+\.html)"', index) if link != "index.html"]
-    assert len(links) == len(load_family_specs())  # one page per family
+    assert len(links) == len(TINY_FAMILIES)  # one page per family
     for link in links:
         assert (site / link).is_file(), link
 
@@ -90,7 +89,7 @@ def test_every_summary_is_a_flat_json_object(tiny_report):
     summaries = list(run_dir.rglob("summary.json"))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     (model,) = manifest["models"].values()
-    assert len(summaries) == len(model["analyses"]) >= len(load_family_specs()) * len(REGISTRY)
+    assert len(summaries) == len(model["analyses"]) >= len(TINY_FAMILIES) * len(REGISTRY)
     for path in summaries:
         summary = json.loads(path.read_text())
         assert isinstance(summary, dict)
