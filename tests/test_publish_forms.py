@@ -19,7 +19,7 @@ from report.site import MARKER
 @pytest.fixture(scope="module")
 def two_families(tiny_report, tmp_path_factory) -> Path:
     run_dir, _ = tiny_report
-    return copy_run(run_dir, tmp_path_factory.mktemp("two") / "run", families=["tomorrow", "list_continuation"])
+    return copy_run(run_dir, tmp_path_factory.mktemp("two") / "run", families=["tomorrow", "day_after"])
 
 
 def html_files(site: Path) -> dict[str, str]:
