@@ -6,7 +6,8 @@ Shapes (configs only, random weights, GPT-2's tokenizer from tests/fixtures/gpt2
   llama-3.2-1b  Llama, 16 layers, 32 heads (8 key-value), d_model 2048, d_mlp 8192, tied embeddings
                 (1.08B with this vocabulary; the real model's 128k vocabulary makes it 1.24B)
 Each shape runs every family and every analysis (unless --families / --analyses narrow it) through
-`report.pipeline.run` and `report.render.build_site`, exactly what `weekday-circuits report` calls, and reports
+`report.pipeline.run` and `report.outputs.build` (the default --site form), exactly what
+`weekday-circuits report` calls, and reports
 the seconds of: loading the model; each analysis (summed over families, writing excluded); writing results
 (summary, arrays, manifest); rendering the pages; the wall time of the whole report; with the device, dtype
 (`--dtype auto` applies the project's rule: bfloat16 on CUDA above 1B parameters) and peak memory
@@ -131,9 +132,9 @@ def peak_memory_gib(device: str) -> float:
 
 
 def run_shape(shape: str, args, device: str, work: Path) -> dict:
+    from report.outputs import OutputOptions, build
     from report.pipeline import RunOptions
     from report.pipeline import run as run_pipeline
-    from report.render import build_site
 
     folder = work / shape
     n_params_guess = None
@@ -154,7 +155,7 @@ def run_shape(shape: str, args, device: str, work: Path) -> dict:
         run_dir = run_pipeline(options)
         run_seconds = time.perf_counter() - started
         render_started = time.perf_counter()
-        build_site([run_dir], work / "sites" / shape)
+        build([run_dir], OutputOptions(site=work / "sites" / shape))
         render_seconds = time.perf_counter() - render_started
     wall = time.perf_counter() - started
     manifest = json.loads((run_dir / results.MANIFEST).read_text())
