@@ -163,9 +163,10 @@ def per_item(values: np.ndarray, prompts: PromptSet, n_items: int) -> np.ndarray
 
 def circuit_edges(model, prompts: PromptSet, circuit) -> tuple[list[float], list[str], list[str]]:
     """Path-patching weight of each edge from a circuit head to a later circuit node or the logits (fraction of the
-    clean − corrupted gap; raw LD change when the gap is not informative)."""
+    clean − corrupted gap; raw LD change when the gap is not informative). None on a model without resid_mid
+    (parallel attention and MLP), where paths cannot be measured: the diagram then shows nodes only."""
     senders = [(layer, head) for kind, layer, head in circuit if kind == "head"]
-    if not senders:
+    if not senders or paths.without_resid_mid(model):
         return [], [], []
     ps = paths.setup(model, prompts)
     effects = {k: numpy(v.mean(-1)) for k, v in paths.path_effects(model, ps, senders).items()}

@@ -598,8 +598,11 @@ def run_rows(model, base: Base, rows: list[Row], capture: tuple[str, ...] = (), 
 def final_logits(model, resid_final: torch.Tensor) -> torch.Tensor:
     """[..., d_model] final-position residual -> [..., d_vocab] logits (final norm, unembedding, soft-capping)."""
     shape = resid_final.shape[:-1]
-    x = model.ln_final(resid_final.reshape(-1, 1, resid_final.shape[-1]))[:, 0]
-    logits = x @ model.W_U + model.b_U
+    W_U = model.W_U
+    x = model.ln_final(resid_final.reshape(-1, 1, resid_final.shape[-1]).to(W_U.dtype))[:, 0]
+    # metrics accumulate in float32 (at least): a bfloat16 model's logits are compared in float32
+    precision = torch.promote_types(W_U.dtype, torch.float32)
+    logits = x.to(precision) @ W_U.to(precision) + model.b_U.to(precision)
     cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:
         logits = cap * torch.tanh(logits / cap)

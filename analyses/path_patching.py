@@ -136,4 +136,5 @@ PATH_PATCHING = Analysis(
     compute=compute, figures=figures, narrative=narrative,
     description="How the heads that matter connect: who reads whose output, and through which input.",
     part="mechanism", per_corruption=True,
+    cannot_run=paths.without_resid_mid,
 )

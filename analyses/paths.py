@@ -150,3 +150,12 @@ def receiver_inputs(model, ps: PathSetup, senders, deltas) -> dict[tuple[int, in
         for j, (k, _, later) in enumerate(keys):
             out[(k, layer)] = {n: captured[n][j] for n in names if later or n.endswith("mlp_out")}
     return out
+
+
+def without_resid_mid(model) -> str | None:
+    """Path patching measures a sender's change in the residual stream between attention and MLP (resid_mid).
+    Models whose attention and MLP read the same stream in parallel (GPT-NeoX / Pythia, GPT-J) have none."""
+    if "blocks.0.hook_resid_mid" in model.hook_dict:
+        return None
+    return ("this architecture runs attention and MLP in parallel, so there is no residual stream between them "
+            "(resid_mid) for a sender's path to be measured in")

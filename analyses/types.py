@@ -143,3 +143,6 @@ class Analysis:
     description: str = ""
     part: str = "evidence"  # report part: "behaviour", "evidence", "mechanism" or "representation"
     per_corruption: bool = False  # computed and saved once per corruption of the family (`<name>-<corruption>`)
+    # Why this analysis cannot run on a model (its architecture lacks what it reads), or None when it can. The
+    # pipeline then records the analysis as skipped with this reason, and the page says so; never a crash.
+    cannot_run: Callable[[Any], str | None] | None = None

@@ -244,7 +244,11 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
             entry["families"][spec.name] = {"status": "ok", **_spec_info(spec), **_prompt_info(prompts)}
             for analysis in analyses:
                 bar.set_postfix_str(f"{spec.name} / {analysis.name}")
+                reason = analysis.cannot_run(model) if analysis.cannot_run else None
                 for unit, unit_prompts in results.units(analysis, prompts):
+                    if reason:  # the architecture lacks what the analysis reads: say so, never crash
+                        entry["analyses"][f"{spec.name}/{unit}"] = {"status": "skipped", "reason": reason}
+                        continue
                     _run_analysis(run_dir / slug / spec.name / unit, entry, spec.name, unit, analysis, model,
                                   unit_prompts)
                     results.write_json_atomic(run_dir / results.MANIFEST, manifest)

@@ -51,6 +51,7 @@ class Section:
     headline: list[tuple[str, str]] = field(default_factory=list)
     seconds: float | None = None
     problem: Problem | None = None
+    skipped: str | None = None  # why the analysis was not run for this model (its architecture)
     muted: bool = False
 
 
@@ -215,6 +216,13 @@ def _sections(family_dirs: list[Path], locate, family: str, recorded: dict) -> l
             timing = recorded.get(f"{family}/{key}", {})
             sections.append(_section(folder(key), key, analysis, corruption,
                                      timing.get("seconds") if isinstance(timing, dict) else None))
+    for key, entry in sorted(recorded.items()):
+        name = key.split("/", 1)[1] if key.startswith(f"{family}/") else None
+        if name and isinstance(entry, dict) and entry.get("status") == "skipped" and name not in known:
+            analysis = next((a for a in REGISTRY if name in (a.name, *(f"{a.name}-{c}" for c in CORRUPTIONS))), None)
+            known.add(name)
+            sections.append(Section(name, analysis.title if analysis else name, part_of(analysis) if analysis
+                                    else "evidence", analysis, skipped=str(entry.get("reason", ""))))
     for key in sorted(present - known):
         sections.append(Section(key, key, "evidence", None, problem=Problem(
             folder(key), "not an analysis this version of weekday-circuits knows; not rendered")))

@@ -187,8 +187,9 @@ def test_planted_head_alone_is_a_faithful_circuit(planted):
 def reference_caches(model, prompts) -> tuple:
     """(clean cache, corrupted cache, corrupted final logits) of every head's z and every MLP output."""
     names = [f"blocks.{layer}.{h}" for layer in range(model.cfg.n_layers) for h in ("attn.hook_z", "hook_mlp_out")]
-    _, clean = model.run_with_cache(prompts.clean_tokens, names_filter=names)
-    corrupted_logits, corrupted = model.run_with_cache(prompts.corrupted_tokens, names_filter=names)
+    _, clean = model.run_with_cache(prompts.clean_tokens.to(model.W_U.device), names_filter=names)
+    corrupted_logits, corrupted = model.run_with_cache(prompts.corrupted_tokens.to(model.W_U.device),
+                                                       names_filter=names)
     return clean, corrupted, corrupted_logits[:, -1]
 
 
@@ -217,11 +218,11 @@ def _reference_path(model, prompts, sender, receiver, caches=None) -> torch.Tens
     if target:
         name = f"blocks.{lr}.{target}"
         hooks.append((name, lambda act, hook: store.setdefault("x", act.clone())))
-    logits = model.run_with_hooks(prompts.corrupted_tokens, fwd_hooks=hooks)[:, -1]
+    logits = model.run_with_hooks(prompts.corrupted_tokens.to(model.W_U.device), fwd_hooks=hooks)[:, -1]
     if kind != "logits":
         index = () if kind == "mlp" else (slice(None), unit)
         value = store["x"][(slice(None), *index)]
-        logits = model.run_with_hooks(prompts.corrupted_tokens,
+        logits = model.run_with_hooks(prompts.corrupted_tokens.to(model.W_U.device),
                                       fwd_hooks=[(name, lambda act, hook: put(act, hook, value, index))])[:, -1]
     return _ld(logits, prompts) - _ld(corrupted_final, prompts)
 
