@@ -88,13 +88,14 @@ def circle_chance(n: int) -> float:
 
 
 def circle_p_value(score: float, n: int, draws: int = CHANCE_DRAWS, seed: int = CHANCE_SEED) -> float:
-    """P(circle order >= score) for n items at random angles (Monte Carlo, fixed seed, so reruns agree)."""
+    """P(circle order >= score) for n items at random angles (Monte Carlo, fixed seed, so reruns agree); at least
+    1 / (draws + 1), the resolution of the estimate."""
     rng = np.random.default_rng(seed)
     order = np.argsort(rng.random((draws, n)), axis=1)
     rank = np.argsort(order, axis=1)
     gap = (rank[:, (np.arange(n) + 1) % n] - rank) % n
     scores = ((gap == 1) | (gap == n - 1)).mean(axis=1)
-    return float((scores >= score - 1e-9).mean())
+    return float(((scores >= score - 1e-9).sum() + 1) / (draws + 1))  # (k + 1) / (N + 1): never 0
 
 
 def wrap(angle: np.ndarray) -> np.ndarray:
