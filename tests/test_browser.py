@@ -123,7 +123,7 @@ def test_single_file_draws_nothing_until_a_page_is_opened_then_every_figure(brow
     paint = page.evaluate("() => performance.getEntriesByName('first-contentful-paint').map(e => e.startTime)")
     assert page.locator(".main-svg").count() == 0  # lazy: the file opens without drawing any figure
     pages = page.locator("details.page")
-    assert pages.count() == 7
+    assert pages.count() == len(TINY_FAMILIES)
     drawn_figures = 0
     for i in range(pages.count()):
         details = pages.nth(i)

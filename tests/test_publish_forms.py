@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import TINY_FAMILIES, invoke
 from publish_util import assert_no_local_path, copy_run, edit_summary, fails, local_paths
 
 from analyses import REGISTRY
@@ -47,7 +47,7 @@ def test_a_rebuild_leaves_no_page_of_an_earlier_build(tiny_report, two_families,
     run_dir, _ = tiny_report
     site = tmp_path / "site"
     invoke("build", run_dir, "--site", site, "--assets", "shared")
-    assert len(html_files(site)) == 8 and (site / "assets").is_dir()
+    assert len(html_files(site)) == len(TINY_FAMILIES) + 1 and (site / "assets").is_dir()
     invoke("build", two_families, "--site", site)
     assert sorted(html_files(site)) == ["index.html", "tiny-gpt20/day_after.html", "tiny-gpt20/tomorrow.html"]
     assert not (site / "assets").exists()
@@ -136,7 +136,7 @@ def test_the_single_file_holds_every_page_and_the_bundles_once(tiny_report, tmp_
     assert not (tmp_path / "site").exists()  # --single-file alone writes no site
     assert html.count("window.Plotly = Plotly") == 1 and html.count("CircuitsVis=") <= 1
     pages = [p for p in html_files(site) if p != "index.html"]
-    assert html.count('<details class="page"') == len(pages) == 7
+    assert html.count('<details class="page"') == len(pages) == len(TINY_FAMILIES)
     ids = re.findall(r'\sid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1][:5]
     for href in re.findall(r'href="#([^"]+)"', html):
