@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import TINY_FAMILIES
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
