@@ -39,7 +39,8 @@ RULES = (f"normalised only when the mean clean − corrupted gap is ≥ {MIN_GAP
 
 def binomial_tail(successes: int, trials: int, p: float) -> float:
     """P(X >= successes) for X ~ Binomial(trials, p): the exact one-sided p-value against chance."""
-    return float(sum(comb(trials, k) * p ** k * (1 - p) ** (trials - k) for k in range(successes, trials + 1)))
+    tail = sum(comb(trials, k) * p ** k * (1 - p) ** (trials - k) for k in range(successes, trials + 1))
+    return min(1.0, float(tail))  # the sum of all terms can round to just above 1
 
 
 def above_chance(successes: int, trials: int, n_items: int) -> tuple[bool, float]:
