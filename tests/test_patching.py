@@ -189,9 +189,13 @@ def test_attribution_is_the_limit_of_exact_patching_as_the_patch_shrinks(model64
     assert errors[1] < 0.01 * scale
 
 
-def test_attribution_leaves_grad_mode_off_and_parameters_without_grad(tiny_model, runs, attribution):
+def test_attribution_restores_grad_mode_and_leaves_parameters_without_grad(tiny_model, runs, attribution):
+    """No process-wide state: the caller's grad mode survives the backward pass, whichever it was."""
     assert attribution
-    assert not torch.is_grad_enabled()
+    for mode in (False, True):
+        with torch.set_grad_enabled(mode):
+            core.attribution_sweeps(tiny_model, runs, ("z",))
+            assert torch.is_grad_enabled() == mode
     assert all(p.grad is None for p in tiny_model.parameters())
     assert all(not t.requires_grad for t in attribution.values())
 
