@@ -108,7 +108,6 @@ class SweepStats:
     ci_high: np.ndarray  # [layers, U]
     exact_per_prompt: np.ndarray  # [layers, U, B] per-prompt normalisation (NaN where a prompt's runs agree)
     attribution_per_prompt: np.ndarray  # [layers, U, B]
-    correlation: float  # Pearson r of attribution vs exact over all [layers, U] cells
     normalised: bool
 
 
@@ -137,7 +136,7 @@ def sweep_stats(results: SweepResults, sweep: str) -> SweepStats:
         exact=headline(exact), attribution=headline(attr),
         ci_low=low.reshape(exact.shape[:2]), ci_high=high.reshape(exact.shape[:2]),
         exact_per_prompt=per_prompt(exact), attribution_per_prompt=per_prompt(attr),
-        correlation=pearson(headline(attr), headline(exact)), normalised=normalised,
+        normalised=normalised,
     )
 
 

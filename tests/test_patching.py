@@ -317,7 +317,7 @@ def test_attribution_agreement_sees_an_estimate_a_third_of_the_truth():
     exact = np.random.default_rng(0).normal(size=(3, 4))
     made_up = stats.SweepStats(exact=exact, attribution=exact / 3, ci_low=exact, ci_high=exact,
                                exact_per_prompt=exact[..., None], attribution_per_prompt=exact[..., None] / 3,
-                               correlation=1.0, normalised=True)
+                               normalised=True)
     agreement = stats.agreement(made_up)
     assert agreement["pearson"] == pytest.approx(1.0)
     assert agreement["slope"] == pytest.approx(1 / 3)
