@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analyses.stats import pearson
+
 TOP_K = 5
 SAME_HEADS_JACCARD = 0.5
 SAME_HEADS_SPEARMAN = 0.5
@@ -66,9 +68,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if a.shape != b.shape:
         raise ValueError(f"score arrays differ in size: {a.size} and {b.size}")
-    ra, rb = average_ranks(a) - (a.size + 1) / 2, average_ranks(b) - (b.size + 1) / 2
-    denominator = np.sqrt((ra ** 2).sum() * (rb ** 2).sum())
-    return float((ra * rb).sum() / denominator) if denominator > 0 else float("nan")
+    return pearson(average_ranks(a), average_ranks(b))  # Spearman = Pearson of the average ranks
 
 
 def sequence_scores(per_family: Sequence[np.ndarray], scale_each: bool = True) -> np.ndarray:
