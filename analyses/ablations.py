@@ -41,14 +41,16 @@ from analyses.mechanism import (
     ABLATIONS,
     NAME_FRACTION,
     ablation_source,
+    at_chance_lead,
     informative_gap,
+    instead,
     node_edit,
     node_hook,
     node_name,
     nodes,
     numpy,
 )
-from analyses.metrics import answer_pair, model_device
+from analyses.metrics import answer_pair, does_the_task, model_device
 from analyses.plots import LAYOUT
 from analyses.types import Analysis, Figure, PromptSet, Result
 
@@ -114,8 +116,9 @@ def compute(model, prompts: PromptSet) -> Result:
     arrays.update({"clean_logit_diff": clean["logit_diff"], "clean_copy_logit_diff": clean["copy_logit_diff"],
                    "clean_p_correct": clean["p_correct"], "corrupted_logit_diff": corrupted_ld, "direct_mean": direct})
     labels = {"nodes": [node_name(n) for n in node_list]}
-    return Result(summary=_summary(arrays, labels["nodes"], prompts, cfg, informative, reason), arrays=arrays,
-                  labels=labels)
+    summary = _summary(arrays, labels["nodes"], prompts, cfg, informative, reason)
+    summary["day7_above_chance"] = does_the_task(model, prompts)
+    return Result(summary=summary, arrays=arrays, labels=labels)
 
 
 @torch.no_grad()
@@ -185,7 +188,8 @@ def _direct_vs_total(result: Result) -> go.Figure:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    sentences = [f"Each head and MLP was ablated on the clean prompts (zero, mean over prompts, or resampled from "
+    sentences = [*at_chance_lead(s),
+                 f"Each head and MLP was ablated on the clean prompts (zero, mean over prompts, or resampled from "
                  f"the {s['corruption']}-corrupted prompts); the clean run's mean LD is "
                  f"{s['clean_logit_diff_mean']:+.2f} "
                  f"and its mean P(correct) {100 * s['clean_p_correct_mean']:.1f}%."]
@@ -201,11 +205,11 @@ def narrative(result: Result) -> list[str]:
         listed = ", ".join(f"{e['node']} ({e['value']:+.2f} logits, P(correct) {100 * e['p_correct']:+.1f} points)"
                            for e in named[:3])
         sentences.append(f"Mean-ablating these changes the LD by at least {s['name_threshold_logits']:.2f} logits "
-                         f"({100 * NAME_FRACTION:.0f}% of the gap): {listed}.")
+                         f"({100 * NAME_FRACTION:.0f}% of the gap){instead(s)}: {listed}.")
     if s["off_diagonal"]:
         listed = ", ".join(f"{e['node']} (total − direct {e['value']:+.2f})" for e in s["off_diagonal"][:3])
         sentences.append("Far from the diagonal of the direct-vs-total plot (later components compensate or carry "
-                         f"the effect): {listed}.")
+                         f"the effect){instead(s)}: {listed}.")
     else:
         sentences.append("Every node lies near the diagonal: no self-repair or indirect effect passes the threshold.")
     return sentences

@@ -35,7 +35,9 @@ from analyses import intervention as engine
 from analyses import paths, plots
 from analyses.mechanism import (
     NAME_FRACTION,
+    at_chance_lead,
     informative_gap,
+    instead,
     item_names,
     node_edit,
     node_hook,
@@ -43,7 +45,7 @@ from analyses.mechanism import (
     nodes,
     numpy,
 )
-from analyses.metrics import answer_pair
+from analyses.metrics import answer_pair, does_the_task
 from analyses.plots import LAYOUT
 from analyses.types import Analysis, Figure, PromptSet, Result
 
@@ -148,6 +150,7 @@ def compute(model, prompts: PromptSet) -> Result:
         "faithfulness_auc_attribution": area(grid, curves["attribution"]),
         "removed_mlp": names[mlps[0]] if mlps else "",
         "ranking": [{"node": names[i], "value": float(exact[i])} for i in order["exact"][:10]],
+        "day7_above_chance": does_the_task(model, prompts),
     }
     # undefined when mean-ablating everything leaves the LD exactly unchanged: left out (the store refuses NaN)
     summary = {k: v for k, v in summary.items() if not (isinstance(v, float) and not np.isfinite(v))}
@@ -240,7 +243,8 @@ def diagram(result: Result) -> go.Figure:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    sentences = [f"Nodes ({s['n_nodes']}: every head and MLP) were ranked by exact activation patching on the "
+    sentences = [*at_chance_lead(s),
+                 f"Nodes ({s['n_nodes']}: every head and MLP) were ranked by exact activation patching on the "
                  f"{s['corruption']} corruption; all but the top n were mean-ablated on the clean prompts."]
     if not s["informative"] or "faithfulness_auc" not in s:
         sentences.append(f"Mean-ablating every node barely changes the LD ({s['gap_reason']}), so faithfulness is "
@@ -251,7 +255,8 @@ def narrative(result: Result) -> list[str]:
         sentences.append(f"The smallest circuit reaching {100 * s['target']:.0f}% faithfulness has "
                          f"{len(s['minimal_circuit'])} node{'s' if len(s['minimal_circuit']) > 1 else ''} "
                          f"({circuit}) and keeps "
-                         f"{100 * s['minimal_circuit_faithfulness']:.0f}% of the full model's LD over the ablated one.")
+                         f"{100 * s['minimal_circuit_faithfulness']:.0f}% of the full model's LD over the ablated one"
+                         f"{instead(s)}.")
     else:
         sentences.append(f"No circuit on the grid short of every node reaches {100 * s['target']:.0f}% faithfulness.")
     sentences.append(f"Area under the faithfulness curve: {s['faithfulness_auc']:.2f} with the exact ranking, "

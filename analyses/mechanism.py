@@ -15,6 +15,7 @@ import torch
 from analyses import thresholds
 from analyses.attribution import head_name
 from analyses.intervention import Edit
+from analyses.patching_display import AT_CHANCE, INSTEAD
 from analyses.types import PromptSet
 
 ABLATIONS = ("zero", "mean", "resample")
@@ -25,6 +26,16 @@ def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> tuple[boo
     """(informative, why or why not), by the report's one rule (`analyses.thresholds.informative_gap`)."""
     gap = thresholds.informative_gap(clean_ld, corrupted_ld)
     return gap.informative, gap.reason or f"mean gap {gap.mean:+.2f} logits over {len(clean_ld)} prompts"
+
+
+def at_chance_lead(summary: dict) -> list[str]:
+    """The narrative's first sentence when the model does not do the task (`day7_above_chance` false), else none."""
+    return [] if summary.get("day7_above_chance", True) else [AT_CHANCE]
+
+
+def instead(summary: dict) -> str:
+    """Appended to a named component's role when the model does not do the task: it is part of what it does instead."""
+    return "" if summary.get("day7_above_chance", True) else INSTEAD
 
 
 def item_names(prompts: PromptSet) -> list[str]:

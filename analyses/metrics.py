@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from analyses import thresholds
 from analyses.types import PromptSet
 
 METRICS = {
@@ -45,6 +46,12 @@ def item_choice_correct(model, prompts: PromptSet) -> torch.Tensor:
     final = model(prompts.clean_tokens.to(model_device(model)))[:, -1, :].float().cpu()
     choice = final[:, prompts.item_token_ids].argmax(dim=-1)
     return choice == torch.tensor(prompts.answer_items())
+
+
+def does_the_task(model, prompts: PromptSet) -> bool:
+    """Whether the model names the right item above chance on the clean prompts (`thresholds.above_chance`)."""
+    correct = item_choice_correct(model, prompts)
+    return thresholds.above_chance(int(correct.sum()), prompts.n_prompts, prompts.n_items)[0]
 
 
 def model_device(model) -> torch.device:

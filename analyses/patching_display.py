@@ -94,6 +94,9 @@ WHAT_CORRUPTION_ISOLATES = {
     "relation": "the corrupted prompts keep the item and ask for another step (e.g. yesterday instead of tomorrow), so "
                 "a component that matters here carries the step applied to the item",
 }
+AT_CHANCE = ("The model does not do this task (see Behaviour): what follows describes what it does instead, not how "
+             "it computes the answer.")
+INSTEAD = " (in what this model does instead of the task)"  # after a named component's role, at chance
 ROLE = {"day": "carries the named item towards the answer", "relation": "carries the step applied to the item"}
 
 
@@ -109,8 +112,7 @@ def baseline_sentences(s: dict) -> list[str]:
     corruption = s.get("corruption", "day")
     sentences = []
     if not s.get("day7_above_chance", True):
-        sentences.append("The model does not do this task (see Behaviour): what follows describes what it does "
-                         "instead, not how it computes the answer.")
+        sentences.append(AT_CHANCE)
     sentences.append(f"{corruption.capitalize()} corruption: {WHAT_CORRUPTION_ISOLATES[corruption]}.")
     gap = (f"the mean logit difference (clean answer − corrupted answer) is {s['clean_logit_diff_mean']:+.3g} on the "
            f"clean prompts and {s['corrupted_logit_diff_mean']:+.3g} on the corrupted ones, a gap of "
@@ -134,7 +136,7 @@ def top_sentence(entry: dict, s: dict, subject: str) -> str:
                 f"under the naming threshold of {threshold}.")
     role = ROLE[s.get("corruption", "day")]
     if not s.get("day7_above_chance", True):
-        role += " (in what this model does instead of the task)"
+        role += INSTEAD
     return f"Patching {entry['name_phrase']} {effect_phrase(entry, s['normalised'])}: it {role}."
 
 

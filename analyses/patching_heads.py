@@ -29,7 +29,7 @@ from analyses import intervention as core
 from analyses import plots
 from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
-from analyses.metrics import item_choice_correct
+from analyses.metrics import does_the_task
 from analyses.patching_display import (
     agreement_scatter,
     agreement_sentence,
@@ -41,7 +41,7 @@ from analyses.patching_display import (
     top_sentence,
     unit_label,
 )
-from analyses.thresholds import RULES, above_chance
+from analyses.thresholds import RULES
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "patching_heads"
@@ -65,9 +65,7 @@ def compute(model, prompts: PromptSet) -> Result:
     n_layers = model.cfg.n_layers
     stats = {s: st.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
     names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in core.HEAD_SWEEPS}
-    correct = item_choice_correct(model, prompts)
-    summary = st.common_summary(results, prompts, n_layers,
-                                above_chance(int(correct.sum()), prompts.n_prompts, prompts.n_items)[0])
+    summary = st.common_summary(results, prompts, n_layers, does_the_task(model, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.HEAD_SWEEPS:
         arrays.update(st.stats_arrays(sweep, stats[sweep], results))

@@ -28,7 +28,7 @@ import numpy as np
 
 from analyses import intervention as core
 from analyses import stats as st
-from analyses.metrics import item_choice_correct
+from analyses.metrics import does_the_task
 from analyses.patching_display import (
     agreement_scatter,
     agreement_sentence,
@@ -39,7 +39,7 @@ from analyses.patching_display import (
     unit_label,
 )
 from analyses.precision import dtype_name, identity_tolerance
-from analyses.thresholds import RULES, above_chance
+from analyses.thresholds import RULES
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "patching_positions"
@@ -69,9 +69,7 @@ def compute(model, prompts: PromptSet) -> Result:
     n_layers = model.cfg.n_layers
     names = np.array([[f"L{layer} pos{p[:p.index(':')]} {p[p.index(':') + 1:]}" for p in positions]
                       for layer in range(n_layers)])
-    correct = item_choice_correct(model, prompts)
-    summary = st.common_summary(results, prompts, n_layers,
-                                above_chance(int(correct.sum()), prompts.n_prompts, prompts.n_items)[0])
+    summary = st.common_summary(results, prompts, n_layers, does_the_task(model, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.POSITION_SWEEPS:
         stats = st.sweep_stats(results, sweep)

@@ -22,7 +22,8 @@ import numpy as np
 from analyses import intervention as engine
 from analyses import paths, plots
 from analyses.attribution import head_name
-from analyses.mechanism import NAME_FRACTION, informative_gap, numpy
+from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
+from analyses.metrics import does_the_task
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "path_patching"
@@ -60,7 +61,7 @@ def compute(model, prompts: PromptSet) -> Result:
                "corrupted_logit_diff_mean": float(corrupted.mean()), "name_threshold": NAME_FRACTION,
                "value_unit": "fraction of the clean − corrupted gap" if informative else "change in LD (logits)",
                "senders": [{"head": n, "value": float(v)} for n, v in zip(names, arrays["sender_patching"])],
-               "top_edges": edges(arrays, labels)[:TOP_K]}
+               "top_edges": edges(arrays, labels)[:TOP_K], "day7_above_chance": does_the_task(model, prompts)}
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
@@ -102,7 +103,8 @@ def figures(result: Result) -> list[Figure]:
 def narrative(result: Result) -> list[str]:
     s = result.summary
     senders = ", ".join(e["head"] for e in s["senders"])
-    sentences = [f"Senders: the {len(s['senders'])} heads with the largest z-patching effect ({senders}), on the "
+    sentences = [*at_chance_lead(s),
+                 f"Senders: the {len(s['senders'])} heads with the largest z-patching effect ({senders}), on the "
                  f"{s['corruption']} corruption."]
     if not s["informative"]:
         sentences.append(f"The clean and corrupted runs barely differ ({s['gap_reason']}); effects are raw changes in "
@@ -122,7 +124,8 @@ def narrative(result: Result) -> list[str]:
             what = f"is read by {head}'s {dict(q='query', k='key', v='value')[kind]}"
         else:
             what = f"is read by {receiver}"
-        sentences.append(f"{e['sender']}'s output {what}: that path alone restores {100 * e['value']:.0f}% of the gap.")
+        sentences.append(f"{e['sender']}'s output {what}: that path alone restores {100 * e['value']:.0f}% of the gap"
+                         f"{instead(s)}.")
     return sentences
 
 

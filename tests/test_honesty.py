@@ -12,11 +12,14 @@ import pytest
 from planted_circuit import save_planted_gpt2
 from planted_honesty import save_copy_circle_gpt2, save_two_step_gpt2
 
+from analyses.ablations import ABLATIONS_ANALYSIS
 from analyses.behaviour import BEHAVIOUR
+from analyses.circuit import CIRCUIT
 from analyses.dla_heads import DLA_HEADS
 from analyses.logit_diff import LOGIT_DIFF
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
+from analyses.path_patching import PATH_PATCHING
 
 SEEDS = (0, 1)
 FAMILY = "tomorrow"  # templates with " tomorrow", relation twins with " yesterday": what the two-step model reads
@@ -163,6 +166,20 @@ def test_no_sentence_credits_the_copy_head_with_the_next_day_step(copy_only):
     assert naming, "the day corruption should name the copy head"
     assert all("instead" in s for s in naming)
     assert not any("step applied" in s and "L1H2" in s for s in sentences)
+
+
+def test_mechanism_narratives_of_the_copy_model_say_it_is_what_the_model_does_instead(copy_only):
+    """Ablation, path patching and the circuit on the day corruption all find the copy head (it carries the named
+    day, so it restores the whole gap); at chance each narrative opens by saying so, and every sentence giving a
+    node an effect frames it as what the model does instead of the task."""
+    for analysis in (ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT):
+        result = _patched(analysis, copy_only, "day")
+        assert result.summary["day7_above_chance"] is False
+        sentences = analysis.narrative(result)
+        assert sentences[0].startswith("The model does not do this task"), (analysis.name, sentences)
+        naming = [s for s in sentences[1:] if "L1H2" in s and re.search(r"restores|changes the LD|keeps", s)]
+        assert naming, (analysis.name, sentences)  # the copy head is found, and named
+        assert all("instead" in s for s in naming), (analysis.name, naming)
 
 
 # ---- a random model: its gap is noise -------------------------------------------------------------------------------
