@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -95,8 +98,42 @@ def tiny_report(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     return root / "runs" / "tiny", root / "site"
 
 
+GEMMA_PROBE = "Today it is Monday so tomorrow it is"
+
+
 @pytest.fixture(scope="session")
-def gemma_report(tmp_path_factory) -> tuple[Path, Path]:
+def gemma_first_load(tmp_path_factory) -> SimpleNamespace:
+    """The bundled Gemma's first load (GGUF -> processed safetensors, about 2 minutes on 2 cores), once per session.
+
+    It builds the cache in a session folder, and every test that needs the bundled model points
+    $WEEKDAY_CIRCUITS_CACHE there (`gemma_cache`), so a fresh machine dequantises the GGUF once, not once for the
+    first-load test and again for the report, and the tests never write into the user's own cache.
+    Holds the first load's final-position logits on GEMMA_PROBE and the cache folder's entries after it.
+    """
+    import report.bundled as bundled
+
+    folder = tmp_path_factory.mktemp("weekday-circuits-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WEEKDAY_CIRCUITS_CACHE", str(folder))
+        first = bundled.load_bundled_model()
+        with torch.no_grad():
+            logits = first(GEMMA_PROBE)[0, -1]
+    entries = sorted(path.name for path in folder.iterdir())
+    del first
+    gc.collect()
+    return SimpleNamespace(folder=folder, first_logits=logits, entries=entries)
+
+
+@contextmanager
+def gemma_cache(first_load: SimpleNamespace):
+    """Within it, the bundled model loads from the session's cache (`gemma_first_load`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WEEKDAY_CIRCUITS_CACHE", str(first_load.folder))
+        yield
+
+
+@pytest.fixture(scope="session")
+def gemma_report(tmp_path_factory, gemma_first_load) -> tuple[Path, Path]:
     """`report` on the bundled Gemma 3 270M (the `offline` extra), two families, every analysis.
 
     To keep the suite within its time on a 2-core CPU, each family keeps its first template (7 prompts, both
@@ -109,8 +146,10 @@ def gemma_report(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("gemma-report")
     families = root / "gemma-families.toml"
     families.write_text(one_template_families(load_family_specs(), GEMMA_FAMILIES), encoding="utf-8")
-    invoke("report", "--model", "gemma-3-270m", "--families-file", families, "--analyses", ",".join(GEMMA_ANALYSES),
-           "--out", root / "runs", "--site", root / "site", "--device", "cpu", "--run-id", "gemma")
+    with gemma_cache(gemma_first_load):
+        invoke("report", "--model", "gemma-3-270m", "--families-file", families, "--analyses",
+               ",".join(GEMMA_ANALYSES), "--out", root / "runs", "--site", root / "site", "--device", "cpu",
+               "--run-id", "gemma")
     return root / "runs" / "gemma", root / "site"
 
 

@@ -1,12 +1,12 @@
 """The bundled Gemma 3 270M: the missing-extra error, the weight cache, and the direct-logit decomposition.
 
-The real-model tests build the cache once in a temporary folder (about 2 minutes on a laptop CPU), then load
-it again from the cache. They need the `offline` extra, which CI installs: a missing extra fails them.
+The real-model tests use the session's first load into a temporary cache (`gemma_first_load` in conftest, about
+2 minutes on a 2-core CPU), then load the model again from that cache. They need the `offline` extra, which CI
+installs: a missing extra fails them.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import sys
@@ -14,11 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import GEMMA_PROBE, gemma_cache
 
 import report.bundled as bundled
 from report.errors import ModelUnavailable
 
-PROMPT = "Today it is Monday so tomorrow it is"
+PROMPT = GEMMA_PROBE
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -52,19 +53,12 @@ def _last_logits(bridge) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def loads(tmp_path_factory):
-    """One first load into an empty cache, then one load from that cache."""
-    cache = tmp_path_factory.mktemp("weekday-circuits-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WEEKDAY_CIRCUITS_CACHE", str(cache))
-        first = bundled.load_bundled_model()
-        first_logits = _last_logits(first)
-        entries = sorted(path.name for path in cache.iterdir())
-        del first
-        gc.collect()
+def loads(gemma_first_load):
+    """The session's first load into an empty cache (conftest), then one load from that cache."""
+    with gemma_cache(gemma_first_load):
         cached = bundled.load_bundled_model()
-        yield SimpleNamespace(first_logits=first_logits, entries=entries, bridge=cached,
-                              info=bundled.bundled_model_info())
+        yield SimpleNamespace(first_logits=gemma_first_load.first_logits, entries=gemma_first_load.entries,
+                              bridge=cached, info=bundled.bundled_model_info())
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import gemma_cache
 
 from analyses.types import MONTHS
 from report.families import build_prompt_set, load_family_specs
@@ -63,10 +64,11 @@ def test_behaviour_gives_a_twelve_by_twelve_confusion_matrix(name, tiny_model, t
 
 
 @pytest.fixture(scope="module")
-def gemma_tokenizer():
+def gemma_tokenizer(gemma_first_load):
     from report.bundled import load_bundled_tokenizer
 
-    return load_bundled_tokenizer()
+    with gemma_cache(gemma_first_load):
+        return load_bundled_tokenizer()
 
 
 @pytest.mark.slow
