@@ -175,15 +175,45 @@ def _build_cache(folder: Path, pkg: ModuleType) -> None:
 def _dequantise(gguf: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                 attn_implementation="eager")  # the bridge runs eager too
-    with _quiet_progress_bars():
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _one_gguf_parse():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                     attn_implementation="eager")  # the bridge runs eager too
+        with _quiet_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # transformers marks a GGUF model as quantized although its weights are now dense float32; drop the
     # marker so that its config saves and reloads as an ordinary checkpoint.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
     return model.eval(), tokenizer
+
+
+@contextmanager
+def _one_gguf_parse() -> Iterator[None]:
+    """Within it, every gguf.GGUFReader of the same file is the first one.
+
+    transformers reads the GGUF's metadata for the config, again for the weights and again for the tokenizer;
+    each read builds Python objects for the 262,144 vocabulary entries (about 37 s on a 2-core CPU, most of the
+    first load). The reader is a read-only memory map, so sharing it changes nothing but the time. transformers
+    imports GGUFReader from the gguf module at each call, so replacing the module attribute for the duration of
+    this block (and restoring it after) reaches every read.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def shared_reader(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+        readers.clear()
 
 
 def _save_processed(model: Any, tokenizer: Any, folder: Path) -> None:
