@@ -15,14 +15,16 @@ Minimal circuit: the smallest n on the grid with faithfulness >= TARGET (exact r
 per item, P(correct) of the full model, of the circuit, and of the circuit without its top-ranked MLP.
 The diagram's edges: path patching (`analyses.paths`) from each head of the minimal circuit to the circuit's later
 nodes and the logits (an edge drawn when it carries >= the naming threshold of the gap).
-Faithfulness is reported only when LD_full − LD_all_ablated is an informative gap (`analyses.mechanism`).
+Faithfulness is reported only when LD_full − LD_all_ablated is an informative gap (`analyses.mechanism`), and a
+circuit is named only when the clean − corrupted gap that ranks the nodes is informative too (else the ranking is
+noise: `ranking_informative`).
 Computed once per corruption (the ranking depends on it).
 
 Arrays: grid [G]; faithfulness_exact, faithfulness_attribution [G]; ld_exact, ld_attribution [G, B];
 exact_effect, attribution_effect [N] (mean LD change); p_correct_full, p_correct_circuit, p_correct_without_mlp
 [n_items]; edge_weight [E]. Labels: nodes [N], items, edge_sender, edge_receiver [E].
 Summary: minimal_circuit (node names), minimal_circuit_faithfulness, faithfulness_auc, faithfulness_auc_attribution,
-ranking = [{"node", "value"}], informative, gap_reason, corruption.
+ranking = [{"node", "value"}], informative, gap_reason, ranking_informative, ranking_gap_reason, corruption.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ def size_grid(n_nodes: int) -> list[int]:
     return sorted({*dense, *(n for n in sparse if n <= n_nodes), n_nodes})
 
 
-def patching_effects(model, prompts: PromptSet, node_list) -> tuple[np.ndarray, np.ndarray]:
-    """[N] exact and attribution patching effect (mean LD change, clean → corrupted) of each node, all positions."""
+def patching_effects(model, prompts: PromptSet, node_list) -> tuple[np.ndarray, np.ndarray, tuple[bool, str]]:
+    """[N] exact and attribution patching effect (mean LD change, clean → corrupted) of each node, all positions,
+    and whether the clean − corrupted gap they change is informative (else the ranking is noise)."""
     runs = engine.collect_runs(model, prompts, ("z", "mlp_out"))
+    ranking_gap = informative_gap(numpy(runs.clean_ld), numpy(runs.corrupted_ld))
     S = runs.corrupted_tokens.shape[1]
     patches = [engine.Patch(layer, (("z", head),)) if kind == "head"
                else engine.Patch(layer, tuple(("mlp_out", p) for p in range(S))) for kind, layer, head in node_list]
@@ -70,7 +74,7 @@ def patching_effects(model, prompts: PromptSet, node_list) -> tuple[np.ndarray, 
     attribution = engine.attribution_sweeps(model, runs, ("z", "mlp_out"))  # [L, units, B]: additive over positions
     attr = [attribution["z"][layer, head] if kind == "head" else attribution["mlp_out"][layer].sum(0)
             for kind, layer, head in node_list]
-    return exact, numpy(torch.stack(attr).mean(-1))
+    return exact, numpy(torch.stack(attr).mean(-1)), ranking_gap
 
 
 def circuit_rows(node_list, keep_sets, clean_cache) -> list[engine.Row]:
@@ -106,7 +110,7 @@ def compute(model, prompts: PromptSet) -> Result:
     cfg = model.cfg
     node_list = nodes(cfg.n_layers, cfg.n_heads)
     N = len(node_list)
-    exact, attribution = patching_effects(model, prompts, node_list)
+    exact, attribution, (ranking_informative, ranking_reason) = patching_effects(model, prompts, node_list)
     order = {"exact": np.argsort(-np.abs(exact), kind="stable"), "attribution": np.argsort(-np.abs(attribution),
                                                                                            kind="stable")}
     grid = size_grid(N)
@@ -142,6 +146,7 @@ def compute(model, prompts: PromptSet) -> Result:
         "family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
         "n_nodes": N, "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads), "target": TARGET,
         "informative": informative, "gap_reason": reason,
+        "ranking_informative": ranking_informative, "ranking_gap_reason": ranking_reason,
         "full_logit_diff_mean": float(full_ld.mean()), "all_ablated_logit_diff_mean": float(ablated.mean()),
         "minimal_circuit": [names[i] for i in circuit],
         "minimal_circuit_faithfulness": float(curves["exact"][grid.index(size)]),
@@ -249,6 +254,12 @@ def narrative(result: Result) -> list[str]:
     if not s["informative"] or "faithfulness_auc" not in s:
         sentences.append(f"Mean-ablating every node barely changes the LD ({s['gap_reason']}), so faithfulness is "
                          "not defined meaningfully and no circuit is named.")
+        return sentences
+    if not s.get("ranking_informative", True):
+        sentences.append(f"The ranking rests on a clean − corrupted gap that barely differs under this corruption "
+                         f"({s['ranking_gap_reason']}): the order of the nodes is noise, so no circuit is named as a "
+                         f"finding; the curve shows what keeping the top n of that order does (area "
+                         f"{s['faithfulness_auc']:.2f}).")
         return sentences
     circuit = ", ".join(s["minimal_circuit"])
     if s["minimal_circuit_reaches_target"]:

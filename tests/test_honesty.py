@@ -92,6 +92,17 @@ def test_a_head_blind_to_the_relation_gives_no_relation_gap(middle_head):
     assert not _fraction_of_gap(" ".join(PATCHING_HEADS.narrative(result)))
 
 
+def test_no_circuit_is_named_from_a_ranking_by_a_noise_gap(middle_head):
+    """The next-day head gives a large clean LD (next day over the day before) that mean-ablation removes, so
+    faithfulness itself is well defined; but the relation corruption barely changes the model, so the patching
+    effects that rank the nodes are noise and the circuit must not be named."""
+    result = _patched(CIRCUIT, middle_head, "relation")
+    s = result.summary
+    assert s["informative"] and not s["ranking_informative"]
+    text = " ".join(CIRCUIT.narrative(result))
+    assert "no circuit is named" in text and "smallest circuit" not in text, text
+
+
 # ---- a two-step circuit: each corruption finds its own head ----------------------------------------------------------
 
 
@@ -183,6 +194,21 @@ def test_mechanism_narratives_of_the_copy_model_say_it_is_what_the_model_does_in
 
 
 # ---- a random model: its gap is noise -------------------------------------------------------------------------------
+
+
+def test_random_model_mechanism_names_no_node(tiny_model, tiny_prompt_sets):
+    """The control for ablations, path patching and the circuit: on a random model the gap is noise, so no node
+    is given an effect in any narrative, and the circuit's ranking is flagged as noise."""
+    prompts = tiny_prompt_sets[FAMILY]
+    for analysis in (ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT):
+        result = analysis.compute(tiny_model, prompts)
+        text = " ".join(analysis.narrative(result))
+        assert not re.search(r"restores|changes the LD by at least|keeps \d+%|Far from the diagonal", text), text
+        if analysis is CIRCUIT:
+            assert result.summary["ranking_informative"] is False
+        else:
+            assert result.summary["informative"] is False
+        assert "barely" in text, text
 
 
 def test_random_model_patching_reports_raw_logits_and_names_nothing(tiny_model, tiny_prompt_sets):
