@@ -241,8 +241,10 @@ def diagram(result: Result) -> go.Figure:
                              hoverinfo="text"))
     fig.update_xaxes(title_text="layer", range=[-0.5, s["n_layers"] + 0.5])
     fig.update_yaxes(title_text="head (MLPs on top)", showticklabels=False)
-    fig.update_layout(title=dict(text="The minimal circuit; edges: path-patching effect (fraction of the gap)", x=0.01),
-                      height=420, **LAYOUT)
+    named = s["informative"] and s.get("ranking_informative", True)
+    title = ("The minimal circuit; edges: path-patching effect (fraction of the gap)" if named else
+             "Not a finding (see the text): the top nodes of a ranking by a gap that barely differs")
+    fig.update_layout(title=dict(text=title, x=0.01), height=420, **LAYOUT)
     return fig
 
 

@@ -101,6 +101,8 @@ def test_no_circuit_is_named_from_a_ranking_by_a_noise_gap(middle_head):
     assert s["informative"] and not s["ranking_informative"]
     text = " ".join(CIRCUIT.narrative(result))
     assert "no circuit is named" in text and "smallest circuit" not in text, text
+    diagram = next(f.figure for f in CIRCUIT.figures(result) if f.id == "circuit-diagram")
+    assert diagram.layout.title.text.startswith("Not a finding")
 
 
 # ---- a two-step circuit: each corruption finds its own head ----------------------------------------------------------

@@ -179,6 +179,8 @@ def test_planted_head_alone_is_a_faithful_circuit(planted):
     assert s["faithfulness_auc"] > 0.9  # one node of ten is enough: the curve jumps to 1 at n = 1
     assert s["corruption"] == prompts.corruption
     assert "L1H2" in " ".join(CIRCUIT.narrative(result))
+    diagram = next(f.figure for f in CIRCUIT.figures(result) if f.id == "circuit-diagram")
+    assert diagram.layout.title.text.startswith("The minimal circuit")
 
 
 # ---- path patching -------------------------------------------------------------------------------------------------
