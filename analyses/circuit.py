@@ -54,6 +54,7 @@ from analyses.types import Analysis, Figure, PromptSet, Result
 NAME = "circuit"
 TARGET = 0.8
 DENSE_UP_TO = 16  # every circuit size up to this, then a geometric grid up to all nodes
+LISTED = 10  # nodes named in the narrative; the summary holds the whole circuit
 
 
 def size_grid(n_nodes: int) -> list[int]:
@@ -263,11 +264,16 @@ def narrative(result: Result) -> list[str]:
                          f"finding; the curve shows what keeping the top n of that order does (area "
                          f"{s['faithfulness_auc']:.2f}).")
         return sentences
-    circuit = ", ".join(s["minimal_circuit"])
+    size = len(s["minimal_circuit"])
+    listed = ", ".join(s["minimal_circuit"][:LISTED])
+    if size > LISTED:
+        listed += f", and {size - LISTED} more (all in the summary)"
     if s["minimal_circuit_reaches_target"]:
-        sentences.append(f"The smallest circuit reaching {100 * s['target']:.0f}% faithfulness has "
-                         f"{len(s['minimal_circuit'])} node{'s' if len(s['minimal_circuit']) > 1 else ''} "
-                         f"({circuit}) and keeps "
+        grid = [int(n) for n in result.arrays["grid"]]
+        below = grid[grid.index(size) - 1]
+        sizes = f"{size}" if below == size - 1 else f"{size} (the size grid steps from {below} to {size} here)"
+        sentences.append(f"The smallest circuit on the grid reaching {100 * s['target']:.0f}% faithfulness has "
+                         f"{sizes} node{'s' if size > 1 else ''} ({listed}) and keeps "
                          f"{100 * s['minimal_circuit_faithfulness']:.0f}% of the full model's LD over the ablated one"
                          f"{instead(s)}.")
     else:

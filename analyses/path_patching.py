@@ -124,8 +124,9 @@ def narrative(result: Result) -> list[str]:
             what = f"is read by {head}'s {dict(q='query', k='key', v='value')[kind]}"
         else:
             what = f"is read by {receiver}"
-        sentences.append(f"{e['sender']}'s output {what}: that path alone restores {100 * e['value']:.0f}% of the gap"
-                         f"{instead(s)}.")
+        effect = (f"restores {100 * e['value']:.0f}% of the gap" if e["value"] >= 0 else
+                  f"moves the LD away from the clean run by {100 * -e['value']:.0f}% of the gap")
+        sentences.append(f"{e['sender']}'s output {what}: that path alone {effect}{instead(s)}.")
     return sentences
 
 

@@ -287,3 +287,33 @@ def test_per_corruption_summaries_name_their_corruption(two_step):
     # and relation-corrupted runs give the same logits and nothing may be normalised or named
     assert not result.summary["informative"]
     assert not any("restores" in t for t in PATH_PATCHING.narrative(result))
+
+
+# ---- narratives from saved numbers (no model) ------------------------------------------------------------------
+
+
+def test_a_large_circuit_is_listed_in_part_with_the_grid_step_it_falls_in():
+    """41 nodes is the first grid size past 35 that reaches the target: the text must not claim 41 is minimal."""
+    import numpy as np
+
+    from analyses.circuit import LISTED, size_grid
+    from analyses.types import Result
+
+    names = [f"L{i}H0" for i in range(41)]
+    summary = {"n_nodes": 90, "corruption": "day", "informative": True, "ranking_informative": True, "target": 0.8,
+               "minimal_circuit": names, "minimal_circuit_faithfulness": 0.81, "minimal_circuit_reaches_target": True,
+               "faithfulness_auc": 0.69, "faithfulness_auc_attribution": 0.68, "gap_reason": ""}
+    grid = size_grid(90)
+    assert 35 in grid and 41 in grid and grid.index(41) == grid.index(35) + 1
+    text = " ".join(CIRCUIT.narrative(Result(summary=summary, arrays={"grid": np.array(grid)})))
+    assert "41 (the size grid steps from 35 to 41 here) nodes" in text, text
+    assert names[LISTED - 1] in text and names[LISTED] not in text and f"and {41 - LISTED} more" in text
+
+
+def test_a_path_against_the_answer_is_not_said_to_restore_a_negative_share():
+    from analyses.types import Result
+
+    summary = {"senders": [{"head": "L11H3", "value": -0.29}], "corruption": "day", "informative": True,
+               "name_threshold": 0.1, "top_edges": [{"sender": "L11H3", "receiver": "logits", "value": -0.21}]}
+    text = " ".join(PATH_PATCHING.narrative(Result(summary=summary)))
+    assert "moves the LD away from the clean run by 21% of the gap" in text and "-21%" not in text, text
