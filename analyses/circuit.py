@@ -14,7 +14,8 @@ faithfulness(0) = 0 and faithfulness(N) = 1 by construction. Area under the curv
 Minimal circuit: the smallest n on the grid with faithfulness >= TARGET (exact ranking). The replication's table:
 per item, P(correct) of the full model, of the circuit, and of the circuit without its top-ranked MLP.
 The diagram's edges: path patching (`analyses.paths`) from each head of the minimal circuit to the circuit's later
-nodes and the logits (an edge drawn when it carries >= the naming threshold of the gap).
+nodes and the logits (an edge drawn when it carries >= the naming threshold of the gap); none for a circuit that is
+not named.
 Faithfulness is reported only when LD_full − LD_all_ablated is an informative gap (`analyses.mechanism`), and a
 circuit is named only when the clean − corrupted gap that ranks the nodes is informative too (else the ranking is
 noise: `ranking_informative`).
@@ -134,7 +135,11 @@ def compute(model, prompts: PromptSet) -> Result:
     table_rows = circuit_rows(node_list, [set(circuit), set(circuit) - set(mlps[:1])], clean_cache)
     table_final, _ = engine.run_rows(model, base, table_rows)
     _, table_p = _lds_and_p(model, table_final, prompts)
-    weights, senders, receivers = circuit_edges(model, prompts, [node_list[i] for i in circuit])
+    # A circuit that is not named (either gap is noise) gets no edges: path patching every one of its heads would
+    # be the costliest step of the analysis, spent on a diagram that says "not a finding".
+    named = informative and ranking_informative
+    weights, senders, receivers = (circuit_edges(model, prompts, [node_list[i] for i in circuit]) if named
+                                   else ([], [], []))
     items = item_names(prompts)
     arrays = {"grid": np.array(grid), "faithfulness_exact": curves["exact"],
               "faithfulness_attribution": curves["attribution"], "ld_exact": ld["exact"],

@@ -103,6 +103,7 @@ def test_no_circuit_is_named_from_a_ranking_by_a_noise_gap(middle_head):
     assert "no circuit is named" in text and "smallest circuit" not in text, text
     diagram = next(f.figure for f in CIRCUIT.figures(result) if f.id == "circuit-diagram")
     assert diagram.layout.title.text.startswith("Not a finding")
+    assert len(result.arrays["edge_weight"]) == 0 and result.labels["edge_sender"] == []  # no paths measured
 
 
 # ---- a two-step circuit: each corruption finds its own head ----------------------------------------------------------

@@ -181,6 +181,8 @@ def test_planted_head_alone_is_a_faithful_circuit(planted):
     assert "L1H2" in " ".join(CIRCUIT.narrative(result))
     diagram = next(f.figure for f in CIRCUIT.figures(result) if f.id == "circuit-diagram")
     assert diagram.layout.title.text.startswith("The minimal circuit")
+    assert result.labels["edge_sender"] == ["L1H2"] and result.labels["edge_receiver"] == ["logits"]
+    assert result.arrays["edge_weight"][0] >= 0.9  # the planted head writes the answer directly
 
 
 # ---- path patching -------------------------------------------------------------------------------------------------
