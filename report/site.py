@@ -20,6 +20,10 @@ from report.errors import UserError
 
 MARKER = ".weekday-circuits-site.json"
 GENERATOR = "weekday-circuits"
+# A placeholder that keeps an empty folder in git (the repository tracks site/.gitkeep so that a clone has the
+# default --site folder). It is neither foreign nor ours: the check ignores it and every build carries it over,
+# so that building into a fresh clone's site/ needs no --force and leaves `git status` clean.
+PLACEHOLDER = ".gitkeep"
 
 
 def render_site(build: render.Build, shared_assets: bool) -> dict[str, str]:
@@ -51,7 +55,7 @@ def check_site_folder(site: Path, force: bool) -> None:
     if not present:
         return
     ours = _recorded_files(site)
-    foreign = [p for p in present if p not in ours and p != MARKER]
+    foreign = [p for p in present if p not in ours and p not in (MARKER, PLACEHOLDER)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise UserError(f"--site {site} holds files that weekday-circuits did not write ({shown}); "
@@ -84,6 +88,8 @@ def write_site(outputs: dict[str, str], site: Path, force: bool) -> Path:
             _write_synced(path, text)
         marker = {"generator": GENERATOR, "files": sorted(outputs)}
         _write_synced(tmp / MARKER, json.dumps(marker, indent=1) + "\n")
+        if (site / PLACEHOLDER).is_file():
+            shutil.copy2(site / PLACEHOLDER, tmp / PLACEHOLDER)
         for folder in {tmp, *(p.parent for p in tmp.rglob("*"))}:
             files.fsync_dir(folder)
         _swap_in(tmp, site)

@@ -70,6 +70,17 @@ def test_a_site_folder_holding_other_files_is_refused_unless_forced(two_families
     assert "is a file" in output
 
 
+def test_a_fresh_clones_site_folder_with_its_placeholder_builds_without_force_and_keeps_it(two_families, tmp_path):
+    """The repository tracks site/.gitkeep: README's default `--site site` must build there, twice, unforced."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / ".gitkeep").write_text("")
+    invoke("build", two_families, "--site", site)
+    invoke("build", two_families, "--site", site)
+    assert (site / ".gitkeep").is_file() and "tomorrow" in (site / "index.html").read_text()
+    assert ".gitkeep" not in json.loads((site / MARKER).read_text())["files"]
+
+
 def test_a_site_folder_holding_the_run_is_refused_even_with_force(two_families):
     _, output = fails("build", two_families, "--site", two_families.parent, "--force")
     assert "run folder" in output and two_families.is_dir()
