@@ -2,7 +2,8 @@
 
 Every page opens without a request to anything but file:/data:, without a console error or warning or a
 page error; every Plotly figure renders its SVG and every circuitsvis widget mounts. A screenshot of each
-page is saved under test-output/browser/<site>/ for a person to look at.
+page is saved under the session's temporary folder (pytest keeps the last three: see docs/testing.md), never in
+the repository, for a person to look at.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from conftest import TINY_FAMILIES
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "browser"
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the screenshots go: a temporary folder of this session, so a test run leaves the checkout as it was."""
+    return tmp_path_factory.mktemp("browser-screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +79,12 @@ def check_page(browser, page_file: Path, shot: Path) -> dict:
     return {"problems": problems, "requests": requests, **counts}
 
 
-def check_site(browser, site: Path, name: str) -> None:
+def check_site(browser, site: Path, shots: Path) -> None:
     pages = linked_pages(site)
     assert len(pages) > 1, "the index links to no page"
     for page_file in pages:
         assert page_file.is_file(), f"overview link to {page_file} does not resolve"
-        shot = SCREENSHOTS / name / (page_file.relative_to(site).as_posix().replace("/", "__") + ".png")
+        shot = shots / (page_file.relative_to(site).as_posix().replace("/", "__") + ".png")
         seen = check_page(browser, page_file, shot)
         where = page_file.relative_to(site)
         assert seen["requests"] == [], f"{where} asked the network for {seen['requests']}"
@@ -89,32 +95,33 @@ def check_site(browser, site: Path, name: str) -> None:
         assert shot.stat().st_size > 10_000
 
 
-def test_tiny_report_renders_offline_in_chromium(browser, tiny_report):
+def test_tiny_report_renders_offline_in_chromium(browser, tiny_report, screenshots):
     _, site = tiny_report
-    check_site(browser, site, "tiny")
+    check_site(browser, site, screenshots / "tiny")
 
 
 @pytest.mark.slow
-def test_bundled_model_report_renders_offline_in_chromium(browser, gemma_report):
+def test_bundled_model_report_renders_offline_in_chromium(browser, gemma_report, screenshots):
     _, site = gemma_report
-    check_site(browser, site, "gemma-3-270m")
+    check_site(browser, site, screenshots / "gemma-3-270m")
 
 
-def test_shared_assets_site_renders_offline_in_chromium(browser, tiny_report, tmp_path):
+def test_shared_assets_site_renders_offline_in_chromium(browser, tiny_report, tmp_path, screenshots):
     from conftest import invoke
     from publish_util import copy_run
 
     run_dir, _ = tiny_report
     run = copy_run(run_dir, tmp_path / "run", families=["tomorrow", "day_after"])
     invoke("build", run, "--site", tmp_path / "site", "--assets", "shared")
-    check_site(browser, tmp_path / "site", "shared-assets")
+    check_site(browser, tmp_path / "site", screenshots / "shared-assets")
 
 
 DRAWN = ("el => [...el.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))"
          " && [...el.querySelectorAll('.cv-widget')].every(w => w.querySelector('canvas, svg, table'))")
 
 
-def test_single_file_draws_nothing_until_a_page_is_opened_then_every_figure(browser, tiny_report, tmp_path):
+def test_single_file_draws_nothing_until_a_page_is_opened_then_every_figure(browser, tiny_report, tmp_path,
+                                                                            screenshots):
     from conftest import invoke
 
     run_dir, _ = tiny_report
@@ -135,11 +142,10 @@ def test_single_file_draws_nothing_until_a_page_is_opened_then_every_figure(brow
         assert figures > 0 and details.locator(".cv-widget").count() > 0
         drawn_figures += figures
     assert page.locator(".main-svg").count() >= drawn_figures
-    page.screenshot(path=str(SCREENSHOTS / "single-file.png"))
+    page.screenshot(path=str(screenshots / "single-file.png"))
     context.close()
     assert requests == [] and problems == [], (requests, problems)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    (SCREENSHOTS / "single-file-first-paint.txt").write_text(f"{paint} ms, {single.stat().st_size} bytes\n")
+    (screenshots / "single-file-first-paint.txt").write_text(f"{paint} ms, {single.stat().st_size} bytes\n")
 
 
 def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tiny_checkpoint, tmp_path):

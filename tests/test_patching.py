@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from analyses import intervention as core
-from analyses import stats
+from analyses import stats, thresholds
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 
@@ -272,7 +272,9 @@ def test_result_is_flat_json_with_fixed_figure_ids_and_numeric_narrative(analysi
     assert ids == [f.id for f in analysis.figures(result)]
     sentences = analysis.narrative(result)
     assert sentences and all(isinstance(s, str) and s for s in sentences)
-    assert "LD_clean" in analysis.definition or "clean" in analysis.definition
+    # the definition states the normalisation formula and the rule that decides when it applies, verbatim
+    assert stats.NORMALISATION in analysis.definition
+    assert thresholds.RULES in analysis.definition
 
 
 def test_head_widgets_show_top_heads_of_each_layer_third(head_result, prompts):
