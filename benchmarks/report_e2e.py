@@ -45,7 +45,8 @@ import torch  # noqa: E402
 
 from analyses import REGISTRY  # noqa: E402
 from report import results  # noqa: E402
-from report.dtype import count_parameters, resolve_dtype  # noqa: E402
+from report.catalogue import count_parameters  # noqa: E402
+from report.dtype import resolve_dtype  # noqa: E402
 from report.model import pick_device  # noqa: E402
 
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "gpt2-tokenizer"

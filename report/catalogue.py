@@ -1,5 +1,6 @@
 """The models we document for `--model` (any hub id or local folder of a supported architecture works too),
-with their size, the memory their weights need per dtype, and whether that fits this machine.
+with their size, the memory their weights need per dtype, and whether that fits this machine; and the parameter
+count of any model before it loads (what `--dtype auto` decides by).
 
 Parameter counts are those of the Hugging Face checkpoints, tied embeddings counted once. The memory estimate
 is the weights (parameters x bytes per parameter) times RUN_OVERHEAD: the activations of seven prompts, the
@@ -9,6 +10,9 @@ clean and corrupted caches of the patching analyses and the chunks (sized to wha
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from report.dtype import BYTES, resolve_dtype
+from report.errors import UserError
 
 RUN_OVERHEAD = 1.3
 GIB = 1024**3
@@ -27,8 +31,6 @@ class CatalogueEntry:
 
     def memory_gib(self, dtype: str) -> float:
         """Estimated memory of a run in this dtype, GiB."""
-        from report.dtype import BYTES
-
         return self.n_params * BYTES[dtype] * RUN_OVERHEAD / GIB
 
 
@@ -52,7 +54,6 @@ BY_NAME = {entry.name: entry for entry in MODELS}
 
 def describe(device: str) -> list[str]:
     """The lines of `list models`: size, memory per dtype, the `auto` dtype here and whether it fits."""
-    from report.dtype import resolve_dtype
     from report.memory import device_memory
 
     budget, where = device_memory(device)
@@ -65,3 +66,24 @@ def describe(device: str) -> list[str]:
         lines.append(f"{entry.name:26} {entry.size:>6} {entry.memory_gib('float32'):8.1f} "
                      f"{entry.memory_gib('bfloat16'):6.1f}  {dtype:10} {fits:5} {source:17} {entry.note}")
     return lines
+
+
+def count_parameters(name: str) -> int | None:
+    """Parameters of a model before loading it: the catalogue's count, else built from its config on the meta
+    device (no memory, no weights read). None when the config cannot be read (loading will say why)."""
+    import torch
+
+    from report.checkpoint import resolve_name, resolve_source
+
+    entry = BY_NAME.get(resolve_name(name))
+    if entry is not None:
+        return entry.n_params
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(resolve_source(name))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        return sum(p.numel() for p in model.parameters())
+    except (OSError, ValueError, KeyError, UserError):
+        return None

@@ -35,23 +35,3 @@ def resolve_dtype(requested: str, device: str, n_params: int | None) -> str:
 
 def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
-
-
-def count_parameters(name: str) -> int | None:
-    """Parameters of a model before loading it: the catalogue's count, else built from its config on the meta
-    device (no memory, no weights read). None when the config cannot be read (loading will say why)."""
-    from report.catalogue import BY_NAME
-    from report.checkpoint import resolve_name, resolve_source
-
-    entry = BY_NAME.get(resolve_name(name))
-    if entry is not None:
-        return entry.n_params
-    try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        config = AutoConfig.from_pretrained(resolve_source(name))
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        return sum(p.numel() for p in model.parameters())
-    except (OSError, ValueError, KeyError, UserError):
-        return None

@@ -32,8 +32,9 @@ from tqdm import tqdm
 from analyses import BY_NAME, REGISTRY
 from analyses.types import Analysis
 from report import files, results, runs
+from report.catalogue import count_parameters
 from report.checkpoint import CheckedModel, inspect_model
-from report.dtype import AUTO_RULE, count_parameters, resolve_dtype
+from report.dtype import AUTO_RULE, resolve_dtype
 from report.errors import Interrupted, UserError
 from report.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
 from report.memory import release

@@ -9,8 +9,8 @@ from conftest import invoke
 
 from analyses import REGISTRY
 from analyses.precision import IDENTITY_TOLERANCE
-from report.catalogue import MODELS, describe
-from report.dtype import HALF_PRECISION_ABOVE, count_parameters, resolve_dtype
+from report.catalogue import MODELS, count_parameters, describe
+from report.dtype import HALF_PRECISION_ABOVE, resolve_dtype
 
 
 @pytest.mark.parametrize("device,n_params,expected", [
