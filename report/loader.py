@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from analyses.types import Result
+from report import results_format
 from report.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -34,6 +35,18 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.what}"
+
+
+class MissingArray(KeyError):
+    """An array that a figure or a narrative reads is not in the result's arrays file (or the file is gone)."""
+
+
+class SavedArrays(dict):
+    """The arrays of one saved result. Looking up one that was not saved raises MissingArray: damaged data, which
+    `build` shows as a missing section, where any other exception of a figure or a narrative is a bug."""
+
+    def __missing__(self, key):
+        raise MissingArray(key)
 
 
 @dataclass
@@ -60,6 +73,7 @@ def load_manifest(run_dir: Path) -> dict:
     for slug, model in manifest["models"].items():
         if not isinstance(model, dict) or not isinstance(model.get("families", {}), dict):
             raise UserError(f"{path} is corrupt (model {slug!r} is not an object with 'families')")
+    results_format.check(manifest, path)
     return manifest
 
 
@@ -105,18 +119,18 @@ def read_result(folder: Path) -> tuple[Result | None, Problem | None]:
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         return None, Problem(extras_path, f"corrupt ({type(err).__name__}: {err})")
     arrays_path = folder / ARRAYS
-    arrays = {}
+    arrays = SavedArrays()
     if arrays_path.exists():
         try:
-            arrays = load_file(str(arrays_path))
+            arrays = SavedArrays(load_file(str(arrays_path)))
         except (SafetensorError, OSError, ValueError) as err:
             return None, Problem(arrays_path, f"corrupt ({err})")
     return Result(summary=summary, arrays=arrays, labels=labels, widgets=widgets), None
 
 
-def figures_problem(folder: Path, err: Exception) -> Problem:
-    """Why figures could not be drawn from a result that loaded: most often the arrays file is gone."""
+def figures_problem(folder: Path, err: MissingArray) -> Problem:
+    """Why a result that loaded cannot be drawn: its arrays file is gone, or lacks an array the analysis reads."""
     arrays_path = folder / ARRAYS
     if not arrays_path.exists():
         return Problem(arrays_path, "missing")
-    return Problem(arrays_path, f"does not hold what this analysis draws ({type(err).__name__}: {err})")
+    return Problem(arrays_path, f"does not hold the array {err.args[0]!r} that this analysis draws")

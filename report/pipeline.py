@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from analyses import BY_NAME, REGISTRY
 from analyses.types import Analysis
-from report import files, results, runs
+from report import files, results, results_format, runs
 from report.catalogue import count_parameters
 from report.checkpoint import CheckedModel, inspect_model
 from report.dtype import AUTO_RULE, resolve_dtype
@@ -175,6 +175,7 @@ def _find_resumed(options: RunOptions) -> tuple[Path, dict]:
     manifest = results.load_manifest(run_dir)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
         raise UserError(f"--resume: {run_dir / results.MANIFEST} is not a manifest this version can continue")
+    results_format.check(manifest, run_dir / results.MANIFEST)  # results of two formats must not share a run
     return run_dir, manifest
 
 
@@ -207,7 +208,8 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
     """The manifest for this start or resume (written by run(), under the SIGTERM handler)."""
     command = options.command or " ".join(sys.argv)
     if manifest is None:
-        manifest = {"run_id": run_dir.name, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        manifest = {"run_id": run_dir.name, results_format.KEY: results_format.CURRENT,
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                     "created_unix": time.time(), "command": command, "models": {}}
     else:  # the command that started the run stays; each resume is recorded beside it
         manifest.setdefault("resumes", []).append({"command": command, "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})

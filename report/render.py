@@ -25,7 +25,7 @@ from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
 from report import assets, compare, names, transfer_page
 from report.errors import UserError
-from report.loader import Problem, figures_problem, read_result
+from report.loader import MissingArray, Problem, figures_problem, read_result
 from report.merge import Merged, merge_runs
 
 PARTS = ("behaviour", "evidence", "mechanism", "representation")
@@ -238,10 +238,10 @@ def _section(folder: Path, key: str, analysis: Analysis, corruption: str | None,
     if problem:
         section.problem = problem
         return section
-    try:
+    try:  # only a missing array is damage; any other exception of a figure or a narrative is a bug and propagates
         figures = analysis.figures(result)
         narrative = analysis.narrative(result)
-    except (KeyError, IndexError, ValueError, TypeError) as err:
+    except MissingArray as err:
         section.problem = figures_problem(folder, err)
         return section
     section.result = result

@@ -98,6 +98,16 @@ def tiny_report(tiny_checkpoint, tmp_path_factory) -> tuple[Path, Path]:
     return root / "runs" / "tiny", root / "site"
 
 
+@pytest.fixture(scope="session")
+def small_run(tiny_checkpoint, tmp_path_factory) -> Path:
+    """`run` on the tiny checkpoint: one family, three quick analyses (one with arrays). For tests of `build` that
+    need a real run folder but not the whole pipeline (seconds, not minutes); copy it before changing it."""
+    out = tmp_path_factory.mktemp("small-run")
+    invoke("run", "--model", tiny_checkpoint, "--families", "tomorrow", "--analyses", "behaviour,logit_diff,dla_layers",
+           "--out", out, "--device", "cpu", "--run-id", "small")
+    return out / "small"
+
+
 GEMMA_PROBE = "Today it is Monday so tomorrow it is"
 
 
