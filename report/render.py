@@ -23,7 +23,7 @@ from markupsafe import Markup
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import assets, compare, names, transfer_page
+from report import assets, compare, names, results, transfer_page
 from report.errors import UserError
 from report.loader import MissingArray, Problem, figures_problem, read_result
 from report.merge import Merged, merge_runs
@@ -82,7 +82,7 @@ class FamilyPage:
 
     def summary(self, analysis: str) -> dict | None:
         """The analysis's summary; for a per-corruption analysis the first corruption's (day before relation)."""
-        for key in (analysis, *(f"{analysis}-{c}" for c in CORRUPTIONS)):
+        for key in (results.unit_name(analysis, c) for c in (None, *CORRUPTIONS)):
             for section in self.sections:
                 if section.key == key and section.result is not None:
                     return section.result.summary
@@ -201,12 +201,12 @@ def _sections(family_dirs: list[Path], locate, family: str, recorded: dict) -> l
         return next((d / key for d in family_dirs if (d / key).is_dir()), family_dirs[0] / key)
 
     sections, known = [], set()
+    units = {key: results.unit_of(key) for key in present}
     for analysis in REGISTRY:
         if getattr(analysis, "per_corruption", False):
-            variants = [c for c in CORRUPTIONS if f"{analysis.name}-{c}" in present]
-            variants += sorted({k.split("-", 1)[1] for k in present if k.startswith(analysis.name + "-")}
-                               - set(variants))
-            keys = [(f"{analysis.name}-{c}", c) for c in variants]
+            found = {c for a, c in units.values() if a == analysis.name and c is not None}
+            variants = [c for c in CORRUPTIONS if c in found] + sorted(found - set(CORRUPTIONS))
+            keys = [(results.unit_name(analysis.name, c), c) for c in variants]
             if analysis.name in present:  # saved before the analysis ran once per corruption
                 keys.insert(0, (analysis.name, None))
         else:
@@ -219,7 +219,7 @@ def _sections(family_dirs: list[Path], locate, family: str, recorded: dict) -> l
     for key, entry in sorted(recorded.items()):
         name = key.split("/", 1)[1] if key.startswith(f"{family}/") else None
         if name and isinstance(entry, dict) and entry.get("status") == "skipped" and name not in known:
-            analysis = next((a for a in REGISTRY if name in (a.name, *(f"{a.name}-{c}" for c in CORRUPTIONS))), None)
+            analysis = next((a for a in REGISTRY if a.name == results.unit_of(name)[0]), None)
             known.add(name)
             sections.append(Section(name, analysis.title if analysis else name, part_of(analysis) if analysis
                                     else "evidence", analysis, skipped=str(entry.get("reason", ""))))

@@ -16,11 +16,10 @@ MANIFEST = "manifest"
 def schema_name(folder: str) -> str:
     """An analysis folder's schema: a per-corruption folder `<analysis>-<corruption>` uses `<analysis>`'s."""
     from analyses import BY_NAME
+    from report.results import unit_of
 
-    if folder in BY_NAME:
-        return folder
-    base = folder.rsplit("-", 1)[0]
-    return base if base in BY_NAME else folder
+    analysis, _ = unit_of(folder)
+    return analysis if analysis in BY_NAME else folder
 
 
 @cache

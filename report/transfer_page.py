@@ -18,11 +18,12 @@ import numpy as np
 from analyses import transfer
 from analyses.attribution import head_name
 from analyses.types import Result
+from report.results import unit_name
 
 # head score kind -> (results units, first found wins; arrays key; summary ranking key; words for the sentence).
 # Head patching is saved per corruption (`patching_heads-day`); runs from before that saved one `patching_heads`.
 HEAD_SCORES = {
-    "patching": (("patching_heads-day", "patching_heads"), "z_exact", "top_heads",
+    "patching": ((unit_name("patching_heads", "day"), "patching_heads"), "z_exact", "top_heads",
                  "head patching (|z effect|, day corruption)"),
     "successor": (("successor_heads",), "successor_score", "top_successor", "successor score (OV circuit)"),
 }

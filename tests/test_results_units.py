@@ -1,0 +1,33 @@
+"""Results units: `<analysis>` or `<analysis>-<corruption>`, named and split in report/results.py only."""
+
+from __future__ import annotations
+
+import pytest
+
+from analyses import REGISTRY
+from analyses.types import CORRUPTIONS
+from report import transfer_page
+from report.results import unit_name, unit_of
+from report.schema import schema_name
+
+UNITS = [(a.name, c) for a in REGISTRY for c in ((None, *CORRUPTIONS) if a.per_corruption else (None,))]
+
+
+@pytest.mark.parametrize("analysis, corruption", UNITS, ids=lambda v: str(v))
+def test_a_units_folder_splits_back_into_its_analysis_and_corruption(analysis, corruption):
+    folder = unit_name(analysis, corruption)
+    assert unit_of(folder) == (analysis, corruption)
+    assert schema_name(folder) == analysis  # a per-corruption folder is checked against its analysis's schema
+
+
+def test_names_are_distinct_and_carry_the_corruption_only_when_given():
+    folders = [unit_name(a, c) for a, c in UNITS]
+    assert len(set(folders)) == len(folders)
+    assert unit_name("patching_heads", "day") == "patching_heads-day" and unit_name("behaviour", None) == "behaviour"
+    assert all("-" not in a.name for a in REGISTRY)  # what makes the split unambiguous
+
+
+def test_an_unknown_folder_is_its_own_schema_name_and_the_transfer_table_reads_the_day_unit():
+    assert schema_name("not_an_analysis-day") == "not_an_analysis-day"
+    units, *_ = transfer_page.HEAD_SCORES["patching"]
+    assert unit_of(units[0]) == ("patching_heads", "day")
