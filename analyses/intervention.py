@@ -512,11 +512,6 @@ def collect_base(model, tokens: torch.Tensor, names=()) -> Base:
     return Base(tokens=tokens, cache={n: cache[n] for n in wanted}, block_args=block_args, n_layers=n_layers)
 
 
-def base_of(runs: Runs) -> Base:
-    """The corrupted run of `runs` as a Base (patching starts there)."""
-    return Base(tokens=runs.corrupted_tokens, cache=runs.corrupted, block_args=runs.block_args, n_layers=runs.n_layers)
-
-
 def _apply_edits(act: torch.Tensor, hook, items: list[tuple[int, Edit]], n_prompts: int) -> torch.Tensor:
     out = act.clone()
     for slot, edit in items:

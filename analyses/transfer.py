@@ -111,12 +111,6 @@ def compare(scores_a: np.ndarray, scores_b: np.ndarray, names: Sequence[str], k:
                    spearman(scores_a, scores_b))
 
 
-def compare_rankings(top_a: Sequence[str], top_b: Sequence[str], k: int = TOP_K) -> Overlap:
-    """Top-k overlap of two ranked name lists alone (no per-head arrays: no rank correlation)."""
-    top_a, top_b = list(top_a)[:k], list(top_b)[:k]
-    return Overlap(top_a, top_b, [h for h in top_a if h in top_b], jaccard(top_a, top_b), float("nan"))
-
-
 def sentence(kind: str, a: str, b: str, overlap: Overlap, both_above_chance: bool) -> str:
     """One sentence on whether the same heads carry both sequences, from the numbers and the stated rule."""
     rho = f"{overlap.spearman:.2f}" if np.isfinite(overlap.spearman) else "not available"

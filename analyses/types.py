@@ -93,16 +93,8 @@ class PromptSet:
     def corrupted_answer_ids(self) -> torch.Tensor:
         return self.twins[self.corruption].answer_ids
 
-    @property
-    def corrupted_str_tokens(self) -> list[list[str]]:
-        return self.twins[self.corruption].str_tokens
-
     def answer_items(self) -> list[int]:
         return [(i + self.answer_offset) % self.n_items for i in self.item_index]
-
-    def prompt_labels(self) -> list[str]:
-        """A short label per prompt for figure axes: 'T2 Monday' = template 2 with Monday in the slot."""
-        return [f"T{t} {self.items[i]}" for t, i in zip(self.template_index, self.item_index)]
 
 
 @dataclass

@@ -33,7 +33,6 @@ PART_TITLES = {"behaviour": "Behaviour", "evidence": "Evidence", "mechanism": "M
                "representation": "Representation"}
 MUTED_PARTS = ("evidence", "mechanism")  # greyed when the model is at chance on the family
 DEFAULT_TITLE = "weekday-circuits"
-FORMS = ("site", "single", "print")
 PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
 
 

@@ -61,11 +61,6 @@ class TransferTable:
     k: int = transfer.TOP_K
 
 
-def from_pages(pages) -> dict[str, tuple[str, dict[str, Result]]]:
-    """family -> (sequence, {results unit: Result}) from one model's rendered pages (report.render.FamilyPage)."""
-    return {p.family: (p.info.get("sequence", "days"), {s.anchor: s.result for s in p.sections}) for p in pages}
-
-
 def transfer_table(families: dict[str, tuple[str, dict[str, Result]]], k: int = transfer.TOP_K) -> TransferTable | None:
     """The section's rows for one model; None when its families cover fewer than two sequences."""
     by_sequence: dict[str, list[str]] = {}
