@@ -13,6 +13,21 @@ import torch
 
 TOKENIZER_DIR = Path(__file__).parent / "fixtures" / "gpt2-tokenizer"
 
+# Test tiers by cost (docs/testing.md). A test that uses one of these fixtures, directly or through another
+# fixture, is marked here, so that a new test lands in the right tier without remembering to mark it; a test whose
+# cost comes from its own file's fixture or its own pipeline run carries the mark itself.
+WHOLE_PIPELINE_FIXTURES = {"tiny_report", "gemma_first_load", "gemma_report"}  # -> slow
+TINY_MODEL_FIXTURES = {"tiny_checkpoint", "tiny_model", "tiny_prompt_sets", "small_run"}  # -> tiny
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & WHOLE_PIPELINE_FIXTURES or item.get_closest_marker("browser"):  # a browser test is slow too
+            item.add_marker(pytest.mark.slow)
+        if used & TINY_MODEL_FIXTURES and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.tiny)
+
 
 def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 64, seed: int = 0,
                    split_words: tuple[str, ...] = ()) -> Path:

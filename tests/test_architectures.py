@@ -16,6 +16,8 @@ from conftest import invoke, one_template_families
 
 from analyses import REGISTRY
 
+pytestmark = pytest.mark.slow  # architecture_run: the whole pipeline on every architecture
+
 FAMILY = "tomorrow"
 SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              max_position_embeddings=64)

@@ -47,6 +47,7 @@ def bf16_run(tiny_checkpoint, tmp_path_factory):
     return root / "runs" / "bf16", root / "site"
 
 
+@pytest.mark.slow  # the whole pipeline
 def test_bfloat16_runs_every_analysis_end_to_end_on_the_cpu(bf16_run, tiny_checkpoint):
     run_dir, site = bf16_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -59,6 +60,7 @@ def test_bfloat16_runs_every_analysis_end_to_end_on_the_cpu(bf16_run, tiny_check
     assert all(f'<section id="{a.name}' in html for a in REGISTRY)
 
 
+@pytest.mark.slow  # the whole pipeline
 def test_bfloat16_summaries_state_their_tolerance_and_meet_it(bf16_run):
     run_dir, _ = bf16_run
     folder = next(p for p in run_dir.iterdir() if p.is_dir()) / "tomorrow"

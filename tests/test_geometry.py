@@ -158,6 +158,7 @@ def planted(tmp_path_factory, tokenizer):
     return model, prompts, scales
 
 
+@pytest.mark.tiny  # builds a tiny checkpoint
 @pytest.mark.parametrize("family", list(PLANTED))
 def test_planted_circle_scores_one_at_every_layer_with_the_closed_form_variance(planted, family):
     model, all_prompts, scales = planted
@@ -227,6 +228,7 @@ def test_family_without_an_item_token_gives_a_note_not_a_traceback(tiny_model, t
     assert geometry.narrative(result)[0].startswith("No geometry for this family")
 
 
+@pytest.mark.tiny  # builds a tiny checkpoint
 def test_layer_selector_is_one_figure_showing_one_layer_at_a_time(planted):
     model, all_prompts, _ = planted
     prompts = all_prompts["tomorrow"]

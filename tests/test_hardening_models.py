@@ -100,6 +100,7 @@ def test_local_folder_problems_are_reported_as_what_they_are(tmp_path, damaged, 
     assert "hub" not in result.output
 
 
+@pytest.mark.tiny  # builds a tiny checkpoint
 def test_prompt_longer_than_the_context_is_refused_before_loading(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 

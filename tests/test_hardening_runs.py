@@ -176,6 +176,7 @@ def test_stale_temporaries_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_pat
         live.wait()
 
 
+@pytest.mark.slow  # five runs, four in fresh processes
 def test_runs_killed_at_random_points_resume_to_byte_identical_results(tmp_path, tiny_checkpoint):
     """Property: kill -9 anywhere while computing, then --resume, gives the uninterrupted run's summaries."""
     args = ("--model", tiny_checkpoint, "--families", "tomorrow,day_after", "--analyses", FEW)

@@ -21,6 +21,8 @@ from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 from analyses.path_patching import PATH_PATCHING
 
+pytestmark = pytest.mark.tiny  # planted and random checkpoints built in the session
+
 SEEDS = (0, 1)
 FAMILY = "tomorrow"  # templates with " tomorrow", relation twins with " yesterday": what the two-step model reads
 

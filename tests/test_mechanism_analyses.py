@@ -17,6 +17,8 @@ from analyses.mechanism import ABLATIONS, node_hook, nodes
 from analyses.path_patching import PATH_PATCHING
 from analyses.successor_heads import SUCCESSOR_HEADS, effective_embeddings, head_ov_outputs
 
+pytestmark = pytest.mark.tiny  # planted and random checkpoints built in the session
+
 TOL = 1e-4
 SEEDS = (0, 1)
 PLANTED = (1, 2)  # layer, head of tests/planted_circuit.py's default

@@ -59,6 +59,7 @@ def test_patching_under_a_tiny_memory_budget_equals_the_unchunked_sweep(tiny_mod
     assert torch.allclose(squeezed, reference, atol=1e-5)
 
 
+@pytest.mark.tiny  # builds a tiny checkpoint
 def test_each_models_weights_are_freed_before_the_next_model_loads(tmp_path, monkeypatch):
     import report.pipeline as pipeline
 

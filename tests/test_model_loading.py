@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from report.model import WEIGHT_PROCESSING, load_model, processing_for
@@ -27,6 +28,7 @@ def test_gpt2_gets_the_notebooks_processing_and_keeps_its_logits(tiny_checkpoint
     assert_same_up_to_a_constant(loaded.model(tokens), raw_logits(tiny_checkpoint, tokens))
 
 
+@pytest.mark.tiny  # builds a tiny checkpoint
 def test_rotary_rms_checkpoint_loads_with_the_processing_that_applies(tmp_path, tokenizer):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 

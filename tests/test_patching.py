@@ -68,6 +68,7 @@ def test_chunk_size_does_not_change_results(tiny_model, runs, exact):
         assert (small[sweep] - exact[sweep]).abs().max().item() < 1e-5
 
 
+@pytest.mark.tiny  # builds a tiny checkpoint
 def test_batched_patching_matches_looped_on_rotary_grouped_query_model(tmp_path, tokenizer):
     """Gemma-3 blocks need the mask and rotary embeddings the model passes them; v has fewer (kv) heads."""
     model = _tiny_gemma3(tmp_path, tokenizer)

@@ -7,6 +7,8 @@ import pytest
 import torch
 from planted_circuit import save_planted_gpt2
 
+pytestmark = pytest.mark.tiny  # a planted checkpoint built in the session
+
 LAYER, HEAD = 1, 2
 PLANTED = f"L{LAYER}H{HEAD}"
 FAMILIES = ("tomorrow", "day_after", "if_today")  # answer offset +1: the planted head's job

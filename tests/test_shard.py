@@ -82,6 +82,7 @@ def run_args(models, out: Path, *extra) -> list:
             ANALYSES, "--out", out, "--device", "cpu", "--run-id", "r", *extra]
 
 
+@pytest.mark.slow  # five runs and four builds
 def test_sharded_and_merged_equals_one_unsharded_run(two_models, tmp_path):
     invoke(*run_args(two_models, tmp_path / "whole"))
     invoke("build", tmp_path / "whole" / "r", "--site", tmp_path / "site-whole")
