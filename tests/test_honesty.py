@@ -23,7 +23,7 @@ from analyses.path_patching import PATH_PATCHING
 
 pytestmark = pytest.mark.tiny  # planted and random checkpoints built in the session
 
-SEEDS = (0, 1)
+SEEDS = (0, pytest.param(1, marks=pytest.mark.slow))  # the second seed runs in the full suite (docs/testing.md)
 FAMILY = "tomorrow"  # templates with " tomorrow", relation twins with " yesterday": what the two-step model reads
 
 

@@ -62,13 +62,14 @@ def test_interpolated_patch_batched_equals_looped(tiny_model, runs):
         assert (batched[sweep] - core.looped_sweep(tiny_model, runs, sweep, scale=0.5)).abs().max().item() < TOL
 
 
+@pytest.mark.slow  # a chunked sweep equals the whole one also in test_memory.py (fast tier)
 def test_chunk_size_does_not_change_results(tiny_model, runs, exact):
     small = core.exact_sweeps(tiny_model, runs, chunk_rows=3 * runs.n_prompts)  # 3 patches per block call
     for sweep in core.SWEEPS:
         assert (small[sweep] - exact[sweep]).abs().max().item() < 1e-5
 
 
-@pytest.mark.tiny  # builds a tiny checkpoint
+@pytest.mark.slow  # the rotary, grouped-query variant of the GPT-2 equivalence above: full suite
 def test_batched_patching_matches_looped_on_rotary_grouped_query_model(tmp_path, tokenizer):
     """Gemma-3 blocks need the mask and rotary embeddings the model passes them; v has fewer (kv) heads."""
     model = _tiny_gemma3(tmp_path, tokenizer)
