@@ -142,6 +142,7 @@ def _wait_for_manifest(proc, out: Path, timeout=120.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # a run in a fresh process (docs/testing.md)
 def test_sigterm_marks_the_manifest_interrupted(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
     proc = subprocess.Popen(_cli("--model", tiny_checkpoint, "--families", "tomorrow,day_after", "--out", out),

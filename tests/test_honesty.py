@@ -94,6 +94,7 @@ def test_a_head_blind_to_the_relation_gives_no_relation_gap(middle_head):
     assert not _fraction_of_gap(" ".join(PATCHING_HEADS.narrative(result)))
 
 
+@pytest.mark.slow  # over 5 CPU seconds (docs/testing.md)
 def test_no_circuit_is_named_from_a_ranking_by_a_noise_gap(middle_head):
     """The next-day head gives a large clean LD (next day over the day before) that mean-ablation removes, so
     faithfulness itself is well defined; but the relation corruption barely changes the model, so the patching
@@ -160,6 +161,7 @@ def test_copy_model_is_at_chance_and_copies(copy_only):
     assert BEHAVIOUR.narrative(result)[0].startswith("The model does not do this task")
 
 
+@pytest.mark.slow  # over 5 CPU seconds (docs/testing.md)
 def test_copy_model_relation_patching_is_not_normalised(copy_only):
     model, prompts = copy_only
     assert not LOGIT_DIFF.compute(model, prompts).summary["relation_gap_informative"]
@@ -184,6 +186,7 @@ def test_no_sentence_credits_the_copy_head_with_the_next_day_step(copy_only):
     assert not any("step applied" in s and "L1H2" in s for s in sentences)
 
 
+@pytest.mark.slow  # over 5 CPU seconds (docs/testing.md)
 def test_mechanism_narratives_of_the_copy_model_say_it_is_what_the_model_does_instead(copy_only):
     """Ablation, path patching and the circuit on the day corruption all find the copy head (it carries the named
     day, so it restores the whole gap); at chance each narrative opens by saying so, and every sentence giving a
@@ -201,6 +204,7 @@ def test_mechanism_narratives_of_the_copy_model_say_it_is_what_the_model_does_in
 # ---- a random model: its gap is noise -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 5 CPU seconds (docs/testing.md)
 def test_random_model_mechanism_names_no_node(tiny_model, tiny_prompt_sets):
     """The control for ablations, path patching and the circuit: on a random model the gap is noise, so no node
     is given an effect in any narrative, and the circuit's ranking is flagged as noise."""

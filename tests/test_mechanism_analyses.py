@@ -238,7 +238,8 @@ def _ld(final_logits: torch.Tensor, prompts) -> torch.Tensor:
     return final_logits[rows, prompts.answer_ids] - final_logits[rows, prompts.corrupted_answer_ids]
 
 
-@pytest.mark.parametrize("which", ["two_step", pytest.param("gemma", marks=pytest.mark.slow)])
+@pytest.mark.slow  # over 5 CPU seconds (docs/testing.md)
+@pytest.mark.parametrize("which", ["two_step", "gemma"])
 def test_batched_path_patching_equals_freezing_every_other_path(which, two_step_seed0, gemma):
     model, prompts = two_step_seed0 if which == "two_step" else gemma
     senders = [(0, 1), (0, 3), (1, 0)]

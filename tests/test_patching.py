@@ -56,6 +56,7 @@ def test_batched_sweep_equals_one_forward_per_patch(tiny_model, runs, exact, swe
     assert np.abs(headline(exact[sweep], runs) - headline(looped, runs)).max() < TOL  # the normalised mean
 
 
+@pytest.mark.slow  # over 5 CPU seconds (docs/testing.md)
 def test_interpolated_patch_batched_equals_looped(tiny_model, runs):
     batched = core.exact_sweeps(tiny_model, runs, ("z", "resid_pre"), scale=0.5)
     for sweep in ("z", "resid_pre"):
