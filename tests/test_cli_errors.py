@@ -48,6 +48,7 @@ def test_unknown_analysis(tmp_path, tiny_checkpoint):
     assert_user_error(result, out, "unknown analysis 'astrology'")
 
 
+@pytest.mark.tiny  # builds a tiny checkpoint
 def test_answer_that_is_not_one_token(tmp_path, wednesday_split_checkpoint):
     out = tmp_path / "runs"
     result = run_cli(["--model", str(wednesday_split_checkpoint), "--families", "tomorrow"], out)
