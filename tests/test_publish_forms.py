@@ -63,8 +63,15 @@ def test_a_site_folder_holding_other_files_is_refused_unless_forced(two_families
     code, output = fails("build", two_families, "--site", site)
     assert output.count("\n") == 1 and "index.html" in output and "--force" in output, output
     assert (site / "index.html").read_text() == "my own page" and (site / "notes.txt").is_file()
-    invoke("build", two_families, "--site", site, "--force")
-    assert not (site / "notes.txt").exists() and "tomorrow" in (site / "index.html").read_text()
+    _, output = fails("build", two_families, "--site", site, "--force")  # no build wrote it: never replaced
+    assert output.count("\n") == 1 and "no earlier build wrote it" in output, output
+    assert (site / "index.html").read_text() == "my own page" and (site / "notes.txt").is_file()
+    built = tmp_path / "built"
+    invoke("build", two_families, "--site", built)
+    (built / "notes.txt").write_text("added after the build")
+    fails("build", two_families, "--site", built)
+    invoke("build", two_families, "--site", built, "--force")  # a build's folder with files added: forced
+    assert not (built / "notes.txt").exists() and "tomorrow" in (built / "index.html").read_text()
     (tmp_path / "a-file").write_text("x")
     _, output = fails("build", two_families, "--site", tmp_path / "a-file")
     assert "is a file" in output
