@@ -101,6 +101,8 @@ def test_a_model_that_fails_after_the_checks_leaves_no_run_folder(tmp_path, tiny
 
     monkeypatch.setattr("report.pipeline.load_model", broken)
     out = tmp_path / "runs"
-    assert_user_error(run_cli(["--model", str(tiny_checkpoint), "--analyses", "behaviour"], out), out,
-                      "NaN or infinite", code=2)
-    assert list(out.iterdir()) == []
+    result = run_cli(["--model", str(tiny_checkpoint), "--analyses", "behaviour"], out)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.splitlines()[-1].startswith("error: ") and "NaN or infinite" in result.output
+    assert "Traceback" not in result.output
+    assert list(out.iterdir()) == []  # no 'failed' run folder left to mislead

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from test_cli_errors import assert_user_error, run_cli
 
+from report import files
 from report.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,9 +162,10 @@ def test_stale_temporaries_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_pat
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stale = run_dir / "tiny-gpt20" / "tomorrow" / f".logit_diff.{int(dead.stdout)}.abcd1234.tmp"
-        stale_file = run_dir / f".manifest.json.{int(dead.stdout)}.00ff00ff.tmp"
-        busy = run_dir / "tiny-gpt20" / "tomorrow" / f".dla_layers.{live.pid}.abcd1234.tmp"
+        host = files._host()  # temporaries name their machine: only this machine's dead writers are known dead
+        stale = run_dir / "tiny-gpt20" / "tomorrow" / f".logit_diff.{int(dead.stdout)}.{host}abcd1234.tmp"
+        stale_file = run_dir / f".manifest.json.{int(dead.stdout)}.{host}00ff00ff.tmp"
+        busy = run_dir / "tiny-gpt20" / "tomorrow" / f".dla_layers.{live.pid}.{host}abcd1234.tmp"
         for folder in (stale, busy):
             folder.mkdir()
             (folder / "summary.json").write_text("{")
