@@ -69,6 +69,9 @@ def load_manifest(run_dir: Path) -> dict:
         raise UserError(f"{path} is corrupt (not valid JSON: {err})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
         raise UserError(f"{path} is corrupt (no 'models' object)")
+    for slug, model in manifest["models"].items():
+        if not isinstance(model, dict) or not isinstance(model.get("families", {}), dict):
+            raise UserError(f"{path} is corrupt (model {slug!r} is not an object with 'families')")
     errors = validate(manifest, MANIFEST_SCHEMA)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

@@ -86,7 +86,10 @@ def _check_not_on_inputs(option: str, path: Path, run_dirs: list[Path], out: Pat
 def build(run_dirs: list[Path], options: OutputOptions) -> tuple[list[str], list[Problem]]:
     """Write every asked-for form; returns ("report: PATH" lines, damaged results shown as missing sections)."""
     from report import pdf, single_file, site
+    from report.loader import load_manifest
 
+    for run_dir in run_dirs:
+        load_manifest(Path(run_dir))  # "not a run folder" first: it explains the rest
     check(options, run_dirs)
     collected = render.collect(run_dirs, options.title)
     written = []

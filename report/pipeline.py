@@ -37,7 +37,7 @@ from report.checkpoint import CheckedModel, inspect_model
 from report.dtype import AUTO_RULE, count_parameters, resolve_dtype
 from report.errors import Interrupted, UserError
 from report.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
-from report.loader import load_manifest
+from report.loader import load_manifest, verify
 from report.memory import release
 from report.model import load_model, pick_device
 from report.shard import Shard, assign
@@ -276,10 +276,10 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
 
 
 def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: Analysis, model, prompts) -> None:
-    """Compute unless the manifest records this result and every file of it is present and unchanged."""
+    """Compute unless `build` would publish the saved result: recorded complete, every file present and unchanged,
+    computed for this model (report/loader.py `verify`)."""
     key = f"{family}/{unit}"
-    recorded = entry["analyses"].get(key)
-    if isinstance(recorded, dict) and results.is_complete(folder, recorded.get("files") or {}):
+    if verify(folder, entry["analyses"].get(key), entry.get("fingerprint")) is None:
         return
     started = time.perf_counter()
     with torch.no_grad():  # inference; attribution patching re-enables gradients for its own backward pass

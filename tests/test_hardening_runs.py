@@ -61,7 +61,7 @@ def test_an_existing_run_id_is_refused_atomically(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
     (out / "taken").mkdir(parents=True)
     result = run_cli(["--model", str(tiny_checkpoint), "--run-id", "taken", "--analyses", "behaviour"], out)
-    assert result.exit_code == 1 and "exists already" in result.output
+    assert result.exit_code == 1 and "taken exists" in result.output and "not a run" in result.output
     assert list((out / "taken").iterdir()) == []
 
 
