@@ -19,16 +19,24 @@ import numpy as np
 import torch
 
 from analyses import plots, thresholds
-from analyses.attribution import run_clean_with_cache
+from analyses.metrics import model_device
 from analyses.text import num
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 TOP_K = 10
 
 
+BATCH = 64  # prompts per forward pass: memory stays [64, seq, vocab] however many prompts a family has
+
+
+def final_position_logits(model, prompts: PromptSet) -> torch.Tensor:
+    """[batch, vocab] final-position logits of the clean prompts, computed BATCH prompts at a time (no cache)."""
+    tokens = prompts.clean_tokens.to(model_device(model))
+    return torch.cat([model(tokens[i: i + BATCH])[:, -1, :].float().cpu() for i in range(0, len(tokens), BATCH)])
+
+
 def compute(model, prompts: PromptSet) -> Result:
-    final_logits, _ = run_clean_with_cache(model, prompts)  # [batch, vocab]
-    final_logits = final_logits.cpu()
+    final_logits = final_position_logits(model, prompts)  # [batch, vocab]
     probs = final_logits.softmax(dim=-1)
     rows = torch.arange(prompts.n_prompts)
     correct_logit = final_logits[rows, prompts.answer_ids]

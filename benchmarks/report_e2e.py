@@ -101,9 +101,9 @@ class WriteTimer:
         self._save, self._json = results.save_result, results.write_json_atomic
 
     def __enter__(self):
-        def save(folder, result):
+        def save(folder, result, *args):
             started = time.perf_counter()
-            checksums = self._save(folder, result)
+            checksums = self._save(folder, result, *args)
             self.by_analysis[analysis_of(Path(folder).name)] += time.perf_counter() - started
             return checksums
 

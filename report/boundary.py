@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sys
 import traceback
 
@@ -42,7 +43,8 @@ def describe_os_error(err: OSError) -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", " ".join(str(message).split()))  # no terminal escape gets through
+    click.echo(f"error: {text}", err=True)
     sys.exit(code)
 
 

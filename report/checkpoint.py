@@ -14,6 +14,7 @@ the bundled offline model. `inspect_model` refuses, in one line naming the model
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -91,7 +92,21 @@ def inspect_model(name: str) -> CheckedModel:
     if is_local(name):
         check_weight_files(name, Path(resolved))
     check_coverage(name, resolved, config, architecture)
-    return CheckedModel(name, resolved, _tokenizer(name, resolved), context_length(config))
+    tokenizer = _tokenizer(name, resolved)
+    check_vocabulary(name, config, tokenizer)
+    return CheckedModel(name, resolved, tokenizer, context_length(config))
+
+
+def check_vocabulary(name: str, config, tokenizer) -> None:
+    """The embedding has a row for every token the tokenizer can produce, and there is a BOS token: every family's
+    prompts start with one (the analyses compare positions from it)."""
+    vocab_size = getattr(config, "vocab_size", None)
+    if isinstance(vocab_size, int) and vocab_size < len(tokenizer):
+        raise CheckpointError(f"model {name!r}: its config's vocab_size {vocab_size} is smaller than its tokenizer's "
+                              f"{len(tokenizer)} tokens (token ids past {vocab_size - 1} have no embedding row)")
+    if tokenizer.bos_token_id is None:
+        raise CheckpointError(f"model {name!r}: its tokenizer has no BOS token, and every family's prompts start "
+                              "with one (set bos_token in its tokenizer_config.json)")
 
 
 def context_length(config) -> int | None:
@@ -106,7 +121,8 @@ def _config(name: str, resolved: str | Path):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(resolved)
+        with _quiet_transformers():  # its warnings about the config's own fields: the checks below say what matters
+            return AutoConfig.from_pretrained(resolved)
     except OSError as err:
         if is_local(name) and "valid JSON" in str(err):
             raise CheckpointError(f"model folder {name!r}: config.json is not valid JSON") from None
@@ -172,6 +188,8 @@ def check_weight_files(name: str, folder: Path) -> None:
                               "model.safetensors.index.json or pytorch_model.bin)")
     for path in files:
         _check_safetensors(name, path)
+    for path in files:
+        _check_finite_file(name, path)  # before a run folder exists; the loaded model is checked again
 
 
 def _check_safetensors(name: str, path: Path) -> None:
@@ -196,13 +214,13 @@ def check_coverage(name: str, resolved: str, config, architecture: str) -> None:
     try:
         with _quiet_transformers():  # its load report would say what the message below says, at length
             _, info = model_class.from_pretrained(resolved, config=config, device_map="meta",
-                                                  output_loading_info=True)
+                                                  output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, SafetensorError, RuntimeError, ValueError) as err:
         raise load_error(name, err) from None
     problems = [f"{len(keys)} {what} ({_names(keys)})" for what, keys in (
         ("missing from the checkpoint (they would be newly initialised)", info.get("missing_keys")),
         ("in the checkpoint but not in the model", info.get("unexpected_keys")),
-        ("of the wrong shape", [k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys") or ()]),
+        ("of the wrong shape", [_shaped(k) for k in info.get("mismatched_keys") or ()]),
     ) if keys]
     if info.get("error_msgs"):
         problems.append("; ".join(map(str, info["error_msgs"]))[:300])
@@ -227,6 +245,15 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _shaped(key) -> str:
+    """A mis-shaped tensor as `name (checkpoint [a, b], config [c, d])`, where the loader says both shapes."""
+    if isinstance(key, str):
+        return key
+    if len(key) == 3:
+        return f"{key[0]} (checkpoint {list(key[1])}, config {list(key[2])})"
+    return str(key[0])
+
+
 def _names(keys) -> str:
     keys = sorted(map(str, keys))
     more = f", and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
@@ -245,3 +272,41 @@ def _tokenizer(name: str, resolved: str):
     if len(tokenizer) < 2:
         raise CheckpointError(f"model {name!r}: its tokenizer has an empty vocabulary")
     return tokenizer
+
+
+def fingerprint(resolved: str, revision: str) -> str:
+    """What a model is, for telling two models apart: for a local folder the sha256 of every file in it (config,
+    weights, tokenizer), so two folders of one name holding different weights differ; for a hub id its commit."""
+    folder = Path(resolved)
+    if not folder.is_dir():
+        return f"hub:{resolved}@{revision}"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(path.name.encode("utf-8") + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def check_finite(name: str, model) -> None:
+    """Every parameter finite, or a CheckpointError naming the first tensor with a NaN or infinity (buffers are
+    left alone: a causal mask legitimately holds -inf)."""
+    import torch
+
+    for tensor_name, tensor in model.named_parameters():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"model {name!r}: weight {tensor_name} holds NaN or infinite values")
+
+
+def _check_finite_file(name: str, path: Path) -> None:
+    """Read a safetensors file tensor by tensor (one in memory at a time): no NaN or infinity in any weight."""
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            tensor = handle.get_tensor(key)
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise CheckpointError(f"model folder {name!r}: weight {key} in {path.name} holds NaN or "
+                                      "infinite values")

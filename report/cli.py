@@ -118,8 +118,9 @@ def output_options(command):
                      help="Also (or only) write a printable PDF (needs Chromium)."),
         click.option("--chromium", default=None, help="The Chromium program for --pdf (default: chromium on PATH)."),
         click.option("--title", default=None, help="The report's title (default: weekday-circuits)."),
-        click.option("--force", is_flag=True, help="Replace a --site folder even if it holds files weekday-circuits "
-                                                   "did not write (they are deleted)."),
+        click.option("--force", is_flag=True, help="Replace a --site folder that an earlier build wrote even if "
+                                                   "files were added to it since (they are deleted). A non-empty "
+                                                   "folder no build wrote is refused even so."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -163,7 +164,7 @@ def report(site, assets_mode, single_file, pdf, chromium, title, force, **kwargs
     from report.pipeline import run as run_pipeline
 
     outputs = _output_options(site, assets_mode, single_file, pdf, chromium, title, force)
-    check(outputs)  # refuse a bad output before minutes of computing
+    check(outputs, out=kwargs["out"])  # refuse a bad output (or one on the results) before minutes of computing
     run_dir = run_pipeline(_options(**kwargs))
     click.echo(f"results: {run_dir}")
     _build([run_dir], outputs)

@@ -33,6 +33,14 @@ REQUIRED_KEYS = {"answer_offset"}
 TEMPLATE_KEYS = ("template", "templates")  # exactly one of them
 OPTIONAL_KEYS = {"description": "", "copy_offset": 0, "corrupt_shift": 3, "sequence": "days",
                  "relation_templates": None, "relation_answer_offset": None, "no_relation": ""}
+# Limits that refuse a resource bomb in one line, before anything is tokenized or computed. The shipped file uses
+# 11 families of at most 3 templates over at most 12 items; these leave room for a hundredfold more.
+MAX_DEPTH = 8  # tables and arrays nested in the file (a family needs 3: file, family, templates list)
+MAX_FAMILIES = 200
+MAX_TEMPLATES = 64  # per family
+MAX_ITEMS = 100  # per sequence
+MAX_PROMPTS = 1024  # per family: templates x items (each analysis holds them, and their twins, in one batch)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # terminal escapes and the like (tab, newline allowed)
 
 
 class FamilyError(UserError):
@@ -82,10 +90,31 @@ def load_family_specs(path: Path | None = None) -> dict[str, FamilySpec]:
         raise FamilyError(f"families file {path} is a directory, not a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise FamilyError(f"families file {path} is not valid TOML: {err}") from None
+    except RecursionError:
+        raise FamilyError(f"families file {path} nests tables or arrays more than {MAX_DEPTH} levels deep "
+                          "(so deep that the TOML parser gave up)") from None
+    if _depth(data) > MAX_DEPTH:
+        raise FamilyError(f"families file {path} nests tables or arrays more than {MAX_DEPTH} levels deep")
     sequences = _check_sequences(data.pop(SEQUENCES_TABLE, {}), path)
     if not data:
         raise FamilyError(f"families file {path} defines no family")
+    if len(data) > MAX_FAMILIES:
+        raise FamilyError(f"families file {path} defines {len(data)} families; at most {MAX_FAMILIES}")
     return {name: _check_spec(name, table, path, sequences) for name, table in data.items()}
+
+
+def _depth(value: object) -> int:
+    """How deeply tables and arrays nest in a parsed TOML value (walked without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:  # deeper is refused anyway; no need to walk all of it
+            stack += [(child, level + 1) for child in children]
+    return deepest
 
 
 def _check_sequences(table: object, path: Path) -> dict[str, tuple[str, ...]]:
@@ -104,6 +133,10 @@ def _check_sequences(table: object, path: Path) -> dict[str, tuple[str, ...]]:
                               "without surrounding spaces (the leading space is added for the answer token)")
         if len(set(items)) != len(items):
             raise FamilyError(f"{where}: sequence {name!r} repeats an item")
+        if len(items) > MAX_ITEMS:
+            raise FamilyError(f"{where}: sequence {name!r} has {len(items)} items; at most {MAX_ITEMS}")
+        if any(_CONTROL.search(i) for i in items):
+            raise FamilyError(f"{where}: sequence {name!r} holds a control character (a terminal escape?)")
         sequences[name] = tuple(items)
     return sequences
 
@@ -131,11 +164,16 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
     for key in ("description", "sequence", "no_relation"):
         if not isinstance(values[key], str):
             raise FamilyError(f"{where}: '{key}' must be a string")
+        if _CONTROL.search(values[key]):
+            raise FamilyError(f"{where}: '{key}' holds a control character (a terminal escape?)")
     if values["sequence"] not in sequences:
         raise FamilyError(f"{where}: unknown sequence {values['sequence']!r}; known: {', '.join(sequences)} "
                           f"(add one under [{SEQUENCES_TABLE}])")
     items = sequences[values["sequence"]]
     templates = _templates(table, where)
+    if len(templates) * len(items) > MAX_PROMPTS:
+        raise FamilyError(f"{where}: {len(templates)} templates x {len(items)} items = "
+                          f"{len(templates) * len(items)} prompts; at most {MAX_PROMPTS} per family")
     relation = _relation(values, templates, where, len(items))
     if values["corrupt_shift"] % len(items) == 0:
         raise FamilyError(f"{where}: corrupt_shift {values['corrupt_shift']} is a multiple of {len(items)} "
@@ -155,6 +193,8 @@ def _templates(table: dict, where: str) -> tuple[str, ...]:
     if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
         raise FamilyError(f"{where}: '{given[0]}' must be a string" + ("" if given[0] == "template" else
                                                                          " list, not empty"))
+    if len(templates) > MAX_TEMPLATES:
+        raise FamilyError(f"{where}: {len(templates)} templates; at most {MAX_TEMPLATES} per family")
     for template in templates:
         _check_template(template, where)
     if len(set(templates)) != len(templates):
@@ -185,10 +225,20 @@ def _relation(values: dict, templates: tuple[str, ...], where: str, n_items: int
                           f"({len(templates)}), in the same order")
     for template in relation:
         _check_template(template, where)
+    for template, twin in zip(templates, relation):
+        if _same_prompts(template, twin, n_items):
+            raise FamilyError(f"{where}: relation template {twin!r} gives the same prompts as its template "
+                              f"{template!r}, so the twin could not change the answer")
     if (offset - values["answer_offset"]) % n_items == 0:
         raise FamilyError(f"{where}: relation_answer_offset {offset} gives the same answer as answer_offset "
                           f"{values['answer_offset']}, so the relation twin would not change the answer")
     return tuple(relation)
+
+
+def _same_prompts(template: str, twin: str, n_items: int) -> bool:
+    """Whether two templates fill to the same prompt for every item ("{day}" and "{day+0}" do)."""
+    placeholder = FamilySpec("check", (template,), 0, items=tuple(f"\0{i}\0" for i in range(n_items)))
+    return all(placeholder.prompt(template, i) == placeholder.prompt(twin, i) for i in range(n_items))
 
 
 def select_families(specs: dict[str, FamilySpec], wanted: str) -> list[FamilySpec]:

@@ -7,6 +7,12 @@
 
 `read_result` is what `build` uses: it reads one analysis folder and, instead of raising on damage, says
 which file is missing or corrupt, so that the page can show that section as missing and why.
+
+Nothing is read as data unless the manifest vouches for it: every file must match the sha256 the manifest
+recorded when the run wrote it, and the result's model identity (extras.json) must be its manifest model's.
+An edited summary, an arrays file copied from another run, or a result folder the manifest does not record
+complete is a Problem like a damaged file, never a result. The manifest itself is validated against
+report/schemas/manifest.schema.json first (model and family keys are plain folder names).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from analyses.types import Result
-from report import results_format
+from report import results, results_format
 from report.errors import UserError
+from report.schema import MANIFEST as MANIFEST_SCHEMA
+from report.schema import validate
 
 MANIFEST = "manifest.json"
 SUMMARY, ARRAYS, EXTRAS = "summary.json", "arrays.safetensors", "extras.json"
@@ -60,13 +68,16 @@ class Run:
 
 
 def load_manifest(run_dir: Path) -> dict:
-    """The run's manifest; a missing or corrupt one is a one-line error naming the file."""
+    """The run's manifest, checked against its schema; a missing, corrupt or damaged one is one line naming it."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {MANIFEST})")
+        if Path(run_dir).is_dir():
+            raise UserError(f"{run_dir} holds no {MANIFEST}: it is not a run folder, or its manifest was deleted "
+                            "(its results cannot be verified, so they can be neither built nor resumed)")
+        raise UserError(f"{run_dir} is not a run folder (no such folder)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise UserError(f"{path} is corrupt (not valid JSON: {err})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
         raise UserError(f"{path} is corrupt (no 'models' object)")
@@ -74,22 +85,74 @@ def load_manifest(run_dir: Path) -> dict:
         if not isinstance(model, dict) or not isinstance(model.get("families", {}), dict):
             raise UserError(f"{path} is corrupt (model {slug!r} is not an object with 'families')")
     results_format.check(manifest, path)
+    errors = validate(manifest, MANIFEST_SCHEMA)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise UserError(f"{path} is damaged: {errors[0][:200]}{more}")
     return manifest
 
 
+def recorded_units(model: dict, family: str) -> dict[str, dict]:
+    """{analysis folder: its manifest entry} for one family of one model entry."""
+    return {key.split("/", 1)[1]: entry for key, entry in model.get("analyses", {}).items()
+            if key.split("/", 1)[0] == family}
+
+
 def load_run(run_dir: str | Path) -> Run:
-    """Every summary of a run, keyed by (model folder, family, analysis folder)."""
+    """Every verified summary of a run, keyed by (model folder, family, analysis folder); the rest are problems."""
     run = Run(Path(run_dir), load_manifest(Path(run_dir)))
-    for model in run.manifest["models"]:
-        for family in run.manifest["models"][model].get("families", {}):
-            family_dir = run.path / model / family
-            for folder in sorted(p for p in family_dir.glob("*") if p.is_dir() and not p.name.startswith(".")):
-                summary, problem = read_summary(folder)
+    for model_slug, model in run.manifest["models"].items():
+        for family in model.get("families", {}):
+            family_dir = run.path / model_slug / family
+            recorded = recorded_units(model, family)
+            on_disk = {p.name for p in family_dir.glob("*") if p.is_dir() and not p.name.startswith(".")}
+            for unit in sorted(on_disk | {u for u, e in recorded.items() if e.get("status") == "complete"}):
+                folder = family_dir / unit
+                problem = verify(folder, recorded.get(unit), model.get("fingerprint"))
+                summary = None
+                if problem is None:
+                    summary, problem = read_summary(folder)
                 if problem:
                     run.problems.append(problem)
                 else:
-                    run.summaries[(model, family, folder.name)] = summary
+                    run.summaries[(model_slug, family, unit)] = summary
     return run
+
+
+def verify(folder: Path, entry: dict | None, identity: str | None) -> Problem | None:
+    """None when the manifest records this result complete, every file matches its recorded sha256 and the result
+    was computed for the manifest's model; else the first problem, naming the file."""
+    if not isinstance(entry, dict) or entry.get("status") != "complete":
+        return Problem(folder / SUMMARY, "not recorded complete in the manifest (a run stopped while saving it, "
+                                         "or copied in); not published")
+    checksums = entry.get("files") or {}
+    if SUMMARY not in checksums:
+        return Problem(folder / SUMMARY, "the manifest records no checksum for it (an older version wrote it); "
+                                         "recompute with --resume")
+    if not folder.is_dir():
+        return Problem(folder / SUMMARY, "missing (the manifest records this analysis complete)")
+    for name, digest in checksums.items():
+        path = folder / name
+        if not path.is_file():
+            return Problem(path, "missing")
+        try:
+            if results.sha256(path) != digest:
+                return Problem(path, "does not match the checksum the manifest recorded (edited or replaced "
+                                     "after the run wrote it); not published")
+        except OSError as err:
+            return Problem(path, f"unreadable ({err.strerror or err})")
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in checksums and not p.name.startswith("."))
+    if extra:
+        return Problem(folder / extra[0], "not written by the run (no checksum in the manifest); not published")
+    if identity is not None:
+        try:
+            carried = json.loads((folder / EXTRAS).read_text(encoding="utf-8")).get("identity")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            carried = None  # read_result names the damage
+        if carried != identity:
+            return Problem(folder / EXTRAS, f"was computed for another model (identity {str(carried)[:16]}, the "
+                                            f"manifest's model is {identity[:16]}); not published")
+    return None
 
 
 def read_summary(folder: Path) -> tuple[dict | None, Problem | None]:
@@ -105,8 +168,12 @@ def read_summary(folder: Path) -> tuple[dict | None, Problem | None]:
     return summary, None
 
 
-def read_result(folder: Path) -> tuple[Result | None, Problem | None]:
-    """(Result, None), or (None, one line naming the damaged file and the damage)."""
+def read_result(folder: Path, entry: dict | None, identity: str | None) -> tuple[Result | None, Problem | None]:
+    """(Result, None) for a result the manifest vouches for (`entry`: its manifest record; `identity`: its model's
+    fingerprint), or (None, one line naming the damaged, edited or unrecorded file)."""
+    problem = verify(folder, entry, identity)
+    if problem:
+        return None, problem
     summary, problem = read_summary(folder)
     if problem:
         return None, problem

@@ -19,7 +19,9 @@ from report import results
 from report.errors import UserError
 from report.loader import load_manifest
 
-IDENTITY = ("name", "revision", "dtype", "n_layers", "n_heads", "d_model", "n_params")  # must agree across folders
+# Must agree across folders. `fingerprint` (sha256 of a local folder's files, report/checkpoint.py) tells apart two
+# folders of one name holding different weights, which agree on everything else.
+IDENTITY = ("name", "fingerprint", "revision", "dtype", "n_layers", "n_heads", "d_model", "n_params")
 
 
 @dataclass
@@ -34,7 +36,10 @@ class Merged:
 
 
 def merge_runs(run_dirs: list[Path]) -> Merged:
-    loaded = [(Path(d), load_manifest(Path(d))) for d in run_dirs]
+    unique: dict[Path, Path] = {}
+    for run_dir in map(Path, run_dirs):
+        unique.setdefault(run_dir.resolve(), run_dir)  # a folder named twice (or by two paths) is one run
+    loaded = [(d, load_manifest(d)) for d in unique.values()]
     manifest = loaded[0][1] if len(loaded) == 1 else _merge_metadata([m for _, m in loaded])
     if len(loaded) > 1:
         manifest["models"] = _merge_models(loaded, manifest)

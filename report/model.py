@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from report.bundled import BUNDLED_MODEL_NAME, PROCESSING, bundled_model_info, load_bundled_model
-from report.checkpoint import load_error, resolve_source
+from report.checkpoint import check_finite, fingerprint, load_error, resolve_source
 from report.errors import ModelUnavailable
 from report.processing import WEIGHT_PROCESSING, processing_for
 
@@ -30,6 +30,7 @@ class LoadedModel:
     device: str
     revision: str  # commit / file hash where known, else "unknown"
     processing: dict  # the weight processing applied (recorded in the manifest)
+    fingerprint: str = "unknown"  # what these weights are (report/checkpoint.py); every result carries it
 
 
 def pick_device(requested: str) -> str:
@@ -54,13 +55,17 @@ def load_model(name: str, device: str = "cpu", dtype: str = "float32") -> Loaded
 
     if name == BUNDLED_MODEL_NAME:
         bridge = _frozen(load_bundled_model(device=device, dtype=torch_dtype(dtype)))
-        return LoadedModel(name, name, bridge, device, bundled_model_info()["revision"], PROCESSING)
+        check_finite(name, bridge)
+        revision = bundled_model_info()["revision"]
+        return LoadedModel(name, name, bridge, device, revision, PROCESSING, f"bundled:{revision}")
     resolved = resolve_source(name)
     bridge = _boot(name, resolved, device, torch_dtype(dtype))
     processing = processing_for(bridge.cfg)
     bridge.enable_compatibility_mode(**processing, disable_warnings=True)
     bridge.eval()
-    return LoadedModel(name, resolved, _frozen(bridge), device, _revision(bridge, resolved), processing)
+    check_finite(name, bridge)  # a NaN weight would make every number of the report NaN, or quietly wrong
+    revision = _revision(bridge, resolved)
+    return LoadedModel(name, resolved, _frozen(bridge), device, revision, processing, fingerprint(resolved, revision))
 
 
 def _frozen(bridge):

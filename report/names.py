@@ -39,6 +39,17 @@ def display_name(model: dict, slug: str) -> str:
     return name
 
 
+def display_names(models: dict[str, dict]) -> dict[str, str]:
+    """{model folder: what the pages call it}; distinct models whose folders share a name (a/tiny, b/tiny) are
+    told apart by their run folder names (tiny, tiny-2), never by more of their paths."""
+    base = {slug: display_name(model, slug) for slug, model in models.items()}
+    shared = {name for name in base.values() if list(base.values()).count(name) > 1}
+    labels = {slug: (slug if name in shared else name) for slug, name in base.items()}
+    if len(set(labels.values())) < len(labels):  # a folder name equal to another model's name: number them
+        labels = {slug: f"{name} ({i})" for i, (slug, name) in enumerate(labels.items(), 1)}
+    return labels
+
+
 def source_kind(model: dict) -> str:
     """Where the weights came from, without the local path: "a local folder" or the hub id / bundled name."""
     resolved = str(model.get("resolved") or model.get("name") or "")
@@ -54,6 +65,9 @@ def public_command(command: str) -> str:
     cleaned = []
     for word in words:
         option, sep, value = word.partition("=") if word.startswith("--") else ("", "", word)
+        if _is_local_path(value) and not value.startswith("./"):  # the whole word is the path, spaces and all
+            cleaned.append(option + sep + "…/" + _last_part(value))
+            continue
         cleaned.append(option + sep + ABSOLUTE.sub(lambda m: "…/" + _last_part(m.group(0)), value))
     return " ".join(w if re.fullmatch(r"[\w@%+=:,./…-]+", w) else shlex.quote(w) for w in cleaned)
 
@@ -65,9 +79,18 @@ def _shorten(name: str, suffix: str = "") -> str:
     return name[: MAX_NAME - len(suffix) - 11] + "-" + digest + suffix
 
 
+# Names Windows reserves with any extension (con.html cannot be created there, nor unzipped from a site archive).
+WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def _portable(name: str) -> str:
+    """`name`, prefixed with '_' when its stem is a name Windows reserves (family names cannot start with '_')."""
+    return "_" + name if name.split(".")[0].lower() in WINDOWS_RESERVED else name
+
+
 def page_file(family: str) -> str:
     """A family's page file; long family names keep a readable prefix and a hash of the whole name."""
-    return _shorten(re.sub(r"[^A-Za-z0-9._-]", "_", family), ".html")
+    return _portable(_shorten(re.sub(r"[^A-Za-z0-9._-]", "_", family), ".html"))
 
 
 def site_folders(slugs: list[str]) -> dict[str, str]:
@@ -75,7 +98,7 @@ def site_folders(slugs: list[str]) -> dict[str, str]:
     folders: dict[str, str] = {}
     taken = set(RESERVED)
     for slug in slugs:
-        base = _shorten(re.sub(r"[^A-Za-z0-9._-]", "_", slug).lstrip(".") or "model")
+        base = _portable(_shorten(re.sub(r"[^A-Za-z0-9._-]", "_", slug).lstrip(".") or "model"))
         if base in RESERVED or base.lower().endswith(".html"):
             base = _shorten("model-" + base)
         candidate, n = base, 2

@@ -27,24 +27,25 @@ class OutputOptions:
     force: bool = False
 
 
-def check(options: OutputOptions, run_dirs: list[Path] = ()) -> None:
+def check(options: OutputOptions, run_dirs: list[Path] = (), out: Path | None = None) -> None:
+    """Refuse, before anything is computed or rendered, any output that could not be written or would destroy an
+    input. `run_dirs`: the run folders read (build); `out`: the folder a run is about to be written into (report)."""
     from report import pdf, site
     from report.files import check_writable_dir
 
     if options.site is not None:
         check_writable_dir(Path(options.site), "--site")
-    for option, path in (("--site", options.site), ("--single-file", options.single_file), ("--pdf", options.pdf)):
-        if path is None:
-            continue
+    for option, path in _outputs(options):
         if len(os.fsencode(Path(path).name)) > 255:
             raise UserError(f"{option} {path}: the name is longer than 255 bytes")
         check_writable_dir(Path(path).absolute().parent, option)  # temporary files are written beside the target
+        _check_not_on_inputs(option, Path(path), [Path(d) for d in run_dirs], out)
     if options.site is not None:
         site.check_site_folder(Path(options.site), options.force)
         root = Path(options.site).resolve()
-        for run_dir in run_dirs:
-            if Path(run_dir).resolve() == root or root in Path(run_dir).resolve().parents:
-                raise UserError(f"--site {options.site} holds the run folder {run_dir}; building would replace it")
+        for option, path in _outputs(options):
+            if option != "--site" and root in Path(path).resolve().parents:
+                raise UserError(f"{option} {path} is inside --site {options.site}, which every build replaces whole")
     for option, path in (("--single-file", options.single_file), ("--pdf", options.pdf)):
         if path is not None and Path(path).is_dir():
             raise UserError(f"{option} {path} is a folder; give a file name")
@@ -52,10 +53,43 @@ def check(options: OutputOptions, run_dirs: list[Path] = ()) -> None:
         pdf.find_chromium(options.chromium)
 
 
+def _outputs(options: OutputOptions) -> list[tuple[str, Path]]:
+    return [(option, Path(path)) for option, path in (("--site", options.site), ("--single-file", options.single_file),
+                                                      ("--pdf", options.pdf)) if path is not None]
+
+
+def _check_not_on_inputs(option: str, path: Path, run_dirs: list[Path], out: Path | None) -> None:
+    """No output on, inside or (a site) around a run folder, the working folder, or the --out a run writes into;
+    paths are compared after following links, so a link cannot smuggle an output into a run folder."""
+    target = path.resolve()
+    for run_dir in run_dirs:
+        resolved = run_dir.resolve()
+        if target == resolved or resolved in target.parents:
+            raise UserError(f"{option} {path} lies in the run folder {run_dir}; writing it would overwrite the "
+                            "run's results: write the report outside the run folder")
+        if option == "--site" and target in resolved.parents:
+            raise UserError(f"--site {path} holds the run folder {run_dir}; building would replace it")
+    if option == "--site" and (target == Path.cwd().resolve() or target in Path.cwd().resolve().parents):
+        raise UserError(f"--site {path} is the folder you are working in (or holds it), and a build replaces the "
+                        "site folder whole: give a folder of its own, e.g. --site site")
+    if out is not None:
+        out_dir = Path(out).resolve()
+        if target == out_dir or target in out_dir.parents:
+            raise UserError(f"{option} {path} would replace or hold --out {out}, where the run's results are written")
+        if out_dir in target.parents:
+            first = out_dir / target.relative_to(out_dir).parts[0]
+            if target != first or (first / "manifest.json").exists():  # run folders are --out's subfolders
+                raise UserError(f"{option} {path} lies in {first}, a run folder of --out {out} (or where one is "
+                                "made); write the report outside it")
+
+
 def build(run_dirs: list[Path], options: OutputOptions) -> tuple[list[str], list[Problem]]:
     """Write every asked-for form; returns ("report: PATH" lines, damaged results shown as missing sections)."""
     from report import pdf, single_file, site
+    from report.loader import load_manifest
 
+    for run_dir in run_dirs:
+        load_manifest(Path(run_dir))  # "not a run folder" first: it explains the rest
     check(options, run_dirs)
     collected = render.collect(run_dirs, options.title)
     written = []

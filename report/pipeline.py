@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,12 +38,13 @@ from report.checkpoint import CheckedModel, inspect_model
 from report.dtype import AUTO_RULE, resolve_dtype
 from report.errors import Interrupted, UserError
 from report.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
+from report.loader import load_manifest, verify
 from report.memory import release
 from report.model import load_model, pick_device
 from report.shard import Shard, assign
 
 log = logging.getLogger(__name__)
-RESUMABLE_OPTIONS = ("models", "families", "families_file", "analyses")
+RESUMABLE_OPTIONS = ("models", "families", "families_file", "analyses", "dtype")
 MAX_NAME = 100  # a family name is a folder and a page name: keep it well under the 255-byte limit
 PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "plotly", "circuitsvis", "jinja2",
             "einops", "click", "numpy")
@@ -106,6 +108,9 @@ def run(options: RunOptions) -> Path:
     """Check everything, then compute and save; return the run folder."""
     if options.run_id is not None:
         runs.check_run_id(options.run_id)
+    if options.shard is not None and options.resume and options.run_id is None:
+        raise UserError(f"--resume --shard {options.shard} needs --run-id: the id the shards were started with "
+                        f"(this shard's folder is <run-id>-{options.shard.suffix})")
     if options.shard is not None:  # each shard its own folder, so that shards can share --out
         options = dataclasses.replace(options, run_id=f"{options.run_id or runs.new_run_id()}-{options.shard.suffix}")
     resumed = _find_resumed(options) if options.resume else None
@@ -117,7 +122,11 @@ def run(options: RunOptions) -> Path:
     checked = [inspect_model(name) for name in options.models]
     skipped = check_families(checked, families)
     work = assign(options.models, [f.name for f in families], options.shard)
-    current = runs.definition(families, analyses, options.models)
+    if not work:
+        pairs = len(options.models) * len(families)
+        raise UserError(f"--shard {options.shard}: this shard has no work ({pairs} (model, family) pair(s) for "
+                        f"{options.shard.count} shards); use at most {pairs} shards")
+    current = runs.definition(families, analyses, options.models, options.dtype)
     if resumed is not None:
         run_dir, manifest = resumed
         _check_resume(manifest, current, options.force_resume)
@@ -145,8 +154,16 @@ def run(options: RunOptions) -> Path:
             manifest["total_seconds"] = manifest.get("total_seconds", 0.0) + time.perf_counter() - started
             if manifest["status"] == "running":
                 manifest["status"] = "complete"
-            results.write_json_atomic(run_dir / results.MANIFEST, manifest)
+            if manifest["status"] == "failed" and resumed is None and not _saved_any(manifest):
+                shutil.rmtree(run_dir, ignore_errors=True)  # a model that failed to load: no run folder to mislead
+            else:
+                results.write_json_atomic(run_dir / results.MANIFEST, manifest)
     return run_dir
+
+
+def _saved_any(manifest: dict) -> bool:
+    return any(isinstance(e, dict) and e.get("status") == "complete"
+               for model in manifest["models"].values() for e in model.get("analyses", {}).values())
 
 
 @contextmanager
@@ -169,14 +186,13 @@ def _sigterm_interrupts() -> Iterator[None]:
 def _find_resumed(options: RunOptions) -> tuple[Path, dict]:
     out = Path(options.out)
     run_dir = out / options.run_id if options.run_id else results.latest_run(out)
+    if run_dir is not None and run_dir.is_dir() and not (run_dir / results.MANIFEST).is_file():
+        raise UserError(f"--resume: {run_dir} holds no {results.MANIFEST} (deleted, or never a run), so what it holds "
+                        "cannot be verified or continued: start a new run with another --run-id")
     if run_dir is None or not (run_dir / results.MANIFEST).is_file():
         raise UserError(f"--resume: no run to resume in {out}" + (f" named {options.run_id!r}"
                                                                   if options.run_id else ""))
-    manifest = results.load_manifest(run_dir)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
-        raise UserError(f"--resume: {run_dir / results.MANIFEST} is not a manifest this version can continue")
-    results_format.check(manifest, run_dir / results.MANIFEST)  # results of two formats must not share a run
-    return run_dir, manifest
+    return run_dir, load_manifest(run_dir)  # validated against its schema: damage is one line
 
 
 def _with_recorded_options(options: RunOptions, manifest: dict) -> RunOptions:
@@ -196,6 +212,9 @@ def _check_resume(manifest: dict, current: dict, force: bool) -> None:
     if found and not force:
         raise UserError(f"--resume: run {manifest.get('run_id')!r} was made with other options "
                         f"({'; '.join(found)}); start a new run, or pass --force-resume to continue it anyway")
+    if runs.dtype_changed(manifest.get("definition"), current):
+        for entry in manifest["models"].values():
+            entry["analyses"] = {}  # computed in another precision: all recomputed, so no result is mislabelled
     for family in runs.changed_families(manifest.get("definition"), current):
         for entry in manifest["models"].values():
             for key in [k for k in entry.get("analyses", {}) if k.split("/")[0] == family]:
@@ -217,7 +236,7 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
     manifest.update({
         "status": "running", "device": device, "definition": current,
         "options": {"models": list(options.models), "families": options.families, "analyses": options.analyses,
-                    "families_file": str(families_file) if families_file else None},
+                    "families_file": str(families_file) if families_file else None, "dtype": options.dtype},
         "families_requested": list(current["families"]), "analyses_requested": list(current["analyses"]),
         "packages": _versions(), "git_commit": _git_commit(), "python": sys.version.split()[0],
         "platform": platform.platform(), "models_requested": list(options.models),
@@ -259,15 +278,15 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
 
 
 def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: Analysis, model, prompts) -> None:
-    """Compute unless the manifest records this result and every file of it is present and unchanged."""
+    """Compute unless `build` would publish the saved result: recorded complete, every file present and unchanged,
+    computed for this model (report/loader.py `verify`)."""
     key = f"{family}/{unit}"
-    recorded = entry["analyses"].get(key)
-    if isinstance(recorded, dict) and results.is_complete(folder, recorded.get("files") or {}):
+    if verify(folder, entry["analyses"].get(key), entry.get("fingerprint")) is None:
         return
     started = time.perf_counter()
     with torch.no_grad():  # inference; attribution patching re-enables gradients for its own backward pass
         result = analysis.compute(model, prompts)
-    checksums = results.save_result(folder, result)
+    checksums = results.save_result(folder, result, entry.get("fingerprint"))
     entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3),
                               "files": checksums}
 
@@ -287,7 +306,8 @@ def _model_info(loaded, load_seconds: float) -> dict:
     dtype = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
     return {"name": loaded.name, "resolved": loaded.resolved, "revision": loaded.revision, "device": loaded.device,
             "dtype": dtype, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_model": cfg.d_model,
-            "n_params": n_params, "load_seconds": round(load_seconds, 3), "weight_processing": loaded.processing}
+            "n_params": n_params, "load_seconds": round(load_seconds, 3), "weight_processing": loaded.processing,
+            "fingerprint": loaded.fingerprint}
 
 
 def _spec_info(spec: FamilySpec) -> dict:

@@ -13,6 +13,7 @@ same runs gives the same bytes.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,23 @@ def script_json(data) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+# Plotly draws a few HTML-like tags in any string it shows (links, inline styles, bold...). Our figures use only
+# these attribute-free ones; every other '<', and every '&', in a figure (a template holding <a href=...>, a token
+# "<|endoftext|>") is escaped, so that user text is drawn as the text it is: no live link, no restyled label.
+_OWN_TAGS = re.compile(r"<(?!/?(?:br|b|i|em|sup|sub|extra)\s*/?>)", re.IGNORECASE)
+
+
+def as_text(value):
+    """A figure spec (JSON-like) with every string's markup, except our own formatting tags, made literal."""
+    if isinstance(value, str):
+        return _OWN_TAGS.sub("&lt;", value.replace("&", "&amp;")) if ("<" in value or "&" in value) else value
+    if isinstance(value, list):
+        return [as_text(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_text(v) for k, v in value.items()}
+    return value
+
+
 def headline(summary: dict) -> list[tuple[str, str]]:
     """The summary's scalars and head/component rankings, as (label, text) rows; per-prompt lists are in figures."""
     rows = []
@@ -169,24 +187,46 @@ def part_of(analysis: Analysis) -> str:
 # ---------------------------------------------------------------- reading the runs
 
 
-def load_pages(merged: Merged, folders: dict[str, str]) -> list[FamilyPage]:
+def load_pages(merged: Merged, folders: dict[str, str], labels: dict[str, str] | None = None) -> list[FamilyPage]:
     """The pages of a merged run (one run folder, or several shards: report/merge.py)."""
+    labels = labels or names.display_names(merged.manifest["models"])
     pages = []
     for model_slug, model in merged.manifest["models"].items():
         for family, info in model.get("families", {}).items():
             if not isinstance(info, dict) or info.get("status") != "ok":
                 continue
-            page = FamilyPage(model_slug, folders[model_slug], names.display_name(model, model_slug), family, info)
+            page = FamilyPage(model_slug, folders[model_slug], labels[model_slug], family, info)
             family_dirs = [d / model_slug / family for d in merged.run_dirs if (d / model_slug / family).is_dir()]
             page.sections = _sections(family_dirs or [merged.run_dirs[0] / model_slug / family],
                                       lambda key, m=model_slug, f=family: merged.locate(m, f, key),
-                                      family, model.get("analyses", {}))
+                                      family, model.get("analyses", {}), model.get("fingerprint"))
+            page.sections += _not_computed(merged.manifest, info, {s.key for s in page.sections})
             _mute_if_at_chance(page)
             pages.append(page)
     return pages
 
 
-def _sections(family_dirs: list[Path], locate, family: str, recorded: dict) -> list[Section]:
+def _not_computed(manifest: dict, info: dict, shown: set[str]) -> list[Section]:
+    """A run that did not complete (still running, interrupted, killed): each requested analysis it has not saved
+    yet, as a section that says so."""
+    status = str(manifest.get("status", "unknown"))
+    if status == "complete":
+        return []
+    sections = []
+    for analysis in REGISTRY:
+        if analysis.name not in (manifest.get("analyses_requested") or []):
+            continue
+        keys = ([(f"{analysis.name}-{c}", c) for c in info.get("corruptions") or ["day"]]
+                if getattr(analysis, "per_corruption", False) else [(analysis.name, None)])
+        for key, corruption in keys:
+            if key not in shown:
+                sections.append(Section(key, analysis.title, part_of(analysis), analysis, corruption, skipped=(
+                    f"the run has not saved it (run status '{status}': still being written, stopped or killed; "
+                    "`run --resume` computes it)")))
+    return sections
+
+
+def _sections(family_dirs: list[Path], locate, family: str, recorded: dict, identity: str | None) -> list[Section]:
     """One section per analysis folder present or recorded as complete; damage becomes a section that says so."""
     on_disk = {p.name for d in family_dirs for p in d.glob("*") if p.is_dir() and not p.name.startswith(".")}
     done = {key.split("/", 1)[1] for key, entry in recorded.items()
@@ -212,9 +252,8 @@ def _sections(family_dirs: list[Path], locate, family: str, recorded: dict) -> l
             keys = [(analysis.name, None)] if analysis.name in present else []
         for key, corruption in keys:
             known.add(key)
-            timing = recorded.get(f"{family}/{key}", {})
-            sections.append(_section(folder(key), key, analysis, corruption,
-                                     timing.get("seconds") if isinstance(timing, dict) else None))
+            entry = recorded.get(f"{family}/{key}")
+            sections.append(_section(folder(key), key, analysis, corruption, entry, identity))
     for key, entry in sorted(recorded.items()):
         name = key.split("/", 1)[1] if key.startswith(f"{family}/") else None
         if name and isinstance(entry, dict) and entry.get("status") == "skipped" and name not in known:
@@ -228,12 +267,11 @@ def _sections(family_dirs: list[Path], locate, family: str, recorded: dict) -> l
     return sections
 
 
-def _section(folder: Path, key: str, analysis: Analysis, corruption: str | None, seconds) -> Section:
+def _section(folder: Path, key: str, analysis: Analysis, corruption: str | None, entry, identity) -> Section:
+    """One analysis's section, drawn only from a result the manifest vouches for (report/loader.py `verify`)."""
+    seconds = entry.get("seconds") if isinstance(entry, dict) else None
     section = Section(key, analysis.title, part_of(analysis), analysis, corruption, seconds=seconds)
-    if not folder.is_dir():
-        section.problem = Problem(folder / "summary.json", "missing (the manifest records this analysis complete)")
-        return section
-    result, problem = read_result(folder)
+    result, problem = read_result(folder, entry, identity)
     if problem:
         section.problem = problem
         return section
@@ -244,7 +282,7 @@ def _section(folder: Path, key: str, analysis: Analysis, corruption: str | None,
         section.problem = figures_problem(folder, err)
         return section
     section.result = result
-    section.figures = [{"id": f"{key}--{f.id}", "spec": json.loads(pio.to_json(f.figure, validate=False)),
+    section.figures = [{"id": f"{key}--{f.id}", "spec": as_text(json.loads(pio.to_json(f.figure, validate=False))),
                         "height": int(f.figure.layout.height or 420)} for f in figures]
     section.widgets = [{"id": f"widget-{key}-{i}", "title": w["title"], "tokens": w["tokens"],
                         "props": {"attention": w["attention"], "tokens": w["tokens"],
@@ -263,11 +301,12 @@ def _mute_if_at_chance(page: FamilyPage) -> None:
 
 def overview_rows(manifest: dict, pages: list[FamilyPage]) -> list[dict]:
     by_key = {(p.model_slug, p.family): p for p in pages}
+    labels = names.display_names(manifest["models"])
     rows = []
     for model_slug, model in manifest["models"].items():
         for family, info in model.get("families", {}).items():
             page = by_key.get((model_slug, family))
-            rows.append({"model": names.display_name(model, model_slug), "family": family, "info": info,
+            rows.append({"model": labels[model_slug], "family": family, "info": info,
                          "page": page, "behaviour": page.summary("behaviour") if page else None,
                          "logit_diff": page.summary("logit_diff") if page else None,
                          "templates": family_templates(info)})
@@ -287,9 +326,10 @@ def collect(run_dirs: list[Path], title: str | None = None) -> Build:
     merged = merge_runs([Path(d) for d in run_dirs])
     manifest = merged.manifest
     folders = names.site_folders(list(manifest["models"]))
-    run = {"manifest": manifest, "pages": load_pages(merged, folders)}
+    labels = names.display_names(manifest["models"])  # distinct even for two folders of one name
+    run = {"manifest": manifest, "pages": load_pages(merged, folders, labels)}
     run["rows"] = overview_rows(manifest, run["pages"])
-    run["models"] = {slug: {"name": names.display_name(m, slug), "source": names.source_kind(m)}
+    run["models"] = {slug: {"name": labels[slug], "source": names.source_kind(m)}
                      for slug, m in manifest["models"].items()}
     run["command"] = names.public_command(str(manifest.get("command", "")))
     run["transfer"] = {slug: _transfer(run["pages"], slug) for slug in manifest["models"]}
@@ -373,7 +413,8 @@ def _widget_still(widget: dict) -> dict:
                       font=dict(size=9))
     fig.update_yaxes(autorange="reversed", title_text="destination")
     fig.update_xaxes(title_text="source", tickangle=-60)
-    return {"id": widget["id"] + "-still", "spec": json.loads(pio.to_json(fig, validate=False)), "height": height}
+    return {"id": widget["id"] + "-still", "spec": as_text(json.loads(pio.to_json(fig, validate=False))),
+            "height": height}
 
 
 def environment() -> jinja2.Environment:

@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from analyses.types import Result
 from report.errors import UserError
-from report.files import fsync_dir, fsync_file, make_temp_dir, temp_name
+from report.files import fsync_dir, fsync_file, lock, temp_dir, temp_name
 
 MANIFEST = "manifest.json"
 
@@ -39,6 +39,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.parent / temp_name(path.name)
     try:
         with open(tmp, "x", encoding="utf-8") as handle:
+            lock(handle.fileno())  # held until closed: no other process takes it for a dead run's
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())  # the data is on disk before the rename makes it the file
@@ -109,17 +110,22 @@ def is_complete(folder: Path, checksums: dict[str, str] | None = None) -> bool:
         return False
 
 
-def save_result(folder: Path, result: Result) -> dict[str, str]:
-    """Write one analysis's result under a temporary name, then rename it into place; return {file: sha256}."""
-    tmp = make_temp_dir(folder.parent, folder.name)
-    try:
+def save_result(folder: Path, result: Result, identity: str | None = None) -> dict[str, str]:
+    """Write one analysis's result under a temporary name, then rename it into place; return {file: sha256}.
+
+    `identity` (the model's fingerprint, report/model.py) travels in extras.json, so that `build` can refuse a
+    result folder copied in from another model's run."""
+    with temp_dir(folder.parent, folder.name) as tmp:
         _check_flat(result.summary, folder)
         write_json_atomic(tmp / "summary.json", result.summary)
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in result.arrays.items()}
         if arrays:
             save_file(arrays, str(tmp / "arrays.safetensors"))
             fsync_file(tmp / "arrays.safetensors")
-        write_json_atomic(tmp / "extras.json", {"labels": result.labels, "widgets": result.widgets})
+        extras = {"labels": result.labels, "widgets": result.widgets}
+        if identity is not None:
+            extras["identity"] = identity
+        write_json_atomic(tmp / "extras.json", extras)
         checksums = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
         if folder.exists():
             trash = folder.parent / temp_name(folder.name)
@@ -127,9 +133,6 @@ def save_result(folder: Path, result: Result) -> dict[str, str]:
             shutil.rmtree(trash)
         os.replace(tmp, folder)
         fsync_dir(folder.parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return checksums
 
 
@@ -149,13 +152,6 @@ def _check_flat(summary: dict, folder: Path) -> None:
         if isinstance(value, dict) or value is None:
             raise ValueError(f"summary key {key!r} of {folder} is a {type(value).__name__}; "
                              "summaries hold numbers, strings and lists")
-
-
-def load_manifest(run_dir: Path) -> dict:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {MANIFEST})")
-    return read_json(path)
 
 
 def latest_run(out: Path) -> Path | None:

@@ -47,6 +47,9 @@ def create_run_dir(out: Path, run_id: str | None) -> Path:
         try:
             (out / run_id).mkdir()
         except FileExistsError:
+            if not (out / run_id / "manifest.json").is_file():
+                raise UserError(f"{out / run_id} exists and is not a run (no manifest.json): choose another "
+                                "--run-id, or remove that folder") from None
             raise UserError(f"run folder {out / run_id} exists already; pass --resume to continue it") from None
         return out / run_id
     for _ in range(100):
@@ -72,10 +75,17 @@ def package_version() -> str:
         return "unknown"
 
 
-def definition(families, analyses, models) -> dict:
+def definition(families, analyses, models, dtype: str = "auto") -> dict:
     """What defines a run's results (recorded in its manifest; a resume must match it)."""
     return {"families": {spec.name: family_hash(spec) for spec in families},
-            "analyses": [a.name for a in analyses], "models": list(models), "version": package_version()}
+            "analyses": [a.name for a in analyses], "models": list(models), "version": package_version(),
+            "dtype": dtype}
+
+
+def dtype_changed(recorded: dict | None, current: dict) -> bool:
+    """The run was computed in another --dtype (runs made before dtype was recorded cannot tell: False)."""
+    before = (recorded or {}).get("dtype")
+    return before is not None and before != current["dtype"]
 
 
 def differences(recorded: dict | None, current: dict) -> list[str]:
@@ -94,6 +104,8 @@ def differences(recorded: dict | None, current: dict) -> list[str]:
                  if items]
         if parts:
             found.append(f"{what}: " + "; ".join(parts))
+    if dtype_changed(recorded, current):
+        found.append(f"--dtype {recorded['dtype']} -> {current['dtype']} (every result would be recomputed)")
     if recorded.get("version") != current["version"]:
         found.append(f"weekday-circuits version {recorded.get('version')} -> {current['version']}")
     return found

@@ -3,15 +3,15 @@
 The site is rendered into a temporary folder beside DIR and swapped in by two renames, so a reader sees
 the old site or the new one, and nothing of an earlier build survives. DIR/.weekday-circuits-site.json
 lists the files we wrote; a DIR that holds anything else (the user's own files) is refused unless
-`--force`. With `--assets shared`, plotly.js and the circuitsvis bundle are written once under DIR/assets/
-and every page loads them by a relative path.
+`--force`, and even then unless an earlier build wrote DIR (an empty folder is always fine). With
+`--assets shared`, plotly.js and the circuitsvis bundle are written once under DIR/assets/ and every page
+loads them by a relative path.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -46,20 +46,38 @@ def render_site(build: render.Build, shared_assets: bool) -> dict[str, str]:
 
 
 def check_site_folder(site: Path, force: bool) -> None:
-    """Refuse a --site that is a file, or a folder holding files this command did not write (unless force)."""
+    """Refuse a --site that is a file, or a folder holding files this command did not write. `force` replaces such
+    a folder only if an earlier build wrote it (its record file is there): a folder no build wrote (your home, a
+    results folder) is never replaced, unless it is empty. Links are entries, never followed out of the site."""
     if site.exists() and not site.is_dir():
         raise UserError(f"--site {site} is a file, not a folder")
-    if not site.is_dir() or force:
+    if not site.is_dir():
         return
-    present = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if not p.is_dir())
+    present = _entries(site)
     if not present:
         return
     ours = _recorded_files(site)
     foreign = [p for p in present if p not in ours and p not in (MARKER, PLACEHOLDER)]
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    if not force:
         raise UserError(f"--site {site} holds files that weekday-circuits did not write ({shown}); "
                         "choose an empty or new folder, or pass --force to replace the folder and all it holds")
+    if not ours:
+        raise UserError(f"--site {site} holds files that weekday-circuits did not write ({shown}) and no earlier "
+                        f"build wrote it (no {MARKER}); --force replaces only a folder a build wrote: choose an "
+                        "empty or new folder")
+
+
+def _entries(site: Path) -> list[str]:
+    """Every file and link under `site` (relative, sorted), without following links."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(site):  # followlinks=False: a link is an entry, not a way out
+        here = Path(dirpath)
+        found += [(here / n).relative_to(site).as_posix() for n in filenames]
+        found += [(here / n).relative_to(site).as_posix() for n in dirnames if (here / n).is_symlink()]
+    return sorted(found)
 
 
 def _recorded_files(site: Path) -> set[str]:
@@ -79,8 +97,7 @@ def write_site(outputs: dict[str, str], site: Path, force: bool) -> Path:
     site = Path(site)
     check_site_folder(site, force)
     _clean_stale_builds(site)
-    tmp = files.make_temp_dir(site.parent, site.name)
-    try:
+    with files.temp_dir(site.parent, site.name) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the site is meant to be read (served) by others
         for relative, text in outputs.items():
             path = tmp / relative
@@ -88,14 +105,11 @@ def write_site(outputs: dict[str, str], site: Path, force: bool) -> Path:
             _write_synced(path, text)
         marker = {"generator": GENERATOR, "files": sorted(outputs)}
         _write_synced(tmp / MARKER, json.dumps(marker, indent=1) + "\n")
-        if (site / PLACEHOLDER).is_file():
+        if (site / PLACEHOLDER).is_file() and not (site / PLACEHOLDER).is_symlink():  # never copy from outside
             shutil.copy2(site / PLACEHOLDER, tmp / PLACEHOLDER)
         for folder in {tmp, *(p.parent for p in tmp.rglob("*"))}:
             files.fsync_dir(folder)
         _swap_in(tmp, site)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return site / "index.html"
 
 
@@ -107,11 +121,9 @@ def _write_synced(path: Path, text: str) -> None:
 
 
 def _clean_stale_builds(site: Path) -> None:
-    """Temporary folders beside the site left by a build that was killed (its process is gone)."""
-    pattern = re.compile(rf"\.{re.escape(site.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    """Temporary folders beside the site left by a build that was killed (report/files.py `is_stale`)."""
     for path in site.parent.glob(f".{site.name}.*.tmp"):
-        match = pattern.fullmatch(path.name)
-        if match and path.is_dir() and int(match.group(1)) != os.getpid() and not files._pid_alive(int(match.group(1))):
+        if path.is_dir() and files.is_stale(path):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -128,4 +140,7 @@ def _swap_in(new: Path, site: Path) -> None:
         os.replace(old, site)  # put the previous site back rather than leave none
         raise
     files.fsync_dir(site.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_symlink():
+        old.unlink()  # --site was a link: it goes, what it pointed to is left alone
+    else:
+        shutil.rmtree(old, ignore_errors=True)

@@ -178,7 +178,7 @@ def test_disk_full_while_saving_is_one_line_and_leaves_no_partial_result(tmp_pat
 
 
 def test_a_bug_keeps_its_traceback_and_asks_for_a_report(tmp_path, tiny_checkpoint, monkeypatch):
-    def broken(folder, result):
+    def broken(folder, result, *args):
         raise ZeroDivisionError("planted bug")
 
     monkeypatch.setattr("report.results.save_result", broken)

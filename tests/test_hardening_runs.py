@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from test_cli_errors import assert_user_error, run_cli
 
+from report import files
 from report.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_an_existing_run_id_is_refused_atomically(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
     (out / "taken").mkdir(parents=True)
     result = run_cli(["--model", str(tiny_checkpoint), "--run-id", "taken", "--analyses", "behaviour"], out)
-    assert result.exit_code == 1 and "exists already" in result.output
+    assert result.exit_code == 1 and "taken exists" in result.output and "not a run" in result.output
     assert list((out / "taken").iterdir()) == []
 
 
@@ -162,9 +163,10 @@ def test_stale_temporaries_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_pat
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stale = run_dir / "tiny-gpt20" / "tomorrow" / f".logit_diff.{int(dead.stdout)}.abcd1234.tmp"
-        stale_file = run_dir / f".manifest.json.{int(dead.stdout)}.00ff00ff.tmp"
-        busy = run_dir / "tiny-gpt20" / "tomorrow" / f".dla_layers.{live.pid}.abcd1234.tmp"
+        host = files._host()  # temporaries name their machine: only this machine's dead writers are known dead
+        stale = run_dir / "tiny-gpt20" / "tomorrow" / f".logit_diff.{int(dead.stdout)}.{host}abcd1234.tmp"
+        stale_file = run_dir / f".manifest.json.{int(dead.stdout)}.{host}00ff00ff.tmp"
+        busy = run_dir / "tiny-gpt20" / "tomorrow" / f".dla_layers.{live.pid}.{host}abcd1234.tmp"
         for folder in (stale, busy):
             folder.mkdir()
             (folder / "summary.json").write_text("{")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_FAMILIES, invoke
-from publish_util import assert_no_local_path, copy_run, edit_summary, fails, local_paths
+from publish_util import assert_no_local_path, copy_run, edit_summary, fails, local_paths, restamp
 
 from analyses import REGISTRY
 from report import render
@@ -63,8 +63,15 @@ def test_a_site_folder_holding_other_files_is_refused_unless_forced(two_families
     code, output = fails("build", two_families, "--site", site)
     assert output.count("\n") == 1 and "index.html" in output and "--force" in output, output
     assert (site / "index.html").read_text() == "my own page" and (site / "notes.txt").is_file()
-    invoke("build", two_families, "--site", site, "--force")
-    assert not (site / "notes.txt").exists() and "tomorrow" in (site / "index.html").read_text()
+    _, output = fails("build", two_families, "--site", site, "--force")  # no build wrote it: never replaced
+    assert output.count("\n") == 1 and "no earlier build wrote it" in output, output
+    assert (site / "index.html").read_text() == "my own page" and (site / "notes.txt").is_file()
+    built = tmp_path / "built"
+    invoke("build", two_families, "--site", built)
+    (built / "notes.txt").write_text("added after the build")
+    fails("build", two_families, "--site", built)
+    invoke("build", two_families, "--site", built, "--force")  # a build's folder with files added: forced
+    assert not (built / "notes.txt").exists() and "tomorrow" in (built / "index.html").read_text()
     (tmp_path / "a-file").write_text("x")
     _, output = fails("build", two_families, "--site", tmp_path / "a-file")
     assert "is a file" in output
@@ -161,6 +168,7 @@ def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_fami
     run = copy_run(two_families, tmp_path / "run")
     edit_summary(run / "tiny-gpt20" / "tomorrow" / "behaviour", day7_above_chance=False)
     edit_summary(run / "tiny-gpt20" / "day_after" / "behaviour", day7_above_chance=True)
+    restamp(run)  # a run that computed these values (edits without it are refused: test_hardening_results.py)
     invoke("build", run, "--site", tmp_path / "site")
     chance = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
     above = (tmp_path / "site" / "tiny-gpt20" / "day_after.html").read_text(encoding="utf-8")
@@ -196,6 +204,7 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
         analyses[f"tomorrow/logit_lens-{corruption}"] = analyses["tomorrow/logit_lens"]
     del analyses["tomorrow/logit_lens"]
     (run / "manifest.json").write_text(json.dumps(manifest))
+    restamp(run)
     registry = tuple(Tagged(a, part="mechanism", per_corruption=True) if a.name == "logit_lens" else a
                      for a in REGISTRY)
     monkeypatch.setattr(render, "REGISTRY", registry)
