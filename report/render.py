@@ -23,7 +23,7 @@ from markupsafe import Markup
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import assets, compare, names, transfer_page
+from report import abstract, assets, compare, names, transfer_page
 from report.errors import UserError
 from report.loader import Problem, figures_problem, read_result
 from report.merge import Merged, merge_runs
@@ -35,6 +35,7 @@ MUTED_PARTS = ("evidence", "mechanism")  # greyed when the model is at chance on
 DEFAULT_TITLE = "weekday-circuits"
 FORMS = ("site", "single", "print")
 PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
+PRINT_FIGURE_HEIGHT = 360  # px at most: a third of an A4 page, so that a family's figures fit in a few pages
 
 
 @dataclass
@@ -89,6 +90,18 @@ class FamilyPage:
         return None
 
     @property
+    def findings(self) -> abstract.Findings:
+        """The "what we found" box: at most five sentences from the saved numbers (report/abstract.py)."""
+        summaries = {s.key: s.result.summary for s in self.sections if s.result is not None}
+        return abstract.family_findings(summaries, self.model_name)
+
+    def section_title(self, key: str) -> str:
+        section = next((s for s in self.sections if s.key == key), None)
+        if section is None:
+            return key
+        return section.title + (f" ({section.corruption} corruption)" if section.corruption else "")
+
+    @property
     def at_chance(self) -> bool:
         behaviour = self.summary("behaviour")
         return bool(behaviour) and behaviour.get("day7_above_chance") is False
@@ -125,6 +138,31 @@ class Build:
     @property
     def problems(self) -> list[Problem]:
         return [p for page in self.pages for p in page.problems]
+
+    def abstract(self) -> dict:
+        """The index's abstract: the question, each model's provenance, one line per model on what was found."""
+        models = []
+        for run in self.runs:
+            for slug, model in run["manifest"]["models"].items():
+                shown = run["models"][slug]
+                pages = [p for p in run["pages"] if p.model_slug == slug]
+                does = [p.family for p in pages if p.findings.does_task]
+                found = [p.family for p in pages if p.findings.found]
+                if not does:
+                    verdict = (f"Nothing was found: {shown['name']} does not do the task on any of the "
+                               f"{len(pages)} famil{'y' if len(pages) == 1 else 'ies'} computed, so no component "
+                               "is named.")
+                elif not found:
+                    verdict = (f"{shown['name']} does the task on {abstract.listing(does, 20)}, but no component "
+                               "passes a naming threshold: nothing stands out.")
+                else:
+                    verdict = (f"{shown['name']} does the task on {len(does)} of {len(pages)} families "
+                               f"({abstract.listing(does, 20)}); components are named on "
+                               f"{abstract.listing(found, 20)}.")
+                models.append({"name": shown["name"], "verdict": verdict, "pages": pages,
+                               "provenance": abstract.provenance({**model, "source": shown["source"]},
+                                                                 shown["name"])})
+        return {"question": abstract.QUESTION, "models": models}
 
     @property
     def needs_circuitsvis(self) -> bool:
@@ -334,11 +372,13 @@ class Figures:
             template_id = self.templates.setdefault(text, f"wc-template-{len(self.templates)}")
             attrs = f' data-template="{template_id}"'
         config = {"responsive": True, "displaylogo": False}
+        height = figure["height"]
         if self.form == "print":
-            layout["width"] = PRINT_FIGURE_WIDTH
+            height = min(height, PRINT_FIGURE_HEIGHT)
+            layout["width"], layout["height"] = PRINT_FIGURE_WIDTH, height
             config = {"staticPlot": True}
         return Markup(
-            f'<div id="{dom_id}" class="plotly-graph-div" style="height:{figure["height"]}px;width:100%;"'
+            f'<div id="{dom_id}" class="plotly-graph-div" style="height:{height}px;width:100%;"'
             f' data-spec="{dom_id}-spec"{attrs} data-config="{Markup.escape(json.dumps(config))}"></div>\n'
             f'<script type="application/json" id="{dom_id}-spec">{script_json(spec)}</script>'
         )

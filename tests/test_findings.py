@@ -1,0 +1,99 @@
+"""Findings first, honest figures: the abstract and each page's box say what the numbers show, and colour scales
+are anchored to a meaningful size so that noise is drawn pale.
+
+A random model (the shared tiny report) does not do the task: the abstract must say that nothing was found and
+every heatmap must stay pale. A planted model (tests/planted_circuit.py: one head, L1H2, reads the named day and
+writes the next) must have that head named in the abstract with the methods that agree, and drawn dark.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from conftest import invoke
+from planted_circuit import save_planted_gpt2
+
+from report import render
+
+PALE = 0.25  # no cell of a random model's heatmap beyond a quarter of its colour scale
+EXEMPT = {"behaviour-confusion"}  # counts of the model's choices, a record of behaviour, not an effect size
+
+
+def heatmaps(build: render.Build):
+    """(figure id, z, how far each cell is along its colour scale in [0, 1]) for every heatmap of every page."""
+    for page in build.pages:
+        for section in page.sections:
+            for figure in section.figures:
+                spec = figure["spec"]
+                axis = spec.get("layout", {}).get("coloraxis", {})
+                for trace in spec["data"]:
+                    if trace.get("type") != "heatmap":
+                        continue
+                    z = np.asarray(trace["z"], dtype=float)
+                    yield figure["id"], z, intensity(z, trace, axis)
+
+
+def intensity(z: np.ndarray, trace: dict, axis: dict) -> np.ndarray:
+    if trace.get("coloraxis"):  # the paired patching maps share one diverging axis
+        return np.abs(z) / axis["cmax"]
+    scale = trace.get("colorscale")
+    if isinstance(scale, list) and len(scale) == 3 and trace.get("zmin") == 0:  # a score: pale up to chance
+        chance = scale[1][0]
+        return np.clip((z - chance) / (trace["zmax"] - chance), 0, None)
+    return np.abs(z) / trace["zmax"]
+
+
+def test_random_model_heatmaps_are_pale_and_the_abstract_says_nothing_was_found(tiny_report):
+    run_dir, site = tiny_report
+    build = render.collect([run_dir])
+    maps = [(fid, z, level) for fid, z, level in heatmaps(build) if fid.split("--")[-1] not in EXEMPT]
+    assert len(maps) > 20, "the tiny report should draw every analysis's heatmaps"
+    loud = {fid: float(np.nanmax(level)) for fid, z, level in maps if np.nanmax(level) > PALE}
+    assert not loud, f"noise drawn as signal (fraction of the colour scale): {loud}"
+    verdicts = [m["verdict"] for m in build.abstract()["models"]]
+    assert verdicts and all(v.startswith("Nothing was found") for v in verdicts), verdicts
+    for page in build.pages:
+        assert not page.findings.components, (page.family, page.findings.components)
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "Nothing was found" in index
+
+
+@pytest.fixture(scope="module")
+def planted_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted-report")
+    checkpoint = save_planted_gpt2(root / "planted", layer=1, head=2)
+    invoke("report", "--model", checkpoint, "--families", "tomorrow", "--analyses",
+           "behaviour,logit_diff,dla_heads,patching_heads,successor_heads", "--out", root / "runs", "--site",
+           root / "site", "--device", "cpu", "--run-id", "planted")
+    return root / "runs" / "planted", root / "site"
+
+
+def test_planted_head_is_named_first_with_the_methods_that_agree(planted_report):
+    run_dir, site = planted_report
+    build = render.collect([run_dir])
+    (page,) = build.pages
+    findings = page.findings
+    assert findings.does_task
+    first, evidence = next(iter(findings.components.items()))
+    assert first == "L1H2", findings.components
+    methods = {e.method for e in evidence}
+    assert {"activation patching (day corruption)", "direct logit attribution"} <= methods, methods
+    index = (site / "index.html").read_text(encoding="utf-8")
+    abstract = index[index.index('id="abstract"'):index.index("</section>", index.index('id="abstract"'))]
+    assert re.search(r"L1H2 \(\d methods agree: activation patching \(day corruption\)", abstract), abstract
+    assert "Nothing was found" not in abstract
+
+
+def test_planted_head_is_drawn_dark_and_the_box_links_to_its_evidence(planted_report):
+    run_dir, site = planted_report
+    build = render.collect([run_dir])
+    for fid, z, level in heatmaps(build):
+        if fid.endswith("patching_heads-z"):
+            assert level[1, 2] > 0.5, f"{fid}: the planted head is drawn at {level[1, 2]:.2f} of the scale"
+    page_html = (site / build.pages[0].href).read_text(encoding="utf-8")
+    box = page_html[page_html.index('id="found"'):page_html.index("</aside>")]
+    links = re.findall(r'href="#([^"]+)"', box)
+    assert 1 <= len(links) <= 5 and all(f'id="{key}"' in page_html for key in links), links
+    assert box.count("<li>") <= 5
