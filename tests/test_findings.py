@@ -89,7 +89,7 @@ def test_planted_head_is_named_first_with_the_methods_that_agree(planted_report)
 def test_planted_head_is_drawn_dark_and_the_box_links_to_its_evidence(planted_report):
     run_dir, site = planted_report
     build = render.collect([run_dir])
-    z_maps = [(fid, level) for fid, _, level in heatmaps(build) if fid.endswith("patching_heads-z")]
+    z_maps = [(fid, level) for fid, _, level in heatmaps(build) if fid == "patching_heads-day--patching_heads-z"]
     assert z_maps, "no head-patching map was drawn"
     for fid, level in z_maps:
         assert level[1, 2] > 0.5, f"{fid}: the planted head is drawn at {level[1, 2]:.2f} of the scale"
