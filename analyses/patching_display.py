@@ -32,7 +32,9 @@ def paired_heatmap(exact: np.ndarray, attribution: np.ndarray, x: list[str], y: 
     fig.update_yaxes(autorange="reversed", type="category", title_text="layer", col=1)
     fig.update_yaxes(autorange="reversed", type="category", col=2)
     fig.update_xaxes(type="category", title_text=xaxis)
-    fig.update_layout(title=dict(text=title, x=0.01), height=max(340, 26 * len(y) + 170), **LAYOUT)
+    layout = {**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}}  # room for the title above the subplot titles
+    fig.update_layout(title=dict(text=title, x=0.01, y=0.98, yanchor="top"), height=max(360, 26 * len(y) + 190),
+                      **layout)
     return fig
 
 

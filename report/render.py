@@ -35,7 +35,7 @@ MUTED_PARTS = ("evidence", "mechanism")  # greyed when the model is at chance on
 DEFAULT_TITLE = "weekday-circuits"
 FORMS = ("site", "single", "print")
 PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
-PRINT_FIGURE_HEIGHT = 360  # px at most: a third of an A4 page, so that a family's figures fit in a few pages
+PRINT_FIGURE_HEIGHT = 300  # px at most: under a third of an A4 page, so that a family's figures fit in a few pages
 
 
 @dataclass
@@ -54,6 +54,12 @@ class Section:
     problem: Problem | None = None
     skipped: str | None = None  # why the analysis was not run for this model (its architecture)
     muted: bool = False
+
+    @property
+    def noise_only(self) -> bool:
+        """Its effects are raw changes on a clean − corrupted gap that is not informative: nothing to print."""
+        summary = self.result.summary if self.result else {}
+        return summary.get("normalised") is False or summary.get("informative") is False
 
 
 @dataclass
@@ -396,25 +402,28 @@ class Figures:
                               for text, tid in self.templates.items()))
 
 
+PRINT_STILL_HEADS = 2  # heads per printed still: one row, so that subplot titles never overlap
+
+
 def _widget_still(widget: dict) -> dict:
-    """A printable still of an attention widget: one heatmap of each head's pattern (destination x source)."""
+    """A printable still of an attention widget: a heatmap of each of its first heads' patterns (destination x
+    source); the title says how many more heads the HTML report's widget holds."""
     from plotly.subplots import make_subplots
 
-    tokens, heads = widget["tokens"], widget["props"]["attentionHeadNames"]
+    tokens, heads = widget["tokens"], widget["props"]["attentionHeadNames"][:PRINT_STILL_HEADS]
+    more = len(widget["props"]["attentionHeadNames"]) - len(heads)
     labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
-    columns = min(2, len(heads)) or 1
-    rows = -(-len(heads) // columns) or 1
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=heads, horizontal_spacing=0.18,
-                        vertical_spacing=0.3 / rows)
-    for i, pattern in enumerate(widget["props"]["attention"]):
+    fig = make_subplots(rows=1, cols=max(1, len(heads)), subplot_titles=heads, horizontal_spacing=0.2)
+    for i, pattern in enumerate(widget["props"]["attention"][:len(heads)]):
         fig.add_heatmap(z=pattern, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", showscale=i == 0,
-                        row=i // columns + 1, col=i % columns + 1)
-    height = 300 * rows
-    fig.update_layout(template="plotly_white", height=height, margin=dict(l=90, r=20, t=40, b=90),
-                      font=dict(size=9))
-    fig.update_yaxes(autorange="reversed", title_text="destination")
+                        row=1, col=i + 1)
+    title = f"and {more} more head{'s' if more > 1 else ''} in the HTML report" if more > 0 else None
+    fig.update_layout(template="plotly_white", height=PRINT_FIGURE_HEIGHT, margin=dict(l=90, r=20, t=40, b=90),
+                      font=dict(size=9), title=dict(text=title, x=0.99, xanchor="right", font=dict(size=9)))
+    fig.update_yaxes(autorange="reversed", title_text="destination", col=1)
     fig.update_xaxes(title_text="source", tickangle=-60)
-    return {"id": widget["id"] + "-still", "spec": json.loads(pio.to_json(fig, validate=False)), "height": height}
+    return {"id": widget["id"] + "-still", "spec": json.loads(pio.to_json(fig, validate=False)),
+            "height": PRINT_FIGURE_HEIGHT}
 
 
 def environment() -> jinja2.Environment:
