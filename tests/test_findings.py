@@ -98,3 +98,17 @@ def test_planted_head_is_drawn_dark_and_the_box_links_to_its_evidence(planted_re
     links = re.findall(r'href="#([^"]+)"', box)
     assert 1 <= len(links) <= 5 and all(f'id="{key}"' in page_html for key in links), links
     assert box.count("<li>") <= 5
+
+
+def test_readme_findings_table_is_printed_from_the_run(planted_report):
+    from report import findings_table
+
+    run_dir, _ = planted_report
+    table = findings_table.markdown(render.collect([run_dir]))
+    header, rule, *rows = table.splitlines()
+    assert header.count("|") == rule.count("|") == len(findings_table.HEADER) + 1
+    (row,) = rows
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "tomorrow" and cells[1] == "21/21" and cells[2].startswith("yes (")
+    assert re.fullmatch(r"L1H2 \(\d\.\d\d\)", cells[6]), cells
+    assert cells[7] == "— (gap not informative)"  # the planted head ignores the relation word
