@@ -66,9 +66,10 @@ def listing(names: list[str], limit: int = LISTED) -> str:
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1] if shown else ""
 
 
-def accuracy_label(n_items: int) -> str:
-    """'7-item accuracy' is wrong for months: the label names the sequence's own size."""
-    return f"{n_items}-way accuracy"
+def accuracy_label(n_items: int, sequence: str | None) -> str:
+    """'7-day accuracy' for days, '12-month accuracy' for months: the label names the family's own sequence."""
+    unit = sequence[:-1] if sequence and sequence.endswith("s") else "item"
+    return f"{n_items}-{unit} accuracy"
 
 
 def provenance(model: dict, name: str) -> str:
@@ -113,7 +114,7 @@ def family_findings(summaries: dict[str, dict], model_name: str) -> Findings:
 def _behaviour_sentence(b: dict, model_name: str) -> Sentence:
     n_items, n = int(b.get("n_items", 7)), int(b.get("n_prompts", 0))
     correct = round(b["day7_acc"] * n)
-    numbers = (f"{accuracy_label(n_items)} {correct}/{n} (chance 1/{n_items}, binomial p = "
+    numbers = (f"{accuracy_label(n_items, b.get('sequence'))} {correct}/{n} (chance 1/{n_items}, binomial p = "
                f"{b.get('day7_p_value', float('nan')):.2g})")
     if b.get("day7_above_chance"):
         return Sentence(f"{model_name} does the task: {numbers}.", "behaviour")
@@ -220,7 +221,8 @@ def _circuit_sentence(summaries: dict) -> Sentence | None:
         held_out = s.get("held_out_faithfulness")
         where = (f"{100 * held_out:.0f}% on held-out prompts" if held_out is not None else
                  "measured on the prompts that ranked its nodes (not held out)")
-        return Sentence(f"Circuit ({corruption} corruption): {listing(nodes, 5)} ({len(nodes)} nodes) keeps "
+        size = f"{len(nodes)} node" + ("s" if len(nodes) != 1 else "")
+        return Sentence(f"Circuit ({corruption} corruption): {listing(nodes, 5)} ({size}) keeps "
                         f"{100 * s['minimal_circuit_faithfulness']:.0f}% of the logit difference, {where}.", key)
     return None
 
