@@ -35,7 +35,7 @@ MUTED_PARTS = ("evidence", "mechanism")  # greyed when the model is at chance on
 DEFAULT_TITLE = "weekday-circuits"
 FORMS = ("site", "single", "print")
 PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
-PRINT_FIGURE_HEIGHT = 300  # px at most: under a third of an A4 page, so that a family's figures fit in a few pages
+PRINT_FIGURE_HEIGHT = 280  # px at most: about a quarter of an A4 page, so that a family's figures fit in a few pages
 
 
 @dataclass
