@@ -420,7 +420,8 @@ def _widget_still(widget: dict) -> dict:
     title = f"and {more} more head{'s' if more > 1 else ''} in the HTML report" if more > 0 else None
     fig.update_layout(template="plotly_white", height=PRINT_FIGURE_HEIGHT, margin=dict(l=90, r=20, t=40, b=90),
                       font=dict(size=9), title=dict(text=title, x=0.99, xanchor="right", font=dict(size=9)))
-    fig.update_yaxes(autorange="reversed", title_text="destination", col=1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(title_text="destination", col=1)
     fig.update_xaxes(title_text="source", tickangle=-60)
     return {"id": widget["id"] + "-still", "spec": json.loads(pio.to_json(fig, validate=False)),
             "height": PRINT_FIGURE_HEIGHT}
