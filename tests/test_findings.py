@@ -124,3 +124,19 @@ def test_readme_findings_table_is_printed_from_the_run(planted_report):
     assert cells[0] == "tomorrow" and cells[1] == "21/21" and cells[2].startswith("yes (")
     assert re.fullmatch(r"L1H2 \(\d\.\d\d\)", cells[6]), cells
     assert cells[7] == "— (gap not informative)"  # the planted head ignores the relation word
+
+
+def test_ov_text_names_every_copy_head_and_shows_ties_as_ties():
+    from analyses.successor_heads import SUCCESSOR_HEADS
+    from analyses.types import Result
+
+    heads = [[f"L{layer}H{h}" for h in range(4)] for layer in range(2)]
+    copy = np.array([[0.9, 0.8, 0.1, 0.86], [0.0, 0.72, 0.0, 0.0]])  # four copy heads (threshold 5/7)
+    successor = np.array([[0.3, 0.0, 0.3, 0.0], [0.3, 0.0, 0.1, 0.0]])  # a three-way tie at the top, below it
+    summary = {"n_items": 7, "chance_score": 1 / 7, "name_threshold": 5 / 7}
+    sentences = SUCCESSOR_HEADS.narrative(Result(summary=summary, arrays={"successor_score": successor,
+                                                                         "copy_score": copy},
+                                                 labels={"heads": heads}))
+    text = " ".join(sentences)
+    assert "L0H0 (90%), L0H3 (86%), L0H1 (80%) and 1 more" in text, text
+    assert "30%, is shared by 3 tied heads (L0H0, L0H2, L1H0)" in text, text
