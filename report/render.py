@@ -35,7 +35,7 @@ MUTED_PARTS = ("evidence", "mechanism")  # greyed when the model is at chance on
 DEFAULT_TITLE = "weekday-circuits"
 FORMS = ("site", "single", "print")
 PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
-PRINT_FIGURE_HEIGHT = 280  # px at most: about a quarter of an A4 page, so that a family's figures fit in a few pages
+PRINT_FIGURE_HEIGHT = 270  # px at most: about a quarter of an A4 page, so that a family's figures fit in a few pages
 
 
 @dataclass
@@ -57,9 +57,10 @@ class Section:
 
     @property
     def noise_only(self) -> bool:
-        """Its effects are raw changes on a clean − corrupted gap that is not informative: nothing to print."""
+        """Its effects are raw changes on a clean − corrupted gap that is not informative, or its nodes are ranked by
+        such a gap: nothing to print."""
         summary = self.result.summary if self.result else {}
-        return summary.get("normalised") is False or summary.get("informative") is False
+        return any(summary.get(key) is False for key in ("normalised", "informative", "ranking_informative"))
 
 
 @dataclass
