@@ -35,7 +35,7 @@ import plotly.graph_objects as go
 import torch
 
 from analyses import intervention as engine
-from analyses import plots
+from analyses import plots, thresholds
 from analyses.attribution import head_outputs, metric_terms, project
 from analyses.mechanism import (
     ABLATIONS,
@@ -170,8 +170,10 @@ def figures(result: Result) -> list[Figure]:
     for kind in ABLATIONS:
         for metric, unit in (("logit_diff", "Δ logit diff"), ("p_correct", "Δ P(correct)")):
             change = a[f"{kind}_{metric}"].mean(-1) - a[f"clean_{metric}"].mean()
+            floor = thresholds.SCALE_LOGITS if metric == "logit_diff" else thresholds.SCALE_PROBABILITY
             fig = plots.heatmap(_grid(change, s), columns, layers, f"{kind.capitalize()} ablation of each head and "
-                                f"MLP: change in {'LD' if metric == 'logit_diff' else 'P(correct)'}", unit)
+                                f"MLP: change in {'LD' if metric == 'logit_diff' else 'P(correct)'}", unit,
+                                floor=floor)
             out.append(Figure(f"{NAME}-{kind}-{metric.replace('_', '-')}", fig))
     out.append(Figure(f"{NAME}-direct-vs-total", _direct_vs_total(result)))
     return out

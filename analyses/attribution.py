@@ -16,7 +16,7 @@ import torch
 from analyses.metrics import answer_pair, diff_directions, model_device
 from analyses.types import PromptSet
 
-METRIC_LABELS = {"copy": "vs day in prompt", "clean_vs_corrupted": "vs corrupted answer"}
+METRIC_LABELS = {"copy": "vs item in prompt", "clean_vs_corrupted": "vs corrupted answer"}
 
 
 def run_clean_with_cache(model, prompts: PromptSet):

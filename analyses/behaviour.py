@@ -110,8 +110,11 @@ def figures(result: Result) -> list[Figure]:
                          "Per item in the prompt (over the templates)", "fraction", height=360)
     confusion = plots.heatmap(a["confusion"], [f"→ {d}" for d in items], list(items),
                               "Item in the prompt (rows) → item the model prefers among the sequence (columns)",
-                              "prompts", zmid=None, height=420)
-    confusion.update_traces(colorscale="Blues", reversescale=False, zmin=0, zmax=max(1.0, float(a["confusion"].max())))
+                              "prompts", floor=1.0, height=420)
+    # counts of prompts: sequential from 0, up to the prompts per item (every template) so a full row is dark
+    confusion.update_traces(colorscale="Blues", reversescale=False, zmid=None, zmin=0,
+                            zmax=max(1.0, float(a["confusion"].sum(axis=1).max())),
+                            colorbar=dict(title=dict(text="prompts")))
     return [Figure("behaviour-topk", topk), Figure("behaviour-p-correct", per_prompt),
             Figure("behaviour-by-template", by_template), Figure("behaviour-by-item", by_item),
             Figure("behaviour-confusion", confusion)]
@@ -155,8 +158,8 @@ BEHAVIOUR = Analysis(
     title="Behaviour",
     definition="Top-1 accuracy: the correct item (with its leading space) is the argmax over the whole vocabulary "
                "at the final position. Item accuracy (day7_acc): it is the argmax among the sequence's items (the "
-               "seven days). Above chance: exact one-sided binomial test of that accuracy against 1/n at p < 0.05 "
-               "over all prompts (templates × items; prompts share templates, so this is a floor, not proof of a "
-               "mechanism). P(correct): softmax probability over the vocabulary.",
+               "seven weekdays, the twelve months). Above chance: exact one-sided binomial test of that accuracy "
+               "against 1/n at p < 0.05 over all prompts (templates × items; prompts share templates, so this is a "
+               "floor, not proof of a mechanism). P(correct): softmax probability over the vocabulary.",
     compute=compute, figures=figures, narrative=narrative, part="behaviour",
 )

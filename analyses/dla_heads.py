@@ -26,7 +26,7 @@ from analyses.attribution import (
 )
 from analyses.metrics import answer_pair, logit_diff
 from analyses.text import signed
-from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
+from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, SCALE_LOGITS, notable_logits
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 TOP_K = 5
@@ -59,7 +59,7 @@ def figures(result: Result) -> list[Figure]:
         hover = np.array([[head_name(layer, head) for head in range(heads)] for layer in range(layers)])
         fig = plots.heatmap(mean, [f"H{h}" for h in range(heads)], [f"L{layer}" for layer in range(layers)],
                             f"Direct logit attribution per head, {label} (mean over prompts)",
-                            "logit diff", hover=hover)
+                            "logit diff", hover=hover, floor=SCALE_LOGITS)
         out.append(Figure(f"dla-heads-{metric.replace('_', '-')}", fig))
     return out
 

@@ -14,7 +14,7 @@ from analyses import thresholds
 from analyses.types import PromptSet
 
 METRICS = {
-    "copy": "logit(correct) − logit(day in the prompt)",
+    "copy": "logit(correct) − logit(item in the prompt)",
     "clean_vs_corrupted": "logit(clean answer) − logit(corrupted answer)",
 }
 

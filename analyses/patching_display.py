@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses import thresholds
+from analyses import plots, thresholds
 from analyses.intervention import SWEEPS
 from analyses.plots import LAYOUT
 from analyses.types import Result
@@ -15,21 +15,26 @@ from analyses.types import Result
 
 def paired_heatmap(exact: np.ndarray, attribution: np.ndarray, x: list[str], y: list[str], hover: np.ndarray,
                    title: str, colorbar: str, xaxis: str) -> go.Figure:
-    """Exact (left) and attribution patching (right) on one shared, zero-centred colour scale."""
-    values = np.abs(np.concatenate([exact.ravel(), attribution.ravel()]))
-    values = values[np.isfinite(values)]
-    limit = float(values.max()) if values.size and values.max() > 0 else 1.0
+    """Exact (left) and attribution patching (right) on one shared, zero-centred colour scale.
+
+    The scale spans at least the whole gap (normalised) or the smallest gap the report normalises (raw logits),
+    so that a model whose effects are noise is drawn pale (analyses/thresholds.py SCALE_*).
+    """
+    floor = thresholds.SCALE_FRACTION if colorbar == "fraction restored" else thresholds.SCALE_LOGITS
+    limit = plots.signed_limit(np.concatenate([exact.ravel(), attribution.ravel()]), floor)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=("Exact activation patching", "Attribution patching (estimate)"))
     for col, (z, kind) in enumerate(((exact, "exact"), (attribution, "attribution")), start=1):
         fig.add_trace(go.Heatmap(z=z, x=x, y=y, coloraxis="coloraxis", customdata=hover,
                                  hovertemplate="%{customdata}<br>" + kind + ": %{z:.3f}<extra></extra>"), 1, col)
     fig.update_layout(coloraxis=dict(colorscale="RdBu", reversescale=True, cmin=-limit, cmax=limit, cmid=0,
-                                     colorbar=dict(title=dict(text=colorbar))))
+                                     colorbar=dict(title=dict(text=colorbar + plots.scale_note(limit, floor)))))
     fig.update_yaxes(autorange="reversed", type="category", title_text="layer", col=1)
     fig.update_yaxes(autorange="reversed", type="category", col=2)
     fig.update_xaxes(type="category", title_text=xaxis)
-    fig.update_layout(title=dict(text=title, x=0.01), height=max(340, 26 * len(y) + 170), **LAYOUT)
+    layout = {**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}}  # room for the title above the subplot titles
+    fig.update_layout(title=dict(text=title, x=0.01, y=0.98, yanchor="top"), height=max(360, 26 * len(y) + 190),
+                      **layout)
     return fig
 
 

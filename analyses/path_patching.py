@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import intervention as engine
-from analyses import paths, plots
+from analyses import paths, plots, thresholds
 from analyses.attribution import head_name
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
 from analyses.metrics import does_the_task
@@ -85,18 +85,20 @@ def edges(arrays: dict, labels: dict) -> list[dict]:
 def figures(result: Result) -> list[Figure]:
     a, lab, s = result.arrays, result.labels, result.summary
     unit = "fraction of gap" if s["normalised"] else "Δ LD"
+    floor = thresholds.SCALE_FRACTION if s["normalised"] else thresholds.SCALE_LOGITS
     out = []
     for kind, names, word in (("q", lab["heads"], "query"), ("k", lab["kv_heads"], "key"),
                               ("v", lab["kv_heads"], "value")):
         receivers = [n for row in names for n in row]
         z = a[kind].reshape(a[kind].shape[0], -1)  # [K, L * H]
         fig = plots.heatmap(z, receivers, lab["senders"], f"Path patching: sender → each later head's {word} input",
-                            unit)
+                            unit, floor=floor)
         out.append(Figure(f"{NAME}-{kind}", fig))
     other = np.concatenate([a["mlp"], a["logits"][:, None]], axis=1)
     columns = [f"MLP{layer}" for layer in range(a["mlp"].shape[1])] + ["logits"]
     out.append(Figure(f"{NAME}-mlp-logits", plots.heatmap(other, columns, lab["senders"],
-                                                          "Path patching: sender → MLP inputs and the logits", unit)))
+                                                          "Path patching: sender → MLP inputs and the logits", unit,
+                                                          floor=floor)))
     return out
 
 

@@ -18,18 +18,54 @@ def _finish(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
-def heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, *,
-            hover: np.ndarray | None = None, height: int | None = None, zmid: float | None = 0.0) -> go.Figure:
-    """A diverging heatmap (blue negative, red positive) centred at zmid; rows y, columns x."""
+def signed_limit(z: np.ndarray, floor: float) -> float:
+    """The half-width of a diverging colour scale: the largest |cell|, but never under `floor` (noise stays pale)."""
     z = np.asarray(z, dtype=float)
-    limit = float(np.nanmax(np.abs(z))) if z.size and np.isfinite(z).any() else 1.0
+    largest = float(np.nanmax(np.abs(z))) if z.size and np.isfinite(z).any() else 0.0
+    return max(largest, floor)
+
+
+def scale_note(limit: float, floor: float) -> str:
+    """The colour bar's statement of its scale, and whether the anchor or the data set it."""
+    anchor = "the anchor" if limit <= floor else "the largest cell"
+    return f"<br><sub>scale ±{limit:.3g} ({anchor})</sub>"
+
+
+def heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, *, floor: float,
+            hover: np.ndarray | None = None, height: int | None = None) -> go.Figure:
+    """A diverging heatmap (blue negative, white 0, red positive) of signed effects; rows y, columns x.
+
+    The scale spans ±max(largest |cell|, floor): `floor` is a meaningful size in the map's unit (analyses/thresholds.py
+    SCALE_*), so that a map of noise is drawn pale instead of saturated at its own maximum.
+    """
+    limit = signed_limit(z, floor)
     trace = go.Heatmap(
-        z=z, x=list(x), y=list(y), colorscale="RdBu", reversescale=True,
-        zmid=zmid, zmin=-limit if zmid == 0 else None, zmax=limit if zmid == 0 else None,
-        colorbar=dict(title=dict(text=colorbar)),
+        z=np.asarray(z, dtype=float), x=list(x), y=list(y), colorscale="RdBu", reversescale=True,
+        zmid=0.0, zmin=-limit, zmax=limit, colorbar=dict(title=dict(text=colorbar + scale_note(limit, floor))),
         customdata=hover, hovertemplate=("%{customdata}<br>" if hover is not None else "%{y}, %{x}<br>")
         + "value: %{z:.3f}<extra></extra>",
     )
+    fig = go.Figure(trace)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return _finish(fig, title, height or max(320, 28 * len(y) + 140))
+
+
+def score_heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, *, chance: float,
+                  height: int | None = None) -> go.Figure:
+    """An unsigned score in [0, 1] (a fraction of items): sequential from white at 0, chance marked on the bar.
+
+    Up to chance the colour stays near white, so that a head scoring what a head ignoring its input would
+    score is not drawn as a finding.
+    """
+    pale = "#eef1f6"
+    colorscale = [[0.0, "#ffffff"], [chance, pale], [1.0, "#08306b"]]
+    ticks = sorted({0.0, round(chance, 3), 0.5, 1.0})
+    text = [f"chance {t:.2f}" if t == round(chance, 3) else f"{t:g}" for t in ticks]
+    trace = go.Heatmap(z=np.asarray(z, dtype=float), x=list(x), y=list(y), colorscale=colorscale, zmin=0.0,
+                       zmax=1.0, colorbar=dict(title=dict(text=colorbar + "<br><sub>scale 0 to 1</sub>"),
+                                               tickvals=ticks, ticktext=text),
+                       hovertemplate="%{y}, %{x}<br>score: %{z:.3f}<extra></extra>")
     fig = go.Figure(trace)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analyses import plots
+from analyses import plots, thresholds
 from analyses.attribution import head_name, norm_gain, parse_head_name
 from analyses.mechanism import item_names, numpy
 from analyses.metrics import model_device
@@ -122,8 +122,8 @@ def figures(result: Result) -> list[Figure]:
     heads = [f"H{h}" for h in range(s["n_heads"])]
     out = []
     for key, word in (("successor_score", "successor"), ("copy_score", "copy")):
-        fig = plots.heatmap(a[key], heads, layers, f"{word.capitalize()} score per head (OV circuit, "
-                            f"chance {s['chance_score']:.2f})", f"{word} score", zmid=None)
+        fig = plots.score_heatmap(a[key], heads, layers, f"{word.capitalize()} score per head (OV circuit, "
+                                  f"chance {s['chance_score']:.2f})", f"{word} score", chance=s["chance_score"])
         out.append(Figure(f"{NAME}-{word}", fig))
     items = result.labels["items"]
     shown = []
@@ -133,7 +133,7 @@ def figures(result: Result) -> list[Figure]:
         shown.append(entry["head"])
         layer, h = parse_head_name(entry["head"])
         fig = plots.heatmap(a["grids"][layer, h], items, items, f"{entry['head']}: item given (row) → item promoted "
-                            "(column), logits centred per row", "logit")
+                            "(column), logits centred per row", "logit", floor=thresholds.SCALE_LOGITS)
         fig.update_xaxes(title="promoted item")
         fig.update_yaxes(title="given item")
         out.append(Figure(f"{NAME}-grid-{entry['head']}", fig))
@@ -144,16 +144,27 @@ def narrative(result: Result) -> list[str]:
     s = result.summary
     sentences = [f"Each head's OV circuit was applied to the effective embeddings of the {s['n_items']} items; a "
                  f"head whose argmax ignored the item would score {s['chance_score']:.2f} on each score."]
-    for key, word, what in (("top_successor", "successor", "the next item"), ("top_copy", "copy", "the item itself")):
-        named = [e for e in s[key] if e["value"] >= s["name_threshold"]]
+    names = [name for row in result.labels["heads"] for name in row]
+    for word, what in (("successor", "the next item"), ("copy", "the item itself")):
+        # from the whole [L, H] score array, not the summary's top list: every named head and every tie is counted
+        score = np.asarray(result.arrays[f"{word}_score"], dtype=float).ravel()
+        order = np.argsort(-score, kind="stable")
+        named = [i for i in order if score[i] >= s["name_threshold"]]
         if named:
-            listed = ", ".join(f"{e['head']} ({100 * e['value']:.0f}%)" for e in named[:3])
+            listed = ", ".join(f"{names[i]} ({100 * score[i]:.0f}%)" for i in named[:3])
+            more = f" and {len(named) - 3} more" if len(named) > 3 else ""
             sentences.append(f"Heads whose OV circuit promotes {what} for at least {100 * s['name_threshold']:.0f}% "
-                             f"of the items ({word} heads): {listed}.")
+                             f"of the items ({word} heads): {listed}{more}.")
         else:
-            best = s[key][0]
-            sentences.append(f"No head is a {word} head by this test: the highest {word} score is {best['head']}'s "
-                             f"{100 * best['value']:.0f}%, under the {100 * s['name_threshold']:.0f}% threshold.")
+            best = float(score.max())
+            tied = [names[i] for i in order if score[i] == best]
+            if len(tied) == 1:
+                who = f"is {tied[0]}'s, {100 * best:.0f}%"
+            else:
+                more = f" and {len(tied) - 3} more" if len(tied) > 3 else ""
+                who = f"{100 * best:.0f}%, is shared by {len(tied)} tied heads ({', '.join(tied[:3])}{more})"
+            sentences.append(f"No head is a {word} head by this test: the highest {word} score {who}, under the "
+                             f"{100 * s['name_threshold']:.0f}% threshold.")
     return sentences
 
 

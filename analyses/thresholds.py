@@ -31,6 +31,14 @@ MIN_POSITIVE_FRACTION = 0.75
 MIN_EFFECT_FRACTION = 0.10
 MIN_EFFECT_LOGITS = 0.1
 
+# Colour scales are anchored to these sizes, not to each plot's own maximum, so that noise stays pale: a signed map
+# in logits spans at least ±SCALE_LOGITS (the smallest gap the report normalises), one in fractions of a gap at least
+# ±SCALE_FRACTION (the whole gap), one in probability at least ±SCALE_PROBABILITY. A map whose cells exceed its
+# anchor widens to its own largest cell.
+SCALE_LOGITS = MIN_GAP_LOGITS
+SCALE_FRACTION = 1.0
+SCALE_PROBABILITY = MIN_EFFECT_FRACTION
+
 RULES = (f"normalised only when the mean clean − corrupted gap is ≥ {MIN_GAP_LOGITS:g} logit, ≥ "
          f"{MIN_GAP_STANDARD_ERRORS:g} standard errors above zero and positive for ≥ {MIN_POSITIVE_FRACTION:.0%} of "
          f"the prompts; a component is named only when its effect is ≥ {MIN_EFFECT_FRACTION:.0%} of the gap (or, "

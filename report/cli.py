@@ -87,6 +87,7 @@ def _show_progress_messages() -> None:
 
 
 @click.group()
+@click.version_option(package_name="weekday-circuits", prog_name="weekday-circuits")
 def main():
     """How small language models know what day comes next: compute, save and publish the evidence."""
     _show_progress_messages()

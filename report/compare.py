@@ -1,6 +1,6 @@
 """Models side by side, per family: what the index shows when a build holds more than one model.
 
-For each family, one row per model: 7-day accuracy with the chance flag, the two mean logit differences,
+For each family, one row per model: accuracy among the items with the chance flag, the two mean logit differences,
 and the top heads by direct logit attribution and by activation patching of the head outputs, each with
 its relative depth (layer / n_layers: 0 is the first layer, near 1 the last), so that models of different
 depth can be set against each other.

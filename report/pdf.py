@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from report import assets, render
+from report import assets, pdf_pages, render
 from report.errors import UserError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -40,12 +40,21 @@ def find_chromium(given: str | None) -> str:
                     "--chromium PATH")
 
 
-def render_print(build: render.Build) -> str:
+def render_print(build: render.Build, numbers: dict[str, int] | None = None) -> str:
+    """The print page; `numbers` (element id -> page) fills the contents list's page numbers (second pass)."""
     env = render.environment()
     scripts = assets.script_tags(assets.bundles(True, False), None)  # widgets print as Plotly stills
+    # before the first pass, each number is a placeholder as wide as a two-digit one, so that filling them in
+    # does not move anything to another page
+    numbers = numbers if numbers is not None else _Placeholder()
     return env.get_template("print.html").render(
         build=build, form="print", home="#top", scripts=scripts, figures=render.Figures("print"),
-        page_js=render.page_script(env), link=lambda page: f"#{page.anchor}")
+        page_js=render.page_script(env), link=lambda page: f"#{page.anchor}", numbers=numbers)
+
+
+class _Placeholder(dict):
+    def get(self, key, default=None):
+        return "00"
 
 
 def write_pdf(build: render.Build, path: Path, chromium: str | None = None) -> Path:
@@ -53,21 +62,10 @@ def write_pdf(build: render.Build, path: Path, chromium: str | None = None) -> P
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="weekday-circuits-pdf-") as tmp:
-        page = Path(tmp) / "report.html"
-        page.write_text(render_print(build), encoding="utf-8")
-        partial = Path(tmp) / "report.pdf"
-        command = [browser, *FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", f"--print-to-pdf={partial}"]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            command.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
-        try:
-            done = subprocess.run([*command, page.as_uri()], capture_output=True, text=True, timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise UserError(f"{browser} did not finish printing the PDF within {TIMEOUT_S} s") from None
-        except OSError as err:
-            raise UserError(f"cannot run {browser}: {err.strerror}") from None
-        if not partial.is_file() or partial.stat().st_size == 0:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise UserError(f"{browser} printed no PDF (exit {done.returncode}): {last}")
+        partial = _print(browser, render_print(build), Path(tmp), "first")
+        numbers = pdf_pages.page_numbers(partial.read_bytes())
+        if numbers:  # the second pass prints the contents list with the page numbers the first one found
+            partial = _print(browser, render_print(build, numbers), Path(tmp), "numbered")
         staged = Path(tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")[1])
         try:  # copied beside the target, then renamed: the PDF appears whole or not at all
             shutil.copyfile(partial, staged)
@@ -76,3 +74,22 @@ def write_pdf(build: render.Build, path: Path, chromium: str | None = None) -> P
         finally:
             staged.unlink(missing_ok=True)
     return path
+
+
+def _print(browser: str, html: str, tmp: Path, name: str) -> Path:
+    page = tmp / f"{name}.html"
+    page.write_text(html, encoding="utf-8")
+    partial = tmp / f"{name}.pdf"
+    command = [browser, *FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--print-to-pdf={partial}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
+    try:
+        done = subprocess.run([*command, page.as_uri()], capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{browser} did not finish printing the PDF within {TIMEOUT_S} s") from None
+    except OSError as err:
+        raise UserError(f"cannot run {browser}: {err.strerror}") from None
+    if not partial.is_file() or partial.stat().st_size == 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"{browser} printed no PDF (exit {done.returncode}): {last}")
+    return partial

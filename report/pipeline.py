@@ -260,6 +260,7 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
         if spec.name in skipped:
             entry["families"][spec.name] = {"status": "skipped", "reason": skipped[spec.name], **_spec_info(spec)}
     bar = tqdm(total=len(usable) * len(analyses), desc=slug, unit="analysis", disable=None, file=sys.stderr)
+    done = 0
     with bar:
         for spec in usable:
             prompts = build_prompt_set(spec, model.tokenizer, model.cfg.default_prepend_bos)
@@ -275,6 +276,10 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
                                   unit_prompts)
                     results.write_json_atomic(run_dir / results.MANIFEST, manifest)
                 bar.update()
+                done += 1
+                if bar.disable:  # no terminal (CI, a log file): one line per analysis instead of the bar
+                    log.info("%s: %s / %s done (%d of %d)", slug, spec.name, analysis.name, done,
+                             len(usable) * len(analyses))
 
 
 def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: Analysis, model, prompts) -> None:

@@ -24,7 +24,7 @@ from markupsafe import Markup
 from analyses import REGISTRY
 from analyses.text import num, pct, signed
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import assets, compare, names, results, transfer_page
+from report import abstract, assets, compare, names, results, transfer_page
 from report.errors import UserError
 from report.loader import MissingArray, Problem, figures_problem, read_result
 from report.merge import Merged, merge_runs
@@ -35,6 +35,7 @@ PART_TITLES = {"behaviour": "Behaviour", "evidence": "Evidence", "mechanism": "M
 MUTED_PARTS = ("evidence", "mechanism")  # greyed when the model is at chance on the family
 DEFAULT_TITLE = "weekday-circuits"
 PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
+PRINT_FIGURE_HEIGHT = 270  # px at most: about a quarter of an A4 page, so that a family's figures fit in a few pages
 
 
 @dataclass
@@ -53,6 +54,13 @@ class Section:
     problem: Problem | None = None
     skipped: str | None = None  # why the analysis was not run for this model (its architecture)
     muted: bool = False
+
+    @property
+    def noise_only(self) -> bool:
+        """Its effects are raw changes on a clean − corrupted gap that is not informative, or its nodes are ranked by
+        such a gap: nothing to print."""
+        summary = self.result.summary if self.result else {}
+        return any(summary.get(key) is False for key in ("normalised", "informative", "ranking_informative"))
 
 
 @dataclass
@@ -87,6 +95,18 @@ class FamilyPage:
                 if section.key == key and section.result is not None:
                     return section.result.summary
         return None
+
+    @property
+    def findings(self) -> abstract.Findings:
+        """The "what we found" box: at most five sentences from the saved numbers (report/abstract.py)."""
+        summaries = {s.key: s.result.summary for s in self.sections if s.result is not None}
+        return abstract.family_findings(summaries, self.model_name)
+
+    def section_title(self, key: str) -> str:
+        section = next((s for s in self.sections if s.key == key), None)
+        if section is None:
+            return key
+        return section.title + (f" ({section.corruption} corruption)" if section.corruption else "")
 
     @property
     def at_chance(self) -> bool:
@@ -125,6 +145,31 @@ class Build:
     @property
     def problems(self) -> list[Problem]:
         return [p for page in self.pages for p in page.problems]
+
+    def abstract(self) -> dict:
+        """The index's abstract: the question, each model's provenance, one line per model on what was found."""
+        models = []
+        for run in self.runs:
+            for slug, model in run["manifest"]["models"].items():
+                shown = run["models"][slug]
+                pages = [p for p in run["pages"] if p.model_slug == slug]
+                does = [p.family for p in pages if p.findings.does_task]
+                found = [p.family for p in pages if p.findings.found]
+                if not does:
+                    verdict = (f"Nothing was found: {shown['name']} does not do the task on any of the "
+                               f"{len(pages)} famil{'y' if len(pages) == 1 else 'ies'} computed, so no component "
+                               "is named.")
+                elif not found:
+                    verdict = (f"{shown['name']} does the task on {abstract.listing(does, 20)}, but no component "
+                               "passes a naming threshold: nothing stands out.")
+                else:
+                    verdict = (f"{shown['name']} does the task on {len(does)} of {len(pages)} families "
+                               f"({abstract.listing(does, 20)}); components are named on "
+                               f"{abstract.listing(found, 20)}.")
+                models.append({"name": shown["name"], "verdict": verdict, "pages": pages,
+                               "provenance": abstract.provenance({**model, "source": shown["source"]},
+                                                                 shown["name"])})
+        return {"question": abstract.QUESTION, "models": models}
 
     @property
     def needs_circuitsvis(self) -> bool:
@@ -373,11 +418,13 @@ class Figures:
             template_id = self.templates.setdefault(text, f"wc-template-{len(self.templates)}")
             attrs = f' data-template="{template_id}"'
         config = {"responsive": True, "displaylogo": False}
+        height = figure["height"]
         if self.form == "print":
-            layout["width"] = PRINT_FIGURE_WIDTH
+            height = min(height, PRINT_FIGURE_HEIGHT)
+            layout["width"], layout["height"] = PRINT_FIGURE_WIDTH, height
             config = {"staticPlot": True}
         return Markup(
-            f'<div id="{dom_id}" class="plotly-graph-div" style="height:{figure["height"]}px;width:100%;"'
+            f'<div id="{dom_id}" class="plotly-graph-div" style="height:{height}px;width:100%;"'
             f' data-spec="{dom_id}-spec"{attrs} data-config="{Markup.escape(json.dumps(config))}"></div>\n'
             f'<script type="application/json" id="{dom_id}-spec">{script_json(spec)}</script>'
         )
@@ -395,26 +442,29 @@ class Figures:
                               for text, tid in self.templates.items()))
 
 
+PRINT_STILL_HEADS = 2  # heads per printed still: one row, so that subplot titles never overlap
+
+
 def _widget_still(widget: dict) -> dict:
-    """A printable still of an attention widget: one heatmap of each head's pattern (destination x source)."""
+    """A printable still of an attention widget: a heatmap of each of its first heads' patterns (destination x
+    source); the title says how many more heads the HTML report's widget holds."""
     from plotly.subplots import make_subplots
 
-    tokens, heads = widget["tokens"], widget["props"]["attentionHeadNames"]
+    tokens, heads = widget["tokens"], widget["props"]["attentionHeadNames"][:PRINT_STILL_HEADS]
+    more = len(widget["props"]["attentionHeadNames"]) - len(heads)
     labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
-    columns = min(2, len(heads)) or 1
-    rows = -(-len(heads) // columns) or 1
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=heads, horizontal_spacing=0.18,
-                        vertical_spacing=0.3 / rows)
-    for i, pattern in enumerate(widget["props"]["attention"]):
+    fig = make_subplots(rows=1, cols=max(1, len(heads)), subplot_titles=heads, horizontal_spacing=0.2)
+    for i, pattern in enumerate(widget["props"]["attention"][:len(heads)]):
         fig.add_heatmap(z=pattern, x=labels, y=labels, zmin=0, zmax=1, colorscale="Blues", showscale=i == 0,
-                        row=i // columns + 1, col=i % columns + 1)
-    height = 300 * rows
-    fig.update_layout(template="plotly_white", height=height, margin=dict(l=90, r=20, t=40, b=90),
-                      font=dict(size=9))
-    fig.update_yaxes(autorange="reversed", title_text="destination")
+                        row=1, col=i + 1)
+    title = f"and {more} more head{'s' if more > 1 else ''} in the HTML report" if more > 0 else None
+    fig.update_layout(template="plotly_white", height=PRINT_FIGURE_HEIGHT, margin=dict(l=90, r=20, t=40, b=90),
+                      font=dict(size=9), title=dict(text=title, x=0.99, xanchor="right", font=dict(size=9)))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(title_text="destination", col=1)
     fig.update_xaxes(title_text="source", tickangle=-60)
     return {"id": widget["id"] + "-still", "spec": as_text(json.loads(pio.to_json(fig, validate=False))),
-            "height": height}
+            "height": PRINT_FIGURE_HEIGHT}
 
 
 def environment() -> jinja2.Environment:

@@ -26,16 +26,31 @@
     Array.prototype.forEach.call(root.querySelectorAll(".cv-widget[data-props]"), drawWidget);
   }
   function openTarget() {
+    // A link to a folded section (the "what we found" box links to its evidence) opens it, and its page.
     var id = decodeURIComponent(location.hash.slice(1));
     var target = id && document.getElementById(id);
-    var page = target && target.closest ? target.closest("details.page") : null;
-    if (page && !page.open) { page.open = true; target.scrollIntoView(); }
+    if (!target || !target.closest) { return; }
+    var page = target.closest("details.page");
+    var fold = target.querySelector(":scope > details.fold");
+    var opened = false;
+    if (page && !page.open) { page.open = true; opened = true; }
+    if (fold && !fold.open) { fold.open = true; opened = true; }
+    if (opened) { target.scrollIntoView(); }
+  }
+  function resizeIn(root) {
+    // Figures drawn while folded took Plotly's default width; fit them to the opened section.
+    Array.prototype.forEach.call(root.querySelectorAll(".plotly-graph-div[data-drawn]"), function (div) {
+      Plotly.Plots.resize(div);
+    });
   }
   window.weekdayCircuits = { draw: draw };
-  if (document.body.getAttribute("data-lazy") !== "1") { draw(document); return; }
+  Array.prototype.forEach.call(document.querySelectorAll("details.fold"), function (fold) {
+    fold.addEventListener("toggle", function () { if (fold.open) { draw(fold); resizeIn(fold); } });
+  });
+  window.addEventListener("hashchange", openTarget);
+  if (document.body.getAttribute("data-lazy") !== "1") { draw(document); openTarget(); return; }
   Array.prototype.forEach.call(document.querySelectorAll("details.page"), function (page) {
     page.addEventListener("toggle", function () { if (page.open) { draw(page); } });
   });
-  window.addEventListener("hashchange", openTarget);
   openTarget();
 })();

@@ -100,6 +100,24 @@ def test_tiny_report_renders_offline_in_chromium(browser, tiny_report, screensho
     check_site(browser, site, screenshots / "tiny")
 
 
+def test_first_screen_shows_the_abstract_and_the_findings_box(browser, tiny_report, tmp_path):
+    """Findings first: the index's abstract and a family page's "what we found" box are on the first screen."""
+    _, site = tiny_report
+    family = linked_pages(site)[1]
+    for page_file, selector, expected in ((site / "index.html", "#abstract", "Nothing was found"),
+                                          (family, "aside.found", "What we found")):
+        context, page, problems, requests = open_offline(browser, page_file)
+        shot = tmp_path / (page_file.stem + "-first-screen.png")
+        page.screenshot(path=str(shot), full_page=False)
+        box = page.locator(selector).bounding_box()
+        height = page.viewport_size["height"]
+        assert box is not None and 0 <= box["y"] < height / 2, (page_file.name, box)  # starts in the top half
+        assert expected in page.locator(selector).inner_text()
+        assert shot.stat().st_size > 10_000
+        context.close()
+        assert requests == [] and problems == [], (requests, problems)
+
+
 @pytest.mark.slow
 def test_bundled_model_report_renders_offline_in_chromium(browser, gemma_report, screenshots):
     _, site = gemma_report
@@ -174,6 +192,32 @@ def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tiny_checkp
     from analyses.text import signed
 
     for expected in ("Printed report", "tiny-gpt20", pct(behaviour["day7_acc"]), pct(behaviour["top1_acc"]),
-                     signed(logit_diff["copy_logit_diff_mean"]), "Headline numbers"):
+                     signed(logit_diff["copy_logit_diff_mean"]), "Abstract", "Contents", "What we found"):
         assert expected in text, expected
     assert str(tmp_path) not in text and str(tiny_checkpoint) not in text and "…/tiny-gpt20" in text
+    check_contents_and_page_numbers(pdf, int(re.search(r"Pages:\s+(\d+)", info).group(1)))
+
+
+def check_contents_and_page_numbers(pdf: Path, n_pages: int) -> None:
+    """The first page opens with the abstract; every page has its number in the footer; each contents entry's
+    number is the page on which that heading is printed."""
+    import subprocess
+
+    pages = [subprocess.run(["pdftotext", "-f", str(i), "-l", str(i), "-layout", str(pdf), "-"], capture_output=True,
+                            text=True, check=True).stdout for i in range(1, n_pages + 1)]
+    assert "Abstract" in pages[0] and "Contents" in "".join(pages[:2])
+    for i, text in enumerate(pages, start=1):
+        assert f"page {i} of {n_pages}" in text, f"page {i} has no page number in its footer"
+    contents = "".join(pages[:2])
+    start = contents.index("Contents")
+    entries = re.findall(r"^\s*(\S.*?\S)\s{2,}(\d+)\s*$", contents[start:], re.M)
+    assert len(entries) >= 5, contents[start:]
+    for title, number in entries:
+        assert 1 <= int(number) <= n_pages, (title, number)
+        heading = re.sub(r"\s+", " ", title)
+        on_page = re.sub(r"\s+", " ", pages[int(number) - 1])
+        # a section computed per corruption is headed "<title> <corruption> corruption" (the badge), listed as
+        # "<title> (<corruption> corruption)"
+        base, corruption = re.fullmatch(r"(.*?)(?: \((\w+) corruption\))?", heading).groups()
+        assert base in on_page, f"contents says {heading!r} is on page {number}"
+        assert corruption is None or f"{base} {corruption} corruption" in on_page, (heading, number)

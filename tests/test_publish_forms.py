@@ -283,15 +283,24 @@ def test_pdf_without_chromium_is_one_clear_line(two_families, tmp_path):
     assert not (tmp_path / "r.pdf").exists() and not (tmp_path / "site").exists()
 
 
-def test_the_print_page_has_stills_for_widgets_and_open_headlines(two_families):
+def test_the_print_page_has_a_still_per_widget_section_open_sections_and_a_contents_list(two_families):
+    """The PDF fits a family in a few pages: every section printed open with its narrative and first figure, the
+    first attention widget of a section without figures as a still (the rest, and the headline tables, are in the
+    HTML)."""
     from report import assets, pdf
 
     build = render.collect([two_families], "Printed")
     html = pdf.render_print(build)
     sections = [s for p in build.pages for s in p.sections]
-    widgets = sum(len(s.widgets) for s in sections)
-    assert widgets > 0 and 'class="cv-widget"' not in html
+    with_widgets = [s for s in sections if s.widgets and not s.figures]  # where the widget is the figure
+    assert with_widgets and 'class="cv-widget"' not in html
     assert assets.circuitsvis_bundle().source[:300] not in html  # a widget has nothing to print
-    assert html.count('-still" class="plotly-graph-div"') == widgets
-    assert html.count("<details open><summary>Headline numbers") == len(sections)
+    assert html.count('-still" class="plotly-graph-div"') == len(with_widgets)
+    assert html.count('<details class="fold" open>') == len(sections)
+    assert "Headline numbers" not in html
     assert html.count('<article class="page"') == len(build.pages) == 2
+    contents = html[html.index('id="contents"'):html.index("</nav>", html.index('id="contents"'))]
+    for page in build.pages:
+        assert f'href="#{page.anchor}"' in contents
+        for section in page.sections:
+            assert f'href="#{page.anchor}--{section.key}"' in contents
