@@ -19,9 +19,9 @@ DEFAULT_SITE = Path("site")
 def run_options(command):
     """The options shared by `run` and `report`."""
     options = [
-        click.option("--model", "models", multiple=True, default=("gpt2",), show_default=True,
-                     help="Hugging Face id (gpt2, gpt2-medium, ...; gpt2-small = gpt2), a local checkpoint folder, "
-                          "or gemma-3-270m (bundled, offline). Repeat for several models."),
+        click.option("--model", "models", multiple=True, default=("gemma-3-270m",), show_default=True,
+                     help="gemma-3-270m (bundled, runs offline), a Hugging Face id (gpt2 = GPT-2 small, the seed "
+                          "notebook's model; gpt2-medium, ...) or a local checkpoint folder. Repeat for several."),
         click.option("--families", default="all", show_default=True,
                      help="'all' or a comma-separated list of family names (see `list families`)."),
         click.option("--families-file", type=click.Path(path_type=Path), default=None,

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from analyses import BY_NAME, REGISTRY
 from analyses.types import Analysis
 from report import files, results, runs
+from report.bundled import BUNDLED_MODEL_NAME
 from report.checkpoint import CheckedModel, inspect_model
 from report.dtype import AUTO_RULE, count_parameters, resolve_dtype
 from report.errors import Interrupted, UserError
@@ -49,7 +50,7 @@ PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "pl
 
 @dataclass
 class RunOptions:
-    models: list[str] = field(default_factory=lambda: ["gpt2"])
+    models: list[str] = field(default_factory=lambda: [BUNDLED_MODEL_NAME])  # runs with no hub
     families: str = "all"
     families_file: Path | None = None
     analyses: str = "all"
