@@ -424,7 +424,12 @@ def run_sweeps(model, prompts: PromptSet, sweeps, chunk_rows: int | None = None)
     """Exact and attribution patching of `sweeps` for one prompt family."""
     runs = collect_runs(model, prompts, sweeps)
     exact = exact_sweeps(model, runs, sweeps, chunk_rows=chunk_rows)
-    attribution = attribution_sweeps(model, runs, sweeps)
+    return sweep_results(model, runs, sweeps, exact, attribution_sweeps(model, runs, sweeps))
+
+
+def sweep_results(model, runs: Runs, sweeps, exact: dict[str, torch.Tensor],
+                  attribution: dict[str, torch.Tensor]) -> SweepResults:
+    """The sweeps' numbers as numpy, with the checks that ride along (first prompt's patterns, patch-everything)."""
     corrupted = runs.corrupted_ld
 
     def numpy(t: torch.Tensor) -> np.ndarray:

@@ -26,8 +26,11 @@ def run_options(command):
                      help="'all' or a comma-separated list of family names (see `list families`)."),
         click.option("--families-file", type=click.Path(path_type=Path), default=None,
                      help="A TOML file of your own prompt families, instead of the shipped ones."),
-        click.option("--analyses", default="all", show_default=True,
-                     help="'all' or a comma-separated list of analysis names (see `list analyses`)."),
+        click.option("--analyses", default="auto", show_default=True,
+                     help="auto: every analysis on families where the model does the task, and behaviour, logit "
+                          "difference and the descriptive analyses where it is at chance (the page says what was "
+                          "left out); 'all': every analysis everywhere; or a comma-separated list of names (see "
+                          "`list analyses`)."),
         click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
                      help="Folder that holds the run folders."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
