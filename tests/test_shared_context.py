@@ -96,7 +96,7 @@ def test_shared_work_is_done_once_per_family_and_corruption(planted, monkeypatch
                                                         lambda model, ps, senders, **k: len(senders)))
     context = FamilyContext(model)
     circuits = {}
-    for unit, analysis, unit_prompts in _all_units(SHARING, prompts):
+    for _unit, analysis, unit_prompts in _all_units(SHARING, prompts):
         result = analysis.compute(model, unit_prompts, context=context)
         if analysis.name == "circuit":
             circuits[unit_prompts.corruption] = result.summary
