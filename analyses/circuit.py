@@ -129,7 +129,8 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     base = engine.collect_base(model, prompts.clean_tokens, hooks)
     clean_cache = {h: base.cache[h] for h in hooks}
     keep_sets = [set(order[r][:n].tolist()) for r in ("exact", "attribution") for n in grid]
-    final, _ = engine.run_rows(model, base, circuit_rows(node_list, keep_sets, clean_cache))
+    # rows that ablate the same early nodes share those blocks (the engine's prefix sharing; same numbers)
+    final = engine.run_rows_sharing_prefixes(model, base, circuit_rows(node_list, keep_sets, clean_cache))
     ld, p = _lds_and_p(model, final, prompts)
     ld = {"exact": ld[:len(grid)], "attribution": ld[len(grid):]}
     full_final = base.cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][None, :, -1]
@@ -142,7 +143,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     circuit = order["exact"][:size].tolist()
     mlps = [i for i in circuit if node_list[i][0] == "mlp"]
     table_rows = circuit_rows(node_list, [set(circuit), set(circuit) - set(mlps[:1])], clean_cache)
-    table_final, _ = engine.run_rows(model, base, table_rows)
+    table_final = engine.run_rows_sharing_prefixes(model, base, table_rows)
     _, table_p = _lds_and_p(model, table_final, prompts)
     # A circuit that is not named (either gap is noise) gets no edges: path patching every one of its heads would
     # be the costliest step of the analysis, spent on a diagram that says "not a finding".
