@@ -169,15 +169,20 @@ def run_shape(shape: str, args, device: str, work: Path) -> dict:
     manifest = json.loads((run_dir / results.MANIFEST).read_text())
     (model,) = manifest["models"].values()
     analyses: dict[str, float] = defaultdict(float)
+    analyses_cpu: dict[str, float] = defaultdict(float)
     for key, entry in model["analyses"].items():
+        if entry.get("status") != "complete":
+            continue  # skipped (architecture, or at chance under auto): no time
         analyses[analysis_of(key.split("/", 1)[1])] += entry["seconds"] or 0.0
+        analyses_cpu[analysis_of(key.split("/", 1)[1])] += entry.get("cpu_seconds") or 0.0
     compute = {name: analyses[name] - writes.by_analysis.get(name, 0.0) for name in analyses}
     writing = sum(writes.by_analysis.values()) + writes.manifest
     pages = list((work / "sites" / shape).rglob("*.html"))
     return {
         "shape": shape, "device": device, "dtype": model["dtype"], "n_params": n_params_guess,
         "n_families": sum(1 for f in model["families"].values() if f["status"] == "ok"),
-        "load_seconds": model["load_seconds"],
+        "load_seconds": model["load_seconds"], "load_cpu_seconds": model.get("load_cpu_seconds"),
+        "analysis_cpu_seconds": {a.name: round(analyses_cpu[a.name], 3) for a in REGISTRY if a.name in analyses_cpu},
         "analysis_seconds": {a.name: round(compute[a.name], 3) for a in REGISTRY if a.name in compute},
         "writing_seconds": round(writing, 3), "run_seconds": round(run_seconds, 3),
         "rendering_seconds": round(render_seconds, 3), "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
@@ -202,9 +207,11 @@ def table(rows: list[dict]) -> str:
              ("parameters", [f"{r['n_params'] / 1e6:.0f}M" if r["n_params"] else "?" for r in rows]),
              ("families (with interventions)", [f"{r['n_families']} ({r.get('n_families_intervened', '?')})"
                                                 for r in rows]),
-             ("load (s)", [f"{r['load_seconds']:.1f}" for r in rows])]
-    lines += [(f"{name} (s)", [f"{r['analysis_seconds'].get(name, float('nan')):.1f}" for r in rows])
-              for name in names]
+             ("load (s wall / CPU)", [f"{r['load_seconds']:.1f} / {r.get('load_cpu_seconds') or float('nan'):.1f}"
+                                      for r in rows])]
+    lines += [(f"{name} (s wall / CPU)", [f"{r['analysis_seconds'].get(name, float('nan')):.1f} / "
+                                          f"{r.get('analysis_cpu_seconds', {}).get(name, float('nan')):.1f}"
+                                          for r in rows]) for name in names]
     lines += [("writing results (s)", [f"{r['writing_seconds']:.1f}" for r in rows]),
               ("rendering (s)", [f"{r['rendering_seconds']:.1f} ({100 * r['rendering_share']:.0f}%)" for r in rows]),
               ("**wall, whole report (s)**", [f"**{r['wall_seconds']:.1f}**" for r in rows]),

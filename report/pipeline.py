@@ -235,13 +235,14 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
 
 def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str],
                dtype: str = "float32", auto: bool = False) -> None:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     log.info("loading %s on %s in %s", name, device, dtype)
     loaded = load_model(name, device, dtype)
     model = loaded.model
     slug = _unique_slug(manifest, name)
     entry = manifest["models"].setdefault(slug, {"families": {}, "analyses": {}})
     entry.update(_model_info(loaded, time.perf_counter() - started))
+    entry["load_cpu_seconds"] = round(time.process_time() - cpu_started, 3)
     usable = [spec for spec in families if spec.name not in skipped]
     for spec in families:
         if spec.name in skipped:
@@ -282,13 +283,13 @@ def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: A
     recorded = entry["analyses"].get(key)
     if isinstance(recorded, dict) and results.is_complete(folder, recorded.get("files") or {}):
         return
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with torch.no_grad():  # inference; attribution patching re-enables gradients for its own backward pass
         result = (analysis.compute(model, prompts, context=context) if analysis.uses_context and context is not None
                   else analysis.compute(model, prompts))
     checksums = results.save_result(folder, result)
     entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3),
-                              "files": checksums}
+                              "cpu_seconds": round(time.process_time() - cpu_started, 3), "files": checksums}
 
 
 def _unique_slug(manifest: dict, name: str) -> str:
