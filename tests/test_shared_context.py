@@ -49,7 +49,7 @@ def _compare(alone, together, path=""):
         assert len(alone) == len(together), path
         for i, (a, b) in enumerate(zip(alone, together)):
             _compare(a, b, f"{path}[{i}]")
-    elif isinstance(alone, float):
+    elif isinstance(alone, (float, np.floating)):
         assert together == pytest.approx(alone, abs=TOL, rel=TOL, nan_ok=True), path
     elif isinstance(alone, np.ndarray):
         np.testing.assert_allclose(together, alone, atol=TOL, rtol=TOL, err_msg=path)
