@@ -35,7 +35,7 @@ import plotly.graph_objects as go
 import torch
 
 from analyses import intervention as engine
-from analyses import plots, thresholds
+from analyses import plots, shared, thresholds
 from analyses.attribution import head_outputs, metric_terms, project
 from analyses.mechanism import (
     ABLATIONS,
@@ -50,9 +50,9 @@ from analyses.mechanism import (
     nodes,
     numpy,
 )
-from analyses.metrics import answer_pair, does_the_task, model_device
+from analyses.metrics import answer_pair, model_device
 from analyses.plots import LAYOUT
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "ablations"
 TOP_K = 10
@@ -97,7 +97,7 @@ def direct_effects(model, prompts: PromptSet, node_list) -> np.ndarray:
     return numpy(project(cache, torch.stack(pieces), directions).mean(-1))
 
 
-def compute(model, prompts: PromptSet) -> Result:
+def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     cfg = model.cfg
     node_list = nodes(cfg.n_layers, cfg.n_heads)
     names = sorted({node_hook(n) for n in node_list})
@@ -117,7 +117,7 @@ def compute(model, prompts: PromptSet) -> Result:
                    "clean_p_correct": clean["p_correct"], "corrupted_logit_diff": corrupted_ld, "direct_mean": direct})
     labels = {"nodes": [node_name(n) for n in node_list]}
     summary = _summary(arrays, labels["nodes"], prompts, cfg, informative, reason)
-    summary["day7_above_chance"] = does_the_task(model, prompts)
+    summary["day7_above_chance"] = shared.above_chance(shared.context_for(model, context), prompts)
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
@@ -226,5 +226,5 @@ ABLATIONS_ANALYSIS = Analysis(
                "prompts. Direct effect: the mean-ablation change written straight into the logits (DLA).",
     compute=compute, figures=figures, narrative=narrative,
     description="Which components matter when removed, and where later components compensate.",
-    part="mechanism",
+    part="mechanism", intervenes=True, uses_context=True,
 )

@@ -35,7 +35,7 @@ import plotly.graph_objects as go
 import torch
 
 from analyses import intervention as engine
-from analyses import paths, plots
+from analyses import paths, plots, shared
 from analyses.mechanism import (
     NAME_FRACTION,
     at_chance_lead,
@@ -48,9 +48,9 @@ from analyses.mechanism import (
     nodes,
     numpy,
 )
-from analyses.metrics import answer_pair, does_the_task
+from analyses.metrics import answer_pair
 from analyses.plots import LAYOUT
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "circuit"
 TARGET = 0.8
@@ -64,16 +64,24 @@ def size_grid(n_nodes: int) -> list[int]:
     return sorted({*dense, *(n for n in sparse if n <= n_nodes), n_nodes})
 
 
-def patching_effects(model, prompts: PromptSet, node_list) -> tuple[np.ndarray, np.ndarray, tuple[bool, str]]:
+def patching_effects(ctx: FamilyContext, prompts: PromptSet, node_list) -> tuple[np.ndarray, np.ndarray,
+                                                                                 tuple[bool, str]]:
     """[N] exact and attribution patching effect (mean LD change, clean → corrupted) of each node, all positions,
-    and whether the clean − corrupted gap they change is informative (else the ranking is noise)."""
-    runs = engine.collect_runs(model, prompts, ("z", "mlp_out"))
+    and whether the clean − corrupted gap they change is informative (else the ranking is noise). A head's exact
+    effect is its cell of the family's shared z sweep (the same patch `patching_heads` made); only the MLPs, each
+    patched at every position at once, are run here."""
+    model, runs = ctx.model, shared.runs(ctx, prompts)
     ranking_gap = informative_gap(numpy(runs.clean_ld), numpy(runs.corrupted_ld))
     S = runs.corrupted_tokens.shape[1]
-    patches = [engine.Patch(layer, (("z", head),)) if kind == "head"
-               else engine.Patch(layer, tuple(("mlp_out", p) for p in range(S))) for kind, layer, head in node_list]
-    exact = numpy(engine.patched_logit_diffs(model, runs, patches).mean(-1) - runs.corrupted_ld.mean())
-    attribution = engine.attribution_sweeps(model, runs, ("z", "mlp_out"))  # [L, units, B]: additive over positions
+    z = shared.exact(ctx, prompts, ("z",))["z"]  # [L, H, B]
+    mlps = [layer for kind, layer, _ in node_list if kind == "mlp"]
+    mlp_ld = engine.patched_logit_diffs(model, runs, [engine.Patch(layer, tuple(("mlp_out", p) for p in range(S)))
+                                                      for layer in mlps])
+    mlp_row = {layer: i for i, layer in enumerate(mlps)}
+    patched = torch.stack([z[layer, head] if kind == "head" else mlp_ld[mlp_row[layer]]
+                           for kind, layer, head in node_list])  # [N, B]
+    exact = numpy(patched.mean(-1) - runs.corrupted_ld.mean())
+    attribution = shared.attribution(ctx, prompts, ("z", "mlp_out"))  # [L, units, B]: additive over positions
     attr = [attribution["z"][layer, head] if kind == "head" else attribution["mlp_out"][layer].sum(0)
             for kind, layer, head in node_list]
     return exact, numpy(torch.stack(attr).mean(-1)), ranking_gap
@@ -108,11 +116,12 @@ def area(grid: list[int], curve: np.ndarray) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (curve[1:] + curve[:-1]) / 2))
 
 
-def compute(model, prompts: PromptSet) -> Result:
+def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     cfg = model.cfg
+    ctx = shared.context_for(model, context)
     node_list = nodes(cfg.n_layers, cfg.n_heads)
     N = len(node_list)
-    exact, attribution, (ranking_informative, ranking_reason) = patching_effects(model, prompts, node_list)
+    exact, attribution, (ranking_informative, ranking_reason) = patching_effects(ctx, prompts, node_list)
     order = {"exact": np.argsort(-np.abs(exact), kind="stable"), "attribution": np.argsort(-np.abs(attribution),
                                                                                            kind="stable")}
     grid = size_grid(N)
@@ -120,7 +129,8 @@ def compute(model, prompts: PromptSet) -> Result:
     base = engine.collect_base(model, prompts.clean_tokens, hooks)
     clean_cache = {h: base.cache[h] for h in hooks}
     keep_sets = [set(order[r][:n].tolist()) for r in ("exact", "attribution") for n in grid]
-    final, _ = engine.run_rows(model, base, circuit_rows(node_list, keep_sets, clean_cache))
+    # rows that ablate the same early nodes share those blocks (the engine's prefix sharing; same numbers)
+    final = engine.run_rows_sharing_prefixes(model, base, circuit_rows(node_list, keep_sets, clean_cache))
     ld, p = _lds_and_p(model, final, prompts)
     ld = {"exact": ld[:len(grid)], "attribution": ld[len(grid):]}
     full_final = base.cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][None, :, -1]
@@ -133,12 +143,12 @@ def compute(model, prompts: PromptSet) -> Result:
     circuit = order["exact"][:size].tolist()
     mlps = [i for i in circuit if node_list[i][0] == "mlp"]
     table_rows = circuit_rows(node_list, [set(circuit), set(circuit) - set(mlps[:1])], clean_cache)
-    table_final, _ = engine.run_rows(model, base, table_rows)
+    table_final = engine.run_rows_sharing_prefixes(model, base, table_rows)
     _, table_p = _lds_and_p(model, table_final, prompts)
     # A circuit that is not named (either gap is noise) gets no edges: path patching every one of its heads would
     # be the costliest step of the analysis, spent on a diagram that says "not a finding".
     named = informative and ranking_informative
-    weights, senders, receivers = (circuit_edges(model, prompts, [node_list[i] for i in circuit]) if named
+    weights, senders, receivers = (circuit_edges(ctx, prompts, [node_list[i] for i in circuit]) if named
                                    else ([], [], []))
     items = item_names(prompts)
     arrays = {"grid": np.array(grid), "faithfulness_exact": curves["exact"],
@@ -161,7 +171,7 @@ def compute(model, prompts: PromptSet) -> Result:
         "faithfulness_auc_attribution": area(grid, curves["attribution"]),
         "removed_mlp": names[mlps[0]] if mlps else "",
         "ranking": [{"node": names[i], "value": float(exact[i])} for i in order["exact"][:10]],
-        "day7_above_chance": does_the_task(model, prompts),
+        "day7_above_chance": shared.above_chance(ctx, prompts),
     }
     # undefined when mean-ablating everything leaves the LD exactly unchanged: left out (the store refuses NaN)
     summary = {k: v for k, v in summary.items() if not (isinstance(v, float) and not np.isfinite(v))}
@@ -175,15 +185,17 @@ def per_item(values: np.ndarray, prompts: PromptSet, n_items: int) -> np.ndarray
     return np.array([values[answers == i].mean() if (answers == i).any() else np.nan for i in range(n_items)])
 
 
-def circuit_edges(model, prompts: PromptSet, circuit) -> tuple[list[float], list[str], list[str]]:
+def circuit_edges(ctx: FamilyContext, prompts: PromptSet, circuit) -> tuple[list[float], list[str], list[str]]:
     """Path-patching weight of each edge from a circuit head to a later circuit node or the logits (fraction of the
     clean − corrupted gap; raw LD change when the gap is not informative). None on a model without resid_mid
-    (parallel attention and MLP), where paths cannot be measured: the diagram then shows nodes only."""
+    (parallel attention and MLP), where paths cannot be measured: the diagram then shows nodes only. A sender that
+    `path_patching` already followed is not followed again (the family's shared path effects)."""
+    model = ctx.model
     senders = [(layer, head) for kind, layer, head in circuit if kind == "head"]
     if not senders or paths.without_resid_mid(model):
         return [], [], []
-    ps = paths.setup(model, prompts)
-    effects = {k: numpy(v.mean(-1)) for k, v in paths.path_effects(model, ps, senders).items()}
+    ps = shared.path_setup(ctx, prompts)
+    effects = {k: numpy(v.mean(-1)) for k, v in shared.path_effects(ctx, prompts, senders).items()}
     ok, _ = informative_gap(numpy(ps.clean_ld), numpy(ps.corrupted_ld))
     scale = float((ps.clean_ld - ps.corrupted_ld).mean()) if ok else 1.0
     kv = model.cfg.n_heads // effects["v"].shape[2]
@@ -297,5 +309,5 @@ CIRCUIT = Analysis(
                "MIB 2025).",
     compute=compute, figures=figures, narrative=narrative,
     description="How much of the behaviour the top components keep, and how they connect.",
-    part="mechanism", per_corruption=True,
+    part="mechanism", per_corruption=True, intervenes=True, uses_context=True,
 )

@@ -26,10 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import intervention as core
-from analyses import plots
+from analyses import plots, shared
 from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
-from analyses.metrics import does_the_task
 from analyses.patching_display import (
     agreement_scatter,
     agreement_sentence,
@@ -42,7 +41,7 @@ from analyses.patching_display import (
     unit_label,
 )
 from analyses.thresholds import RULES
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "patching_heads"
 TOP_K = 10
@@ -60,12 +59,13 @@ def z_to_kv(n_heads: int, n_kv: int) -> np.ndarray:
     return np.arange(n_heads) // (n_heads // n_kv)
 
 
-def compute(model, prompts: PromptSet) -> Result:
-    results = core.run_sweeps(model, prompts, core.HEAD_SWEEPS)
+def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
+    ctx = shared.context_for(model, context)
+    results = shared.sweep_results(ctx, prompts, core.HEAD_SWEEPS)
     n_layers = model.cfg.n_layers
     stats = {s: st.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
     names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in core.HEAD_SWEEPS}
-    summary = st.common_summary(results, prompts, n_layers, does_the_task(model, prompts))
+    summary = st.common_summary(results, prompts, n_layers, shared.above_chance(ctx, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.HEAD_SWEEPS:
         arrays.update(st.stats_arrays(sweep, stats[sweep], results))
@@ -177,5 +177,5 @@ PATCHING_HEADS = Analysis(
                "corrupted run. With grouped-query attention, v is patched per key-value head.",
     compute=compute, figures=figures, narrative=narrative,
     description="Which heads cause the answer, and whether through what they move or where they look.",
-    per_corruption=True,
+    per_corruption=True, intervenes=True, uses_context=True,
 )

@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import intervention as core
+from analyses import shared
 from analyses import stats as st
-from analyses.metrics import does_the_task
 from analyses.patching_display import (
     agreement_scatter,
     agreement_sentence,
@@ -40,7 +40,7 @@ from analyses.patching_display import (
 )
 from analyses.precision import dtype_name, identity_tolerance
 from analyses.thresholds import RULES
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "patching_positions"
 TOP_K = 5
@@ -63,13 +63,14 @@ def position_labels(prompts: PromptSet) -> list[str]:
     return labels
 
 
-def compute(model, prompts: PromptSet) -> Result:
-    results = core.run_sweeps(model, prompts, core.POSITION_SWEEPS)
+def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
+    ctx = shared.context_for(model, context)
+    results = shared.sweep_results(ctx, prompts, core.POSITION_SWEEPS)
     positions = position_labels(prompts)
     n_layers = model.cfg.n_layers
     names = np.array([[f"L{layer} pos{p[:p.index(':')]} {p[p.index(':') + 1:]}" for p in positions]
                       for layer in range(n_layers)])
-    summary = st.common_summary(results, prompts, n_layers, does_the_task(model, prompts))
+    summary = st.common_summary(results, prompts, n_layers, shared.above_chance(ctx, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.POSITION_SWEEPS:
         stats = st.sweep_stats(results, sweep)
@@ -140,5 +141,5 @@ PATCHING_POSITIONS = Analysis(
                "logit difference on the corrupted run, from one forward and one backward pass.",
     compute=compute, figures=figures, narrative=narrative,
     description="Which layers and positions carry the information that decides the answer.",
-    per_corruption=True,
+    per_corruption=True, intervenes=True, uses_context=True,
 )

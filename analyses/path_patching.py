@@ -19,31 +19,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import intervention as engine
-from analyses import paths, plots, thresholds
+from analyses import paths, plots, shared, thresholds
 from analyses.attribution import head_name
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
-from analyses.metrics import does_the_task
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "path_patching"
 SENDERS = 3  # senders per family: each costs one batched pass per later receiver
 TOP_K = 10
 
 
-def top_heads_by_patching(model, prompts: PromptSet, k: int) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """The k heads with the largest |mean z-patching change of LD| and those changes [k] (logits)."""
-    runs = engine.collect_runs(model, prompts, ("z",))
-    change = numpy(engine.exact_sweeps(model, runs, ("z",))["z"].mean(-1) - runs.corrupted_ld.mean())  # [L, H]
-    order = np.argsort(-np.abs(change).ravel(), kind="stable")[:k]
-    heads = [(int(i) // change.shape[1], int(i) % change.shape[1]) for i in order]
+def top_heads_by_patching(ctx: FamilyContext, prompts: PromptSet, k: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The k heads with the largest |mean z-patching change of LD| and those changes [k] (logits); the z patching
+    is the family's shared one (`patching_heads` computed it)."""
+    heads = shared.head_ranking(ctx, prompts)[:k]
+    change = shared.head_z_change(ctx, prompts)  # [L, H]
     return heads, np.array([change[h] for h in heads])
 
 
-def compute(model, prompts: PromptSet) -> Result:
-    senders, sender_change = top_heads_by_patching(model, prompts, SENDERS)
-    ps = paths.setup(model, prompts)
-    effects = {k: numpy(v.mean(-1)) for k, v in paths.path_effects(model, ps, senders).items()}
+def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
+    ctx = shared.context_for(model, context)
+    senders, sender_change = top_heads_by_patching(ctx, prompts, SENDERS)
+    ps = shared.path_setup(ctx, prompts)
+    effects = {k: numpy(v.mean(-1)) for k, v in shared.path_effects(ctx, prompts, senders).items()}
     clean, corrupted = numpy(ps.clean_ld), numpy(ps.corrupted_ld)
     informative, reason = informative_gap(clean, corrupted)
     gap = float(clean.mean() - corrupted.mean())
@@ -61,7 +59,7 @@ def compute(model, prompts: PromptSet) -> Result:
                "corrupted_logit_diff_mean": float(corrupted.mean()), "name_threshold": NAME_FRACTION,
                "value_unit": "fraction of the clean − corrupted gap" if informative else "change in LD (logits)",
                "senders": [{"head": n, "value": float(v)} for n, v in zip(names, arrays["sender_patching"])],
-               "top_edges": edges(arrays, labels)[:TOP_K], "day7_above_chance": does_the_task(model, prompts)}
+               "top_edges": edges(arrays, labels)[:TOP_K], "day7_above_chance": shared.above_chance(ctx, prompts)}
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
@@ -141,6 +139,6 @@ PATH_PATCHING = Analysis(
                "clean − corrupted gap (Wang et al. 2022; Goldowsky-Dill et al. 2023).",
     compute=compute, figures=figures, narrative=narrative,
     description="How the heads that matter connect: who reads whose output, and through which input.",
-    part="mechanism", per_corruption=True,
+    part="mechanism", per_corruption=True, intervenes=True, uses_context=True,
     cannot_run=paths.without_resid_mid,
 )

@@ -122,6 +122,24 @@ class Figure:
     figure: Any  # plotly.graph_objects.Figure
 
 
+@dataclass(eq=False)
+class FamilyContext:
+    """Work that several analyses of one (model, family) share, computed once, on first use (`analyses.shared`).
+
+    The pipeline makes one per (model, family) and hands it to every analysis with `uses_context`; an analysis
+    called on its own makes a fresh one, and computes exactly what it computed before there was sharing (a test
+    compares the two paths). Keys name what is held and for which corruption, e.g. ("runs", "day").
+    """
+
+    model: Any
+    memo: dict[tuple, Any] = field(default_factory=dict)
+
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
+
+
 @dataclass(frozen=True)
 class Analysis:
     """One analysis: `compute` needs the model, `figures` and `narrative` need only the Result."""
@@ -138,3 +156,8 @@ class Analysis:
     # Why this analysis cannot run on a model (its architecture lacks what it reads), or None when it can. The
     # pipeline then records the analysis as skipped with this reason, and the page says so; never a crash.
     cannot_run: Callable[[Any], str | None] | None = None
+    # Reruns the model with activations replaced (patching, ablations, paths, circuit). Under `--analyses auto`
+    # these are not computed on a family where the model is at chance: they would explain noise.
+    intervenes: bool = False
+    # compute(model, prompts, context=FamilyContext) takes the family's shared work from the pipeline.
+    uses_context: bool = False

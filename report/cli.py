@@ -19,15 +19,18 @@ DEFAULT_SITE = Path("site")
 def run_options(command):
     """The options shared by `run` and `report`."""
     options = [
-        click.option("--model", "models", multiple=True, default=("gpt2",), show_default=True,
-                     help="Hugging Face id (gpt2, gpt2-medium, ...; gpt2-small = gpt2), a local checkpoint folder, "
-                          "or gemma-3-270m (bundled, offline). Repeat for several models."),
+        click.option("--model", "models", multiple=True, default=("gemma-3-270m",), show_default=True,
+                     help="gemma-3-270m (bundled, runs offline), a Hugging Face id (gpt2 = GPT-2 small, the seed "
+                          "notebook's model; gpt2-medium, ...) or a local checkpoint folder. Repeat for several."),
         click.option("--families", default="all", show_default=True,
                      help="'all' or a comma-separated list of family names (see `list families`)."),
         click.option("--families-file", type=click.Path(path_type=Path), default=None,
                      help="A TOML file of your own prompt families, instead of the shipped ones."),
-        click.option("--analyses", default="all", show_default=True,
-                     help="'all' or a comma-separated list of analysis names (see `list analyses`)."),
+        click.option("--analyses", default="auto", show_default=True,
+                     help="auto: every analysis on families where the model does the task, and behaviour, logit "
+                          "difference and the descriptive analyses where it is at chance (the page says what was "
+                          "left out); 'all': every analysis everywhere; or a comma-separated list of names (see "
+                          "`list analyses`)."),
         click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT, show_default=True,
                      help="Folder that holds the run folders."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,

@@ -1,7 +1,7 @@
 """Load a model as a TransformerLens 4 `TransformerBridge` with the notebook's weight processing.
 
 A name is a Hugging Face id (`gpt2`, `gpt2-medium`, ...; `gpt2-small` is an alias of `gpt2`), a local
-checkpoint folder, or the bundled offline model (`gemma-3-270m`, from the `offline` extra).
+checkpoint folder, or the bundled offline model (`gemma-3-270m`, the default, installed with the project).
 """
 
 from __future__ import annotations
@@ -89,4 +89,6 @@ def _boot(name: str, resolved: str, device: str, dtype: torch.dtype = torch.floa
 def _revision(bridge, resolved: str) -> str:
     config = getattr(getattr(bridge, "original_model", None), "config", None)
     commit = getattr(config, "_commit_hash", None)
+    if commit is None and "/snapshots/" in Path(resolved).as_posix():  # a cached hub snapshot (report/hub.py)
+        commit = Path(resolved).name
     return commit or ("local folder" if Path(resolved).exists() else "unknown")

