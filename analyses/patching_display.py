@@ -120,9 +120,9 @@ def baseline_sentences(s: dict) -> list[str]:
     if s["normalised"]:
         sentences.append(f"Over the prompts {gap}; effects are fractions of that gap.")
     else:
-        barely = (f"The clean and corrupted runs barely differ under this corruption: {gap}, and {s['gap_reason']}. "
-                  "Effects are therefore raw changes in logits, not fractions of the gap, and small ones are not "
-                  "findings.")
+        barely = (f"{thresholds.gap_clause(s.get('gap_state'))} under this corruption: {gap}, and {s['gap_reason']}. "
+                  "Effects are therefore raw changes in logits, not fractions of the gap, and no component is given "
+                  "the corruption's role.")
         sentences.insert(len(sentences) - 1, barely)
     return sentences
 
@@ -134,6 +134,9 @@ def top_sentence(entry: dict, s: dict, subject: str) -> str:
                      f"{thresholds.MIN_EFFECT_LOGITS:g} logits and {thresholds.MIN_EFFECT_FRACTION:.0%} of |LD|")
         return (f"Nothing stands out for {subject}: the largest effect is {percent(entry['value'], s['normalised'])}, "
                 f"under the naming threshold of {threshold}.")
+    if not s["normalised"]:  # a gap that is not informative gives no component a role, whatever the raw change
+        return (f"Patching {entry['name_phrase']} {effect_phrase(entry, s['normalised'])}; the gap is not informative "
+                "(see above), so no role is read into it.")
     role = ROLE[s.get("corruption", "day")]
     if not s.get("day7_above_chance", True):
         role += INSTEAD

@@ -224,7 +224,7 @@ def common_summary(results: SweepResults, prompts: PromptSet, n_layers: int, abo
         "clean_logit_diff_mean": float(np.mean(results.clean_ld)),
         "corrupted_logit_diff_mean": float(np.mean(results.corrupted_ld)),
         "gap_mean": gap.mean, "gap_standard_error": gap.standard_error, "gap_positive_frac": gap.positive_fraction,
-        "normalised": gap.informative, "gap_reason": gap.reason,
+        "normalised": gap.informative, "gap_reason": gap.reason, "gap_state": gap.state,
         "day7_above_chance": bool(above_chance),
         "value_unit": "fraction of the clean − corrupted logit difference" if gap.informative
         else "change in logit difference, logits (the clean and corrupted runs barely differ, so no normalisation)",
