@@ -54,6 +54,13 @@ def binomial_tail(successes: int, trials: int, p: float) -> float:
     return min(1.0, float(tail))  # the sum of all terms can round to just above 1
 
 
+def sign_test(positive: int, n: int) -> float:
+    """Exact two-sided sign test: P(a count at least as far from n/2 as `positive`) under Binomial(n, 1/2)."""
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * binomial_tail(max(positive, n - positive), n, 0.5))
+
+
 def above_chance(successes: int, trials: int, n_items: int) -> tuple[bool, float]:
     """(above chance at p < ALPHA, the p-value) for `successes` of `trials` picks among n_items."""
     p_value = binomial_tail(successes, trials, 1.0 / n_items)
