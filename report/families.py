@@ -32,7 +32,8 @@ SEQUENCES_TABLE = "sequences"  # reserved top-level table: sequences a families 
 REQUIRED_KEYS = {"answer_offset"}
 TEMPLATE_KEYS = ("template", "templates")  # exactly one of them
 OPTIONAL_KEYS = {"description": "", "copy_offset": 0, "corrupt_shift": 3, "sequence": "days",
-                 "relation_templates": None, "relation_answer_offset": None, "no_relation": ""}
+                 "relation_templates": None, "relation_answer_offset": None, "no_relation": "",
+                 "relation_items_differ": ""}
 
 
 class FamilyError(UserError):
@@ -52,6 +53,7 @@ class FamilySpec:
     relation_templates: tuple[str, ...] = ()  # aligned with templates; empty = no relation corruption
     relation_answer_offset: int | None = None
     no_relation: str = ""  # why the family has no relation twin (shown in the report)
+    relation_items_differ: str = ""  # why the relation twins name other items than the clean templates
 
     def prompt(self, template: str, item: int) -> str:
         """The template with {day} = items[item] and {day±N} = the item N later/earlier (mod the sequence)."""
@@ -128,7 +130,7 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
             continue
         if not isinstance(values[key], int) or isinstance(values[key], bool):
             raise FamilyError(f"{where}: '{key}' must be a whole number, got {values[key]!r}")
-    for key in ("description", "sequence", "no_relation"):
+    for key in ("description", "sequence", "no_relation", "relation_items_differ"):
         if not isinstance(values[key], str):
             raise FamilyError(f"{where}: '{key}' must be a string")
     if values["sequence"] not in sequences:
@@ -143,7 +145,8 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
                           "the clean one")
     return FamilySpec(name=name, templates=templates, items=items, relation_templates=relation,
                       **{k: values[k] for k in ("answer_offset", "copy_offset", "corrupt_shift", "description",
-                                                "sequence", "relation_answer_offset", "no_relation")})
+                                                "sequence", "relation_answer_offset", "no_relation",
+                                                "relation_items_differ")})
 
 
 def _templates(table: dict, where: str) -> tuple[str, ...]:
@@ -185,10 +188,25 @@ def _relation(values: dict, templates: tuple[str, ...], where: str, n_items: int
                           f"({len(templates)}), in the same order")
     for template in relation:
         _check_template(template, where)
+    for clean, twin in zip(templates, relation):
+        if slot_offsets(clean) != slot_offsets(twin) and not values["relation_items_differ"]:
+            raise FamilyError(f"{where}: relation template {twin!r} names other items than {clean!r} (slots "
+                              f"{_slots_text(twin)} against {_slots_text(clean)}), so the relation contrast would "
+                              "vary which items are named as well as the step; name the same items (any order), or "
+                              "say why in 'relation_items_differ'")
     if (offset - values["answer_offset"]) % n_items == 0:
         raise FamilyError(f"{where}: relation_answer_offset {offset} gives the same answer as answer_offset "
                           f"{values['answer_offset']}, so the relation twin would not change the answer")
     return tuple(relation)
+
+
+def slot_offsets(template: str) -> list[int]:
+    """The item offsets a template names, sorted: "{day+2}, {day+1}, {day}," -> [0, 1, 2]."""
+    return sorted((-1 if sign == "-" else 1) * int(n or 0) for sign, n in SLOT.findall(template))
+
+
+def _slots_text(template: str) -> str:
+    return "{" + ", ".join(f"{o:+d}" for o in slot_offsets(template)) + "}"
 
 
 def select_families(specs: dict[str, FamilySpec], wanted: str) -> list[FamilySpec]:
