@@ -275,7 +275,36 @@ def build_prompt_set(spec: FamilySpec, tokenizer, prepend_bos: bool = True) -> P
         copy_ids=token([i + spec.copy_offset for _, i in cells], clean),
         item_token_ids=torch.tensor(item_ids), str_tokens=[_str_tokens(tokenizer, ids) for ids in clean_ids],
         twins=twins, relation_answer_offset=spec.relation_answer_offset,
+        roles=token_roles(spec, clean_ids, twin_ids.get("relation"), prepend_bos),
     )
+
+
+def token_roles(spec: FamilySpec, clean_ids: list[list[int]], relation_ids: list[list[int]] | None,
+                prepend_bos: bool) -> tuple[tuple[str, ...], ...]:
+    """Each template's token roles, read from its tokens: a slot is a position whose token changes with the item
+    (the k-th such position is the template's k-th slot, left to right); the relation word is a position the
+    relation twin changes that is not a slot; BOS is the start and the last position the final one."""
+    n = len(spec.items)
+    roles = []
+    for t, template in enumerate(spec.templates):
+        rows = clean_ids[t * n:(t + 1) * n]
+        seq = len(rows[0])
+        slots = [p for p in range(seq) if len({r[p] for r in rows}) > 1]
+        offsets = [(-1 if sign == "-" else 1) * int(k or 0) for sign, k in SLOT.findall(template)]
+        names = ([f"item{o:+d}" if o else "item" for o in offsets] if len(offsets) == len(slots)
+                 else ["item"] * len(slots))
+        role = ["other"] * seq
+        if relation_ids is not None:
+            for p in range(seq):
+                if any(a[p] != b[p] for a, b in zip(rows, relation_ids[t * n:(t + 1) * n])):
+                    role[p] = "relation"
+        for p, name in zip(slots, names):
+            role[p] = name
+        role[-1] = "final"
+        if prepend_bos:
+            role[0] = "start"
+        roles.append(tuple(role))
+    return tuple(roles)
 
 
 def _check_equal_lengths(family: str, prompts: list[str], ids: list[list[int]]) -> None:

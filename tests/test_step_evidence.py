@@ -22,11 +22,11 @@ from analyses.logit_diff import LOGIT_DIFF
 from analyses.patching_heads import PATCHING_HEADS
 
 SEEDS = (0, 1)
-ROLE = re.compile(r"L\d+H\d+[^.]*carries the (step|named item)")  # a head given the corruption's role
+ROLE = re.compile(r"carries the (step|named item)")  # the corruption's role, given to a head in the same sentence
 
 
 def _roles(sentences: list[str]) -> list[str]:
-    return [s for s in sentences if ROLE.search(s)]
+    return [s for s in sentences if ROLE.search(s) and re.search(r"L\d+H\d+", s)]
 STEP_HEADS = ["L1H0", "L1H1"]
 
 
@@ -180,3 +180,27 @@ def test_a_reversed_gap_is_said_to_be_reversed_and_gets_no_role_sentence(swapped
     assert "barely differ" not in text
     assert _roles(sentences) == [], sentences
     assert CIRCUIT.compute(model, prompts.with_corruption("relation")).summary["named"] is False
+
+
+# ---- 5. roles, not indices ------------------------------------------------------------------------------------------
+
+
+def test_positional_patching_by_role_finds_the_planted_role_at_100_percent_in_every_template(relation_blind):
+    """The next-day head reads the day token, which sits at different indices in different templates; read by role
+    (each prompt at its own template's item position) patching the residual stream there restores the whole gap
+    in every template, where pooling one index over templates mixes the day with other words."""
+    from analyses.patching_positions import PATCHING_POSITIONS
+
+    model, prompts = relation_blind
+    assert len({roles.index("item") for roles in prompts.roles}) > 1  # the templates are misaligned by index
+    result = PATCHING_POSITIONS.compute(model, prompts.with_corruption("day"))
+    s = result.summary
+    assert s["normalised"]
+    entries = {e["component"]: e for e in s["resid_pre_role_top"]}
+    top = entries["L0 item"]  # beside "L1 item" and "L2 final" (after the head has written): each the whole gap
+    assert top["value"] == pytest.approx(1.0, abs=0.05)
+    assert len(top["value_by_template"]) == len(prompts.templates)
+    assert all(v == pytest.approx(1.0, abs=0.05) for v in top["value_by_template"])
+    assert any("by token role" not in x and "T5 100%" in x for x in PATCHING_POSITIONS.narrative(result))
+    by_index = result.arrays["resid_pre_exact"][0]  # layer 0 by index: no index holds the day in every template
+    assert by_index.max() < 0.9
