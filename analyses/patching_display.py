@@ -35,8 +35,15 @@ def paired_heatmap(exact: np.ndarray, attribution: np.ndarray, x: list[str], y: 
 
 def hover_text(result: Result, sweep: str, names: np.ndarray) -> np.ndarray:
     lo, hi = result.arrays[f"{sweep}_ci_low"], result.arrays[f"{sweep}_ci_high"]
-    return np.array([[f"{n}<br>95% spread over prompts {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
+    over = spread_over(result.summary)
+    return np.array([[f"{n}<br>95% spread over {over} {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
                      for rn, rl, rh in zip(names, lo, hi)])
+
+
+def spread_over(summary: dict) -> str:
+    """What the interval resampled (analyses.stats): whole templates (cluster bootstrap) or prompts."""
+    return ("templates (cluster bootstrap)" if summary.get("interval_kind") == "cluster_bootstrap_templates"
+            else "prompts")
 
 
 def unit_label(summary: dict) -> str:
@@ -73,9 +80,11 @@ def percent(value: float | None, normalised: bool) -> str:
 def interval(entry: dict, normalised: bool) -> str:
     if entry["ci_low"] is None or entry["ci_high"] is None:
         return ""
+    # a ranked entry with per-template values comes from a cluster bootstrap over templates (analyses.stats)
+    over = "templates, cluster bootstrap" if entry.get("value_by_template") else "prompts"
     if normalised:
-        return f" (95% spread over prompts {100 * entry['ci_low']:.0f} to {100 * entry['ci_high']:.0f}%)"
-    return f" (95% spread over prompts {entry['ci_low']:+.2f} to {entry['ci_high']:+.2f})"
+        return f" (95% spread over {over} {100 * entry['ci_low']:.0f} to {100 * entry['ci_high']:.0f}%)"
+    return f" (95% spread over {over} {entry['ci_low']:+.2f} to {entry['ci_high']:+.2f})"
 
 
 def effect_phrase(entry: dict, normalised: bool) -> str:

@@ -43,6 +43,7 @@ from analyses.patching_display import (
     hover_text,
     paired_heatmap,
     percent,
+    spread_over,
     top_sentence,
     unit_label,
 )
@@ -80,7 +81,7 @@ def compute(model, prompts: PromptSet) -> Result:
     summary = st.common_summary(results, prompts, n_layers, does_the_task(model, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.POSITION_SWEEPS:
-        stats = st.sweep_stats(results, sweep)
+        stats = st.sweep_stats(results, sweep, prompts.template_index)
         arrays.update(st.stats_arrays(sweep, stats, results))
         summary[f"{sweep}_top"] = st.ranked(stats, names, TOP_K, results=results, sweep=sweep,
                                             template_index=prompts.template_index)
@@ -92,7 +93,7 @@ def compute(model, prompts: PromptSet) -> Result:
         role_results = by_role(results, prompts, roles)
         role_names = np.array([[f"L{layer} {r}" for r in roles] for layer in range(n_layers)])
         for sweep in core.POSITION_SWEEPS:
-            stats = st.sweep_stats(role_results, sweep)
+            stats = st.sweep_stats(role_results, sweep, prompts.template_index)
             arrays.update({f"{sweep}_role_exact": stats.exact, f"{sweep}_role_attribution": stats.attribution,
                            f"{sweep}_role_ci_low": stats.ci_low, f"{sweep}_role_ci_high": stats.ci_high})
             summary[f"{sweep}_role_top"] = st.ranked(stats, role_names, TOP_K, results=role_results, sweep=sweep,
@@ -139,7 +140,8 @@ def figures(result: Result) -> list[Figure]:
     for sweep in core.POSITION_SWEEPS if roles else ():
         role_names = np.array([[f"{layer} {r}" for r in roles] for layer in layers])
         lo, hi = result.arrays[f"{sweep}_role_ci_low"], result.arrays[f"{sweep}_role_ci_high"]
-        hover = np.array([[f"{n}<br>95% spread over prompts {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
+        over = spread_over(result.summary)
+        hover = np.array([[f"{n}<br>95% spread over {over} {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
                           for rn, rl, rh in zip(role_names, lo, hi)])
         fig = paired_heatmap(result.arrays[f"{sweep}_role_exact"], result.arrays[f"{sweep}_role_attribution"], roles,
                              layers, hover, f"Patching the {SHORT[sweep]}, per layer and token role (each prompt "
@@ -214,7 +216,7 @@ PATCHING_POSITIONS = Analysis(
     title="Activation patching by layer and position",
     definition="Each cell: the corrupted prompts run with one activation (the residual stream entering the layer, "
                "the attention output or the MLP output, at one position) taken from the clean prompts. "
-               + st.NORMALISATION + ", when the gap is informative (" + RULES + "). Intervals: " + st.INTERVAL
+               + st.NORMALISATION + ", when the gap is informative (" + RULES + "). Intervals: " + st.CLUSTER_INTERVAL
                + ". Right-hand panels: "
                "attribution patching, the first-order estimate (clean − corrupted activation) · gradient of the "
                "logit difference on the corrupted run, from one forward and one backward pass.",
