@@ -129,7 +129,7 @@ def baseline_sentences(s: dict) -> list[str]:
     if s["normalised"]:
         sentences.append(f"Over the prompts {gap}; effects are fractions of that gap.")
     else:
-        barely = (f"{thresholds.gap_clause(s.get('gap_state'))} under this corruption: {gap}, and {s['gap_reason']}. "
+        barely = (f"{thresholds.gap_clause(s.get('gap_state'))}. Under this corruption {gap}; {s['gap_reason']}. "
                   "Effects are therefore raw changes in logits, not fractions of the gap, and no component is given "
                   "the corruption's role.")
         sentences.insert(len(sentences) - 1, barely)
