@@ -180,8 +180,8 @@ def compute(model, prompts: PromptSet) -> Result:
     circuit = order["exact"][:size if named else notable].tolist()
     template = np.asarray(prompts.template_index)
     templates = sorted(set(prompts.template_index))
-    by_template = ([float(faithfulness(lds["exact"][grid.index(size)][None, template == t], full_ld[template == t],
-                                       ablated[template == t])[0]) for t in templates] if named else [])
+    by_template = ([_finite(faithfulness(lds["exact"][grid.index(size)][None, template == t], full_ld[template == t],
+                                         ablated[template == t])[0]) for t in templates] if named else [])
     helpful = helpful_ablations(model, base, node_list, sources[PRIMARY_ABLATION], prompts, circuit, exact,
                                 full_ld, ablated) if named and curves["exact"][grid.index(size)] > 1 + EXCESS else []
     heldout = leave_one_template_out(model, base, node_list, sources[PRIMARY_ABLATION], prompts, exact_pp, grid,
@@ -235,6 +235,11 @@ def compute(model, prompts: PromptSet) -> Result:
                if v is not None and not (isinstance(v, float) and not np.isfinite(v))}
     labels = {"nodes": names, "items": items, "edge_sender": senders, "edge_receiver": receivers}
     return Result(summary=summary, arrays=arrays, labels=labels)
+
+
+def _finite(value) -> float | None:
+    """A JSON-safe number (the results store refuses NaN; a template whose gap is exactly 0 has none)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def _gap_text(gap: thresholds.Gap, n: int) -> str:
@@ -436,7 +441,8 @@ def narrative(result: Result) -> list[str]:
     below = grid[grid.index(size) - 1]
     sizes = f"{size}" if below == size - 1 else f"{size} (the size grid steps from {below} to {size} here)"
     by_template = s.get("minimal_circuit_faithfulness_by_template") or []
-    per = (" (per template: " + ", ".join(f"T{t} {100 * v:.0f}%" for t, v in enumerate(by_template)) + ")"
+    per = (" (per template: " + ", ".join(f"T{t} " + (f"{100 * v:.0f}%" if v is not None else "undefined")
+                                          for t, v in enumerate(by_template)) + ")"
            if len(by_template) > 1 else "")
     sentences.append(f"The smallest circuit of notable nodes reaching {100 * s['target']:.0f}% faithfulness has "
                      f"{sizes} node{'s' if size > 1 else ''} ({listed}) and keeps "
