@@ -11,6 +11,16 @@ For each clean prompt (templates x items), read the final-position logits [batch
   - `day7_above_chance`: an exact one-sided binomial test of the n-item accuracy against chance 1/n at
     p < 0.05 over all the family's prompts (`analyses.thresholds`). Where it is false the report says that the
     model does not do this task, and reads every other section as "what the model does instead".
+
+Relation behaviour (families with a relation twin: the same item under another relation word, e.g. " yesterday"):
+  - `relation_acc`: on the twins, the argmax among the n items is the twin's own answer; `relation_above_chance`
+    by the same binomial test; `relation_follows_clean_rule_frac`: the twin's argmax is the CLEAN rule's answer;
+  - relation-discrimination score: per prompt D = LD(clean) − LD(twin), LD = logit(clean answer) − logit(twin
+    answer); its mean (`relation_discrimination_mean`, logits), the number of prompts with D > 0 and an exact
+    two-sided sign test (`relation_discrimination_p_value`), and the state of that gap (`analyses.thresholds`);
+  - `ignores_relation`: the model does the clean task above chance but not the twin's. The page then opens with
+    "answers <the clean rule>, whatever the relation word says" (`relation_lead`), and the overview and the
+    models-side-by-side table mark it.
 """
 
 from __future__ import annotations
@@ -76,6 +86,8 @@ def compute(model, prompts: PromptSet) -> Result:
         "predicted_item": [prompts.items[i] for i in choice],
         "correct_item": [prompts.items[i] for i in answers],
     }
+    if "relation" in prompts.twins:
+        summary.update(relation_behaviour(model, prompts, final_logits, above))
     return Result(
         summary=summary,
         arrays={"topk_logits": final_logits[0, top.indices].numpy(), "topk_probs": top.values.numpy(),
@@ -83,6 +95,51 @@ def compute(model, prompts: PromptSet) -> Result:
         labels={"topk_tokens": [tokenizer.decode([int(i)]) for i in top.indices], "prompts": prompts.clean_prompts,
                 "items": list(prompts.items), "templates": list(prompts.templates)},
     )
+
+
+def offset_phrase(offset: int, sequence: str) -> str:
+    """'the day after the one named', 'the month before the one named', '3 days after the one named'."""
+    unit = {"days": "day", "months": "month"}.get(sequence, "item")
+    if offset in (1, -1):
+        return f"the {unit} {'after' if offset > 0 else 'before'} the one named"
+    return f"the {unit} {abs(offset)} {unit}s {'after' if offset > 0 else 'before'} the one named"
+
+
+def relation_behaviour(model, prompts: PromptSet, clean_logits: torch.Tensor, clean_above: bool) -> dict:
+    """Does the model follow the relation word? Accuracy on the relation twins, and the discrimination score."""
+    twin = prompts.with_corruption("relation")
+    twin_logits = model(twin.corrupted_tokens.to(clean_logits.device))[:, -1, :].float().cpu()
+    clean_logits = clean_logits.cpu()
+    n, n_items = prompts.n_prompts, prompts.n_items
+    choice = twin_logits[:, prompts.item_token_ids].argmax(dim=-1).numpy()
+    twin_answers = np.array([(i + prompts.relation_answer_offset) % n_items for i in prompts.item_index])
+    correct = choice == twin_answers
+    follows_clean = choice == np.array(prompts.answer_items())
+    above, p_value = thresholds.above_chance(int(correct.sum()), n, n_items)
+    rows = torch.arange(n)
+    pos, neg = prompts.answer_ids, twin.corrupted_answer_ids
+    ld_clean = (clean_logits[rows, pos] - clean_logits[rows, neg]).numpy()
+    ld_twin = (twin_logits[rows, pos] - twin_logits[rows, neg]).numpy()
+    d = ld_clean - ld_twin
+    positive = int((d > 0).sum())
+    gap = thresholds.informative_gap(ld_clean, ld_twin)
+    ignores = bool(clean_above and not above)
+    template = np.array(prompts.template_index)
+    out = {
+        "relation_acc": float(correct.mean()), "relation_above_chance": bool(above), "relation_p_value": p_value,
+        "relation_follows_clean_rule_frac": float(follows_clean.mean()),
+        "relation_acc_by_template": [float(correct[template == t].mean()) for t in range(len(prompts.templates))],
+        "relation_discrimination_mean": float(d.mean()), "relation_discrimination_positive": positive,
+        "relation_discrimination_p_value": thresholds.sign_test(positive, int((d != 0).sum())),
+        "relation_discrimination_state": gap.state, "ignores_relation": ignores,
+        "relation_first_twin": twin.corrupted_prompts[0],
+    }
+    if ignores and follows_clean.mean() >= 0.5:
+        out["relation_lead"] = (f"The model answers {offset_phrase(prompts.answer_offset, prompts.sequence)}, "
+                                f"whatever the relation word says")
+    elif ignores:
+        out["relation_lead"] = "The model does the clean task but not its relation twin's"
+    return out
 
 
 def _copy_items(prompts: PromptSet) -> list[int]:
@@ -125,6 +182,13 @@ def narrative(result: Result) -> list[str]:
     n, n_items = s["n_prompts"], s["n_items"]
     top1, acc, copies = round(s["top1_acc"] * n), round(s["day7_acc"] * n), round(s["copy_choice_frac"] * n)
     sentences = []
+    if s.get("ignores_relation"):
+        sentences.append(
+            f"{s['relation_lead']}: on the relation twins (e.g. {s['relation_first_twin']!r}) it picks the twin's "
+            f"answer for {round(s['relation_acc'] * n)} of {n} prompts (not above chance, p = "
+            f"{s['relation_p_value']:.2g}) and the clean wording's answer for "
+            f"{round(s['relation_follows_clean_rule_frac'] * n)} of {n}; its relation-discrimination score, mean "
+            f"LD(clean) − LD(twin), is {s['relation_discrimination_mean']:+.3g} logits.")
     if not s["day7_above_chance"]:
         sentences.append(
             f"The model does not do this task: it picks the correct item among the {n_items} for {acc} of {n} "
@@ -147,6 +211,14 @@ def narrative(result: Result) -> list[str]:
     sentences.append(f"For {s['first_prompt']!r} the top token is {s['first_top_token']!r} "
                      f"({100 * s['first_top_prob']:.1f}%); the correct answer is {s['first_correct']!r}, "
                      f"ranked {s['rank_correct'][0]} in the vocabulary.")
+    if "relation_acc" in s and not s.get("ignores_relation"):
+        follows = "follows" if s["relation_above_chance"] else "does not follow"
+        sentences.append(
+            f"The model {follows} the relation word above chance: on the relation twins it picks the twin's answer "
+            f"for {round(s['relation_acc'] * n)} of {n} prompts (p = {s['relation_p_value']:.2g}); "
+            f"relation-discrimination score, mean LD(clean) − LD(twin): {s['relation_discrimination_mean']:+.3g} "
+            f"logits, positive for {s['relation_discrimination_positive']} of {n} prompts (two-sided sign test p = "
+            f"{s['relation_discrimination_p_value']:.2g}).")
     if copies and s["day7_above_chance"]:
         sentences.append(f"The model picks the item named in the prompt (the copy distractor) for {copies} of {n} "
                          "prompts.")
@@ -160,6 +232,8 @@ BEHAVIOUR = Analysis(
                "at the final position. Item accuracy (day7_acc): it is the argmax among the sequence's items (the "
                "seven weekdays, the twelve months). Above chance: exact one-sided binomial test of that accuracy "
                "against 1/n at p < 0.05 over all prompts (templates × items; prompts share templates, so this is a "
-               "floor, not proof of a mechanism). P(correct): softmax probability over the vocabulary.",
+               "floor, not proof of a mechanism). P(correct): softmax probability over the vocabulary. Relation "
+               "twins: the same accuracy against the twin's answer, and the relation-discrimination score "
+               "mean LD(clean) − LD(twin) with an exact sign test.",
     compute=compute, figures=figures, narrative=narrative, part="behaviour",
 )

@@ -50,7 +50,8 @@ def compute(model, prompts: PromptSet) -> Result:
         gap = thresholds.informative_gap(arrays[f"{p}clean"], arrays[f"{p}corrupted"])
         summary.update({f"{corruption}_gap_mean": gap.mean, f"{corruption}_gap_standard_error": gap.standard_error,
                         f"{corruption}_gap_positive_frac": gap.positive_fraction,
-                        f"{corruption}_gap_informative": gap.informative, f"{corruption}_gap_reason": gap.reason})
+                        f"{corruption}_gap_informative": gap.informative, f"{corruption}_gap_reason": gap.reason,
+                        f"{corruption}_gap_state": gap.state})
     return Result(summary=summary, arrays=arrays, labels={"prompts": prompts.clean_prompts,
                                                          "corrupted_prompts": prompts.corrupted_prompts})
 
@@ -86,8 +87,9 @@ def narrative(result: Result) -> list[str]:
         if s[f"{corruption}_gap_informative"]:
             text += " The runs are clearly apart, so patching under this corruption is normalised by this gap."
         else:
-            text += (f" The clean and corrupted runs barely differ ({s[f'{corruption}_gap_reason']}), so patching "
-                     "under this corruption reports raw changes in logits, not fractions of the gap.")
+            clause = thresholds.gap_clause(s.get(f"{corruption}_gap_state"))
+            text += (f" {clause} ({s[f'{corruption}_gap_reason']}), so patching under this corruption reports raw "
+                     "changes in logits, not fractions of the gap.")
         sentences.append(text)
     return sentences
 

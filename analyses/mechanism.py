@@ -1,10 +1,16 @@
 """Shared pieces of the mechanism analyses (successor_heads, ablations, path_patching, circuit); not an analysis.
 
 Nodes are attention heads ("L9H1", the head's output z at every position) and MLPs ("MLP0", the MLP output at
-every position); the embeddings are never ablated. Ablation values (Heimersheim & Nanda 2024, §2; Wang et al. 2022):
-  zero      the activation set to 0
-  mean      its mean over the family's clean prompts, per position (every prompt has the same token length)
-  resample  its value on the paired corrupted prompt
+every position); the embeddings are never ablated. Ablation values (Heimersheim & Nanda 2024, §2; Wang et al. 2022;
+Mueller et al. 2025, MIB, "counterfactual ablation"), each matched to the contrast of the corruption in use:
+  resample  its value on the paired twin of the same corruption (the primary ablation: it varies exactly the variable
+            the contrast varies, so the circuit is ranked and evaluated on the same contrast)
+  mean      its mean over a reference set that varies the contrasted variable and nothing else, per template (positions
+            of different templates hold different tokens, so they are never pooled):
+              day       the template's clean prompts, every item named once: removes which item is named;
+              relation  the prompt and its relation twin (same template and item, both relation words): removes the
+                        step and keeps the item
+  zero      the activation set to 0 (shown for comparison; it matches no contrast)
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from analyses.patching_display import AT_CHANCE, INSTEAD
 from analyses.types import PromptSet
 
 ABLATIONS = ("zero", "mean", "resample")
+PRIMARY_ABLATION = "resample"
+ABLATION_TEXT = {
+    "resample": "resample (interchange) ablation: each ablated node takes its value on the paired {corruption} twin "
+                "(MIB's counterfactual ablation)",
+    "mean": "mean ablation over a reference set that varies only the {corruption} contrast, per template",
+    "zero": "zero ablation",
+}
 NAME_FRACTION = thresholds.MIN_EFFECT_FRACTION  # a path or node is named at >= this fraction of an informative gap
 
 
@@ -26,6 +39,11 @@ def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> tuple[boo
     """(informative, why or why not), by the report's one rule (`analyses.thresholds.informative_gap`)."""
     gap = thresholds.informative_gap(clean_ld, corrupted_ld)
     return gap.informative, gap.reason or f"mean gap {gap.mean:+.2f} logits over {len(clean_ld)} prompts"
+
+
+def gap_state(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> str:
+    """informative / reversed / small / noisy (`analyses.thresholds.informative_gap`)."""
+    return thresholds.informative_gap(clean_ld, corrupted_ld).state
 
 
 def at_chance_lead(summary: dict) -> list[str]:
@@ -79,15 +97,36 @@ def _full_dims(node) -> int:
     return 4 if node[0] == "head" else 3  # hook_z [B, S, H, d_head]; hook_mlp_out [B, S, d_model]
 
 
-def ablation_source(kind: str, clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
-    """What replaces an activation [B, ...] of the clean run: zeros, the mean over prompts [...], or the corrupted."""
+def ablation_source(kind: str, clean: torch.Tensor, corrupted: torch.Tensor, corruption: str = "day",
+                    template_index: list[int] | None = None) -> torch.Tensor:
+    """What replaces an activation [B, ...] of the clean run: zeros [...], the contrast-matched mean reference
+    [B, ...] (`mean_reference`), or the paired twin's activation [B, ...] (`corrupted`, same corruption)."""
     if kind == "zero":
         return torch.zeros_like(clean[0])
     if kind == "mean":
-        return clean.mean(0)
+        return mean_reference(corruption, clean, corrupted, template_index)
     if kind == "resample":
         return corrupted
     raise ValueError(f"unknown ablation {kind!r}")
+
+
+def mean_reference(corruption: str, clean: torch.Tensor, corrupted: torch.Tensor,
+                   template_index: list[int] | None) -> torch.Tensor:
+    """[B, ...]: each prompt's mean-ablation value, over a reference set that varies only the contrasted variable.
+
+    day: the mean over the clean prompts of the prompt's own template (all items; one relation word).
+    relation: the mean of the prompt and its relation twin (same template and item; both relation words).
+    A mean over every prompt would pool different tokens at one position when templates differ, and, for the
+    relation contrast, would remove the item too, so nodes carrying the item would look necessary to the step.
+    """
+    if corruption == "relation":
+        return (clean + corrupted) / 2
+    templates = torch.as_tensor(template_index if template_index is not None else [0] * clean.shape[0])
+    out = torch.empty_like(clean)
+    for t in templates.unique():
+        rows = (templates == t).nonzero()[:, 0].to(clean.device)
+        out[rows] = clean[rows].mean(0, keepdim=True)
+    return out
 
 
 def numpy(t: torch.Tensor) -> np.ndarray:

@@ -40,8 +40,15 @@ def paired_heatmap(exact: np.ndarray, attribution: np.ndarray, x: list[str], y: 
 
 def hover_text(result: Result, sweep: str, names: np.ndarray) -> np.ndarray:
     lo, hi = result.arrays[f"{sweep}_ci_low"], result.arrays[f"{sweep}_ci_high"]
-    return np.array([[f"{n}<br>95% spread over prompts {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
+    over = spread_over(result.summary)
+    return np.array([[f"{n}<br>95% spread over {over} {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
                      for rn, rl, rh in zip(names, lo, hi)])
+
+
+def spread_over(summary: dict) -> str:
+    """What the interval resampled (analyses.stats): whole templates (cluster bootstrap) or prompts."""
+    return ("templates (cluster bootstrap)" if summary.get("interval_kind") == "cluster_bootstrap_templates"
+            else "prompts")
 
 
 def unit_label(summary: dict) -> str:
@@ -78,9 +85,11 @@ def percent(value: float | None, normalised: bool) -> str:
 def interval(entry: dict, normalised: bool) -> str:
     if entry["ci_low"] is None or entry["ci_high"] is None:
         return ""
+    # a ranked entry with per-template values comes from a cluster bootstrap over templates (analyses.stats)
+    over = "templates, cluster bootstrap" if entry.get("value_by_template") else "prompts"
     if normalised:
-        return f" (95% spread over prompts {100 * entry['ci_low']:.0f} to {100 * entry['ci_high']:.0f}%)"
-    return f" (95% spread over prompts {entry['ci_low']:+.2f} to {entry['ci_high']:+.2f})"
+        return f" (95% spread over {over} {100 * entry['ci_low']:.0f} to {100 * entry['ci_high']:.0f}%)"
+    return f" (95% spread over {over} {entry['ci_low']:+.2f} to {entry['ci_high']:+.2f})"
 
 
 def effect_phrase(entry: dict, normalised: bool) -> str:
@@ -125,9 +134,9 @@ def baseline_sentences(s: dict) -> list[str]:
     if s["normalised"]:
         sentences.append(f"Over the prompts {gap}; effects are fractions of that gap.")
     else:
-        barely = (f"The clean and corrupted runs barely differ under this corruption: {gap}, and {s['gap_reason']}. "
-                  "Effects are therefore raw changes in logits, not fractions of the gap, and small ones are not "
-                  "findings.")
+        barely = (f"{thresholds.gap_clause(s.get('gap_state'))}. Under this corruption {gap}; {s['gap_reason']}. "
+                  "Effects are therefore raw changes in logits, not fractions of the gap, and no component is given "
+                  "the corruption's role.")
         sentences.insert(len(sentences) - 1, barely)
     return sentences
 
@@ -139,6 +148,9 @@ def top_sentence(entry: dict, s: dict, subject: str) -> str:
                      f"{thresholds.MIN_EFFECT_LOGITS:g} logits and {thresholds.MIN_EFFECT_FRACTION:.0%} of |LD|")
         return (f"Nothing stands out for {subject}: the largest effect is {percent(entry['value'], s['normalised'])}, "
                 f"under the naming threshold of {threshold}.")
+    if not s["normalised"]:  # a gap that is not informative gives no component a role, whatever the raw change
+        return (f"Patching {entry['name_phrase']} {effect_phrase(entry, s['normalised'])}; the gap is not informative "
+                "(see above), so no role is read into it.")
     role = ROLE[s.get("corruption", "day")]
     if not s.get("day7_above_chance", True):
         role += INSTEAD

@@ -63,7 +63,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     ctx = shared.context_for(model, context)
     results = shared.sweep_results(ctx, prompts, core.HEAD_SWEEPS)
     n_layers = model.cfg.n_layers
-    stats = {s: st.sweep_stats(results, s) for s in core.HEAD_SWEEPS}
+    stats = {s: st.sweep_stats(results, s, prompts.template_index) for s in core.HEAD_SWEEPS}
     names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in core.HEAD_SWEEPS}
     summary = st.common_summary(results, prompts, n_layers, shared.above_chance(ctx, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
@@ -171,7 +171,7 @@ PATCHING_HEADS = Analysis(
     title="Activation patching by attention head",
     definition="Each cell: the corrupted prompts run with one head's output (z, before W_O), its values (v) or its "
                "attention pattern taken from the clean prompts at every position. " + st.NORMALISATION
-               + ", when the gap is informative (" + RULES + "). Intervals: " + st.INTERVAL
+               + ", when the gap is informative (" + RULES + "). Intervals: " + st.CLUSTER_INTERVAL
                + ". Right-hand panels: attribution patching, "
                "the first-order estimate (clean − corrupted activation) · gradient of the logit difference on the "
                "corrupted run. With grouped-query attention, v is patched per key-value head.",

@@ -20,6 +20,13 @@ sorted by |value|, largest first; attribution_{slope,mae,top_overlap,pearson}_{s
 clean_logit_diff_mean, corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
 With several templates, a position holds different words in different templates: read a cell with its label, and
 `value_by_template` says whether the effect holds for each wording.
+
+By role (issue 17: equal token length is not equal roles). Each template's tokens carry roles (`PromptSet.roles`:
+start, item / item+1 ..., relation, final, other); for each role held by one position in every template, each
+prompt's patched LD is read at ITS template's position of that role, then normalised as above:
+    {s}_role_exact, {s}_role_attribution, {s}_role_ci_low, {s}_role_ci_high   [L, R]   (labels `roles`)
+    {s}_role_top = [{"component": "L3 item", "value", ..., "value_by_template"}]
+and the per-index effect of each template alone, {s}_exact_by_template [T, L, S] (the heatmap's template menu).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from analyses.patching_display import (
     baseline_sentences,
     hover_text,
     paired_heatmap,
+    percent,
+    spread_over,
     top_sentence,
     unit_label,
 )
@@ -73,11 +82,23 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     summary = st.common_summary(results, prompts, n_layers, shared.above_chance(ctx, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
     for sweep in core.POSITION_SWEEPS:
-        stats = st.sweep_stats(results, sweep)
+        stats = st.sweep_stats(results, sweep, prompts.template_index)
         arrays.update(st.stats_arrays(sweep, stats, results))
         summary[f"{sweep}_top"] = st.ranked(stats, names, TOP_K, results=results, sweep=sweep,
                                             template_index=prompts.template_index)
         summary.update(st.agreement_summary(sweep, stats))
+        arrays[f"{sweep}_exact_by_template"] = st.per_template(results, sweep, prompts.template_index,
+                                                               stats.normalised).reshape(-1, *stats.exact.shape)
+    roles = prompts.shared_roles()
+    if roles:
+        role_results = by_role(results, prompts, roles)
+        role_names = np.array([[f"L{layer} {r}" for r in roles] for layer in range(n_layers)])
+        for sweep in core.POSITION_SWEEPS:
+            stats = st.sweep_stats(role_results, sweep, prompts.template_index)
+            arrays.update({f"{sweep}_role_exact": stats.exact, f"{sweep}_role_attribution": stats.attribution,
+                           f"{sweep}_role_ci_low": stats.ci_low, f"{sweep}_role_ci_high": stats.ci_high})
+            summary[f"{sweep}_role_top"] = st.ranked(stats, role_names, TOP_K, results=role_results, sweep=sweep,
+                                                     template_index=prompts.template_index)
     # A check of the machinery: patching every position before layer 0 IS the clean run. Stated as the largest
     # per-prompt |LD_patched - LD_clean| in logits, so that it holds on any gap, informative or not.
     summary["resid_pre_all_positions_layer0_max_abs_error"] = float(
@@ -87,8 +108,23 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     if summary["normalised"]:
         summary["resid_pre_all_positions_layer0_effect"] = float(st.normalise_mean(
             results.everything_ld, results.clean_ld, results.corrupted_ld))
-    labels = {"positions": positions, "layers": [f"L{layer}" for layer in range(n_layers)]}
+    labels = {"positions": positions, "layers": [f"L{layer}" for layer in range(n_layers)], "roles": roles,
+              "templates": list(prompts.templates),
+              "template_positions": [[f"{p}:'{tok}'" for p, tok in enumerate(prompts.str_tokens[
+                  prompts.template_index.index(t)])] for t in sorted(set(prompts.template_index))]}
     return Result(summary=summary, arrays=arrays, labels=labels)
+
+
+def by_role(results: st.SweepResults, prompts: PromptSet, roles: list[str]) -> st.SweepResults:
+    """The sweeps with the position axis replaced by roles: [L, R, B], each prompt read at its own template's
+    position of each role (never one index pooled over templates that hold different tokens there)."""
+    index = np.array([prompts.role_positions(r) for r in roles])[None]  # [1, R, B]
+
+    def pick(values: dict) -> dict:
+        return {s: np.take_along_axis(values[s], index, axis=1) for s in core.POSITION_SWEEPS}
+
+    return st.SweepResults(exact=pick(results.exact), attribution=pick(results.attribution),
+                           clean_ld=results.clean_ld, corrupted_ld=results.corrupted_ld)
 
 
 def figures(result: Result) -> list[Figure]:
@@ -101,8 +137,41 @@ def figures(result: Result) -> list[Figure]:
                              layers, hover_text(result, sweep, names), title, unit_label(result.summary),
                              "position (* differs between prompts)")
         out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}", fig))
+    roles = result.labels.get("roles") or []
+    for sweep in core.POSITION_SWEEPS if roles else ():
+        role_names = np.array([[f"{layer} {r}" for r in roles] for layer in layers])
+        lo, hi = result.arrays[f"{sweep}_role_ci_low"], result.arrays[f"{sweep}_role_ci_high"]
+        over = spread_over(result.summary)
+        hover = np.array([[f"{n}<br>95% spread over {over} {a:.2f} to {b:.2f}" for n, a, b in zip(rn, rl, rh)]
+                          for rn, rl, rh in zip(role_names, lo, hi)])
+        fig = paired_heatmap(result.arrays[f"{sweep}_role_exact"], result.arrays[f"{sweep}_role_attribution"], roles,
+                             layers, hover, f"Patching the {SHORT[sweep]}, per layer and token role (each prompt "
+                             "at its own template's position)", unit_label(result.summary), "token role")
+        out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-by-role", fig))
+        if f"{sweep}_exact_by_template" in result.arrays:
+            out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-per-template", _per_template(result, sweep)))
     out.append(Figure(f"{NAME}-attribution-vs-exact", agreement_scatter(result, core.POSITION_SWEEPS, names)))
     return out
+
+
+def _per_template(result: Result, sweep: str):
+    """The per-index heatmap of each template alone (its own tokens on the x axis), one at a time by a menu."""
+    import plotly.graph_objects as go
+
+    values, layers = result.arrays[f"{sweep}_exact_by_template"], result.labels["layers"]
+    columns = result.labels["template_positions"]
+    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    fig = go.Figure([go.Heatmap(z=z, x=columns[t], y=layers, visible=t == 0, colorscale="RdBu", reversescale=True,
+                                zmin=-limit, zmax=limit, zmid=0, colorbar=dict(title=dict(text=unit_label(
+                                    result.summary)))) for t, z in enumerate(values)])
+    menu = [dict(label=f"T{t}", method="update", args=[{"visible": [k == t for k in range(len(values))]}])
+            for t in range(len(values))]
+    fig.update_layout(updatemenus=[dict(buttons=menu, direction="down", x=1.0, y=1.15)],
+                      title=dict(text=f"Patching the {SHORT[sweep]} per position, one template at a time", x=0.01),
+                      height=max(340, 26 * len(layers) + 170))
+    fig.update_yaxes(autorange="reversed", type="category", title_text="layer")
+    fig.update_xaxes(type="category", title_text="position: token of this template")
+    return fig
 
 
 def narrative(result: Result) -> list[str]:
@@ -115,6 +184,19 @@ def narrative(result: Result) -> list[str]:
             token = f"{token[:-1]}, the token that differs between the prompts"
         top["name_phrase"] = f"{WHAT[sweep].format(layer=layer)} at position {pos} ({token})"
         sentences.append(top_sentence(top, s, f"the {SHORT[sweep]}"))
+    for sweep in core.POSITION_SWEEPS:
+        if f"{sweep}_role_top" not in s:
+            continue
+        top = dict(s[f"{sweep}_role_top"][0])
+        layer, role = top["component"].split(" ", 1)
+        top["name_phrase"] = (f"{WHAT[sweep].format(layer=layer[1:])} at the {role} token (each template's own "
+                              "position of it)")
+        sentence = top_sentence(top, s, f"the {SHORT[sweep]} by token role")
+        by_template = top.get("value_by_template") or []
+        if by_template and s["normalised"] and "Nothing stands out" not in sentence:
+            sentence = sentence[:-1] + " (per template: " + ", ".join(
+                f"T{t} {percent(v, True)}" for t, v in enumerate(by_template)) + ")."
+        sentences.append(sentence)
     agreement = agreement_sentence(s, core.POSITION_SWEEPS, SHORT)
     if agreement:
         sentences.append(agreement)
@@ -135,7 +217,7 @@ PATCHING_POSITIONS = Analysis(
     title="Activation patching by layer and position",
     definition="Each cell: the corrupted prompts run with one activation (the residual stream entering the layer, "
                "the attention output or the MLP output, at one position) taken from the clean prompts. "
-               + st.NORMALISATION + ", when the gap is informative (" + RULES + "). Intervals: " + st.INTERVAL
+               + st.NORMALISATION + ", when the gap is informative (" + RULES + "). Intervals: " + st.CLUSTER_INTERVAL
                + ". Right-hand panels: "
                "attribution patching, the first-order estimate (clean − corrupted activation) · gradient of the "
                "logit difference on the corrupted run, from one forward and one backward pass.",

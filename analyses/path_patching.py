@@ -21,7 +21,7 @@ import numpy as np
 
 from analyses import paths, plots, shared, thresholds
 from analyses.attribution import head_name
-from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
+from analyses.mechanism import NAME_FRACTION, at_chance_lead, gap_state, informative_gap, instead, numpy
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "path_patching"
@@ -55,7 +55,8 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
               "kv_heads": [[head_name(layer, h) for h in range(n_kv)] for layer in range(model.cfg.n_layers)]}
     summary = {"family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
                "n_layers": int(model.cfg.n_layers), "informative": informative, "gap_reason": reason,
-               "normalised": informative, "clean_logit_diff_mean": float(clean.mean()),
+               "gap_state": gap_state(clean, corrupted), "normalised": informative,
+               "clean_logit_diff_mean": float(clean.mean()),
                "corrupted_logit_diff_mean": float(corrupted.mean()), "name_threshold": NAME_FRACTION,
                "value_unit": "fraction of the clean − corrupted gap" if informative else "change in LD (logits)",
                "senders": [{"head": n, "value": float(v)} for n, v in zip(names, arrays["sender_patching"])],
@@ -107,7 +108,7 @@ def narrative(result: Result) -> list[str]:
                  f"Senders: the {len(s['senders'])} heads with the largest z-patching effect ({senders}), on the "
                  f"{s['corruption']} corruption."]
     if not s["informative"]:
-        sentences.append(f"The clean and corrupted runs barely differ ({s['gap_reason']}); effects are raw changes in "
+        sentences.append(f"{thresholds.gap_clause(s.get('gap_state'))} ({s['gap_reason']}); effects are raw changes in "
                          "LD and no path is named.")
         return sentences
     named = [e for e in s["top_edges"] if abs(e["value"]) >= s["name_threshold"]]

@@ -7,10 +7,14 @@ Normalisation. Every sweep keeps the raw patched LD per prompt, [layers, units, 
   * of the mean: (mean_i LD_patched - mean_i LD_corrupted) / (mean_i LD_clean - mean_i LD_corrupted)
 The headline numbers (heatmaps, rankings, summary) use the normalisation of the mean: a prompt whose clean
 and corrupted LD nearly agree has a tiny per-prompt denominator and would dominate a mean of per-prompt
-ratios. The 95% interval resamples prompts (1000 bootstrap resamples, seed 0) and recomputes that same
-ratio of means on each resample. It is computed for every cell before any ranking, and describes the spread over
-this family's prompts (templates x items, which share templates and items): it is descriptive, not a confidence
-interval for the cell picked as the maximum.
+ratios. The 95% interval is a CLUSTER bootstrap over templates when the family has several: prompts are templates
+x items, and prompts of one template are not independent draws (resampling the prompts as if they were covered the
+across-paraphrase value about 40% of the time in simulation when templates differ by 0.1-0.2), so whole templates
+are resampled with replacement, every item of each (1000 resamples, seed 0), and the same ratio of means is
+recomputed on each. With one template it resamples prompts, and says so. It is computed for every cell before any
+ranking: descriptive, not a confidence interval for the cell picked as the maximum. Beside every ranked headline,
+`value_by_template` (the statistic on each template alone) and `value_template_mean` (their plain mean: the headline
+is a ratio of means, which weights templates by their gaps).
 
 When the gap is not informative (`analyses.thresholds.informative_gap`: too small, too noisy or not mostly
 positive), nothing is normalised: every statistic is the raw change LD_patched - LD_corrupted, in logits.
@@ -30,6 +34,8 @@ NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corr
                  "0 = the corrupted run, 1 = the clean run")
 N_BOOTSTRAP = 1000
 INTERVAL = "95% bootstrap spread over this family's prompts (descriptive; computed for every cell before ranking)"
+CLUSTER_INTERVAL = ("95% cluster-bootstrap spread over templates (whole templates resampled with replacement, every "
+                    "item of each; descriptive; computed for every cell before ranking)")
 TOP_OVERLAP_K = 5  # attribution vs exact: how many of the top cells by |exact| are also top by |attribution|
 
 
@@ -51,15 +57,18 @@ def normalise_mean(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> 
 
 
 def bootstrap_ci(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray, normalised: bool = True,
-                 n_resamples: int = N_BOOTSTRAP, level: float = 0.95, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """[N, B] -> (low [N], high [N]): percentile interval over prompts resampled with replacement.
+                 n_resamples: int = N_BOOTSTRAP, level: float = 0.95, seed: int = 0,
+                 clusters: list[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """[N, B] -> (low [N], high [N]): percentile interval over prompts resampled with replacement, or, with
+    `clusters` [B] (the template of each prompt) naming two or more, over whole clusters resampled with replacement.
 
     The statistic is normalise_mean (or, with normalised=False, the mean change LD - LD_corrupted).
     Resamples whose clean and corrupted means coincide (ratio undefined) are left out.
     """
     rng = np.random.default_rng(seed)
     B = ld.shape[-1]
-    idx = rng.integers(0, B, size=(n_resamples, B))  # [R, B]
+    idx = _cluster_resamples(rng, np.asarray(clusters), n_resamples) if clusters is not None and len(
+        set(np.asarray(clusters).tolist())) > 1 else rng.integers(0, B, size=(n_resamples, B))  # [R, B']
     change = ld[:, idx].mean(-1) - corrupted[idx].mean(-1)  # [N, R]
     den = clean[idx].mean(-1) - corrupted[idx].mean(-1) if normalised else np.ones(n_resamples)  # [R]
     ok = den != 0
@@ -68,6 +77,16 @@ def bootstrap_ci(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray, norma
     stats = change[:, ok] / den[ok]
     tail = 100 * (1 - level) / 2
     return np.percentile(stats, tail, axis=1), np.percentile(stats, 100 - tail, axis=1)
+
+
+def _cluster_resamples(rng, clusters: np.ndarray, n_resamples: int) -> np.ndarray:
+    """[R, B'] prompt indices: each row the prompts of C clusters drawn with replacement (C = number of clusters).
+    Clusters of unequal size are padded by resampling within the cluster, so every row has the same length."""
+    ids = sorted(set(clusters.tolist()))
+    size = max(int((clusters == c).sum()) for c in ids)
+    members = np.stack([np.resize(np.flatnonzero(clusters == c), size) for c in ids])  # [C, m]
+    picks = rng.integers(0, len(ids), size=(n_resamples, len(ids)))  # [R, C]
+    return members[picks].reshape(n_resamples, -1)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -120,7 +139,7 @@ def is_normalisable(results: SweepResults) -> bool:
     return gap_of(results).informative
 
 
-def sweep_stats(results: SweepResults, sweep: str) -> SweepStats:
+def sweep_stats(results: SweepResults, sweep: str, template_index: list[int] | None = None) -> SweepStats:
     k, c = results.clean_ld, results.corrupted_ld
     exact, attr = results.exact[sweep], results.attribution[sweep]  # [L, U, B]
     normalised = is_normalisable(results)
@@ -131,7 +150,7 @@ def sweep_stats(results: SweepResults, sweep: str) -> SweepStats:
     def per_prompt(ld: np.ndarray) -> np.ndarray:
         return normalise_per_prompt(ld, k, c) if normalised else ld - c
 
-    low, high = bootstrap_ci(exact.reshape(-1, exact.shape[-1]), k, c, normalised)
+    low, high = bootstrap_ci(exact.reshape(-1, exact.shape[-1]), k, c, normalised, clusters=template_index)
     return SweepStats(
         exact=headline(exact), attribution=headline(attr),
         ci_low=low.reshape(exact.shape[:2]), ci_high=high.reshape(exact.shape[:2]),
@@ -175,6 +194,8 @@ def ranked(stats: SweepStats, names: np.ndarray, k: int, key: str = "component",
         by_template = per_template(results, sweep, template_index, stats.normalised)  # [T, L*U]
         for entry, i in zip(entries, order):
             entry["value_by_template"] = [finite_or_none(v) for v in by_template[:, i]]
+            finite = by_template[:, i][np.isfinite(by_template[:, i])]
+            entry["value_template_mean"] = finite_or_none(finite.mean()) if finite.size else None
     return entries
 
 
@@ -224,9 +245,11 @@ def common_summary(results: SweepResults, prompts: PromptSet, n_layers: int, abo
         "clean_logit_diff_mean": float(np.mean(results.clean_ld)),
         "corrupted_logit_diff_mean": float(np.mean(results.corrupted_ld)),
         "gap_mean": gap.mean, "gap_standard_error": gap.standard_error, "gap_positive_frac": gap.positive_fraction,
-        "normalised": gap.informative, "gap_reason": gap.reason,
+        "normalised": gap.informative, "gap_reason": gap.reason, "gap_state": gap.state,
         "day7_above_chance": bool(above_chance),
         "value_unit": "fraction of the clean − corrupted logit difference" if gap.informative
         else "change in logit difference, logits (the clean and corrupted runs barely differ, so no normalisation)",
-        "interval": INTERVAL, "bootstrap_resamples": N_BOOTSTRAP,
+        "interval": CLUSTER_INTERVAL if len(set(prompts.template_index)) > 1 else INTERVAL,
+        "interval_kind": "cluster_bootstrap_templates" if len(set(prompts.template_index)) > 1 else "bootstrap_prompts",
+        "bootstrap_resamples": N_BOOTSTRAP,
     }

@@ -7,10 +7,18 @@
 
 2. Is the clean − corrupted gap informative? (`informative_gap`) Activation patching reports
    (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted). That ratio means something only when the two runs are
-   clearly apart. We normalise only when the mean per-prompt gap is at least MIN_GAP_LOGITS, at least
-   MIN_GAP_STANDARD_ERRORS standard errors of the per-prompt gaps above zero, and positive for at least
-   MIN_POSITIVE_FRACTION of the prompts. Otherwise the report shows raw changes in logit difference, with units,
-   and no percentages.
+   clearly apart. We normalise only when the mean per-prompt gap is at least the floor
+   max(MIN_GAP_LOGITS, MIN_GAP_CLEAN_FRACTION x mean |LD_clean|) (a fixed logit floor would be tiny beside a
+   30-logit clean preference and large beside a 1-logit one), at least MIN_GAP_STANDARD_ERRORS standard errors of
+   the per-prompt gaps above zero, and positive for at least MIN_POSITIVE_FRACTION of the prompts. Otherwise the
+   report shows raw changes in logit difference, with units, and no percentages. A gap is in one of three states
+   (`Gap.state`), and every narrative says which:
+     informative  the above; components may be given the corruption's role ("carries the step ...");
+     reversed     the mirror image (mean gap <= −floor, >= the same standard errors below zero, negative for the same
+                  fraction of prompts): the model prefers the twin's answer on the clean prompt. That is a
+                  behavioural finding, said as such, and no component is given a role;
+     small/noisy  neither: "small but consistent" when the gap is under the floor yet clearly one-signed (standard
+                  errors and sign as above), else noisy ("barely differ"). No role sentence either.
 
 3. Is a component worth naming? (`notable`) A normalised effect must reach MIN_EFFECT_FRACTION of the gap; a raw
    effect (a direct logit attribution, a raw patching change) MIN_EFFECT_FRACTION of the reference |LD| and at
@@ -25,7 +33,8 @@ from math import comb
 import numpy as np
 
 ALPHA = 0.05
-MIN_GAP_LOGITS = 1.0
+MIN_GAP_LOGITS = 0.5  # the floor's fixed part, logits
+MIN_GAP_CLEAN_FRACTION = 0.25  # the floor's scaling part: a fraction of the mean |LD| on the clean prompts
 MIN_GAP_STANDARD_ERRORS = 3.0
 MIN_POSITIVE_FRACTION = 0.75
 MIN_EFFECT_FRACTION = 0.10
@@ -39,9 +48,11 @@ SCALE_LOGITS = MIN_GAP_LOGITS
 SCALE_FRACTION = 1.0
 SCALE_PROBABILITY = MIN_EFFECT_FRACTION
 
-RULES = (f"normalised only when the mean clean − corrupted gap is ≥ {MIN_GAP_LOGITS:g} logit, ≥ "
+RULES = (f"normalised only when the mean clean − corrupted gap is ≥ max({MIN_GAP_LOGITS:g} logit, "
+         f"{MIN_GAP_CLEAN_FRACTION:.0%} of the clean |LD|), ≥ "
          f"{MIN_GAP_STANDARD_ERRORS:g} standard errors above zero and positive for ≥ {MIN_POSITIVE_FRACTION:.0%} of "
-         f"the prompts; a component is named only when its effect is ≥ {MIN_EFFECT_FRACTION:.0%} of the gap (or, "
+         f"the prompts (a mirror-image gap is reported as reversed, a behavioural finding); a component "
+         f"is named only when its effect is ≥ {MIN_EFFECT_FRACTION:.0%} of the gap (or, "
          f"for raw logit effects, of |LD| and ≥ {MIN_EFFECT_LOGITS:g} logit)")
 
 
@@ -51,10 +62,21 @@ def binomial_tail(successes: int, trials: int, p: float) -> float:
     return min(1.0, float(tail))  # the sum of all terms can round to just above 1
 
 
+def sign_test(positive: int, n: int) -> float:
+    """Exact two-sided sign test: P(a count at least as far from n/2 as `positive`) under Binomial(n, 1/2)."""
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * binomial_tail(max(positive, n - positive), n, 0.5))
+
+
 def above_chance(successes: int, trials: int, n_items: int) -> tuple[bool, float]:
     """(above chance at p < ALPHA, the p-value) for `successes` of `trials` picks among n_items."""
     p_value = binomial_tail(successes, trials, 1.0 / n_items)
     return p_value < ALPHA, p_value
+
+
+INFORMATIVE, REVERSED, SMALL, NOISY = "informative", "reversed", "small", "noisy"
+GAP_STATES = (INFORMATIVE, REVERSED, SMALL, NOISY)  # SMALL and NOISY are the two faces of "small or noisy"
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,13 @@ class Gap:
     positive_fraction: float
     informative: bool
     reason: str  # why not (empty when informative)
+    state: str = INFORMATIVE  # one of GAP_STATES
+    floor: float = MIN_GAP_LOGITS  # the floor this gap was held to, logits
+
+
+def gap_floor(clean_ld: np.ndarray) -> float:
+    """max(MIN_GAP_LOGITS, MIN_GAP_CLEAN_FRACTION x mean |LD_clean|), logits."""
+    return max(MIN_GAP_LOGITS, MIN_GAP_CLEAN_FRACTION * float(np.mean(np.abs(np.asarray(clean_ld, dtype=float)))))
 
 
 def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> Gap:
@@ -73,15 +102,35 @@ def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> Gap:
     gaps = np.asarray(clean_ld, dtype=float) - np.asarray(corrupted_ld, dtype=float)
     mean = float(gaps.mean())
     se = float(gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else float("inf")
-    positive = float((gaps > 0).mean())
+    positive, negative = float((gaps > 0).mean()), float((gaps < 0).mean())
+    floor = gap_floor(clean_ld)
+    consistent = abs(mean) >= MIN_GAP_STANDARD_ERRORS * se and max(positive, negative) >= MIN_POSITIVE_FRACTION
+    if mean <= -floor and consistent and negative >= MIN_POSITIVE_FRACTION:
+        reason = (f"reversed: the clean prompts prefer the twin's answer, by {-mean:.3g} logits on average "
+                  f"(standard error {se:.2g}; {negative:.0%} of the prompts)")
+        return Gap(mean, se, positive, False, reason, REVERSED, floor)
     reasons = []
-    if mean < MIN_GAP_LOGITS:
-        reasons.append(f"the mean gap is {mean:+.3g} logits, under {MIN_GAP_LOGITS:g}")
+    if mean < floor:
+        reasons.append(f"the mean gap is {mean:+.3g} logits, under the floor of {floor:.3g} "
+                       f"(max of {MIN_GAP_LOGITS:g} and {MIN_GAP_CLEAN_FRACTION:.0%} of the clean |LD|)")
     if not mean >= MIN_GAP_STANDARD_ERRORS * se:
         reasons.append(f"it is under {MIN_GAP_STANDARD_ERRORS:g} standard errors ({se:.3g}) above zero")
     if positive < MIN_POSITIVE_FRACTION:
         reasons.append(f"only {positive:.0%} of the prompts have a positive gap")
-    return Gap(mean, se, positive, not reasons, "; ".join(reasons))
+    if not reasons:
+        return Gap(mean, se, positive, True, "", INFORMATIVE, floor)
+    state = SMALL if consistent and abs(mean) < floor else NOISY
+    return Gap(mean, se, positive, False, "; ".join(reasons), state, floor)
+
+
+def gap_clause(state: str | None) -> str:
+    """How a narrative opens its sentence on a gap that is not informative: the runs '…' (reason follows)."""
+    if state == REVERSED:
+        return ("The model prefers the twin's answer on the clean prompts (a reversed gap): that is a behavioural "
+                "finding, not a mechanism, and no component is given the corruption's role")
+    if state == SMALL:
+        return "The clean and corrupted runs differ by a small but consistent amount, under the floor"
+    return "The clean and corrupted runs barely differ"
 
 
 def notable_fraction(value: float | None) -> bool:

@@ -63,6 +63,11 @@ class PromptSet:
     twins: dict[str, Corrupted]  # corruption name -> its twin; "day" always, "relation" where the family has one
     corruption: str = "day"  # which twin the corrupted_* properties hold
     relation_answer_offset: int | None = None  # relation twin's answer = item + this offset
+    # [templates][seq] the role of each token of each template (equal token length is not equal roles: the item
+    # sits at index 4 in one wording and 3 in another): "start" (BOS), "item" / "item+1" / "item-2" (the slot
+    # {day} / {day+1} / {day-2}), "relation" (the token the relation twin changes), "final" (the query position),
+    # "other". Empty when the builder did not derive them.
+    roles: tuple[tuple[str, ...], ...] = ()
 
     @property
     def n_prompts(self) -> int:
@@ -95,6 +100,21 @@ class PromptSet:
 
     def answer_items(self) -> list[int]:
         return [(i + self.answer_offset) % self.n_items for i in self.item_index]
+
+    def shared_roles(self) -> list[str]:
+        """Roles held by exactly one position in every template, in the first template's order."""
+        if not self.roles:
+            return []
+        return [r for r in dict.fromkeys(self.roles[0]) if r != "other"
+                and all(list(template).count(r) == 1 for template in self.roles)]
+
+    def role_positions(self, role: str) -> list[int]:
+        """[batch] the position of `role` in each prompt (its template's)."""
+        return [self.roles[t].index(role) for t in self.template_index]
+
+    def prompt_labels(self) -> list[str]:
+        """A short label per prompt for figure axes: 'T2 Monday' = template 2 with Monday in the slot."""
+        return [f"T{t} {self.items[i]}" for t, i in zip(self.template_index, self.item_index)]
 
 
 @dataclass

@@ -118,7 +118,7 @@ def main() -> None:
     order = list(range(len(node_list)))
     keep = [set(order[:n]) for n in size_grid(len(node_list))]
     report["circuit"] = compare_rows("circuit", model, base, circuit_rows(node_list, keep,
-                                     {h: base.cache[h] for h in hooks}), prompts, device, args.loop_rows)
+                                     {h: base.cache[h].mean(0) for h in hooks}), prompts, device, args.loop_rows)
     report["path_patching"] = compare_paths(model, prompts, device, args.loop_rows)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))

@@ -52,6 +52,8 @@ def comparison(pages, models: dict[str, dict]) -> list[dict]:
             rows.append({
                 "page": page, "model": page.model_name, "n_layers": n_layers,
                 "day7_acc": behaviour.get("day7_acc"), "above_chance": behaviour.get("day7_above_chance"),
+                "relation_acc": behaviour.get("relation_acc"), "ignores_relation": behaviour.get("ignores_relation"),
+                "relation_discrimination": behaviour.get("relation_discrimination_mean"),
                 "copy_logit_diff": logit_diff.get("copy_logit_diff_mean"),
                 "clean_minus_corrupted": clean - corrupted if isinstance(clean, (int, float))
                 and isinstance(corrupted, (int, float)) else None,

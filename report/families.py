@@ -32,7 +32,8 @@ SEQUENCES_TABLE = "sequences"  # reserved top-level table: sequences a families 
 REQUIRED_KEYS = {"answer_offset"}
 TEMPLATE_KEYS = ("template", "templates")  # exactly one of them
 OPTIONAL_KEYS = {"description": "", "copy_offset": 0, "corrupt_shift": 3, "sequence": "days",
-                 "relation_templates": None, "relation_answer_offset": None, "no_relation": ""}
+                 "relation_templates": None, "relation_answer_offset": None, "no_relation": "",
+                 "relation_items_differ": ""}
 # Limits that refuse a resource bomb in one line, before anything is tokenized or computed. The shipped file uses
 # 11 families of at most 3 templates over at most 12 items; these leave room for a hundredfold more.
 MAX_DEPTH = 8  # tables and arrays nested in the file (a family needs 3: file, family, templates list)
@@ -60,6 +61,7 @@ class FamilySpec:
     relation_templates: tuple[str, ...] = ()  # aligned with templates; empty = no relation corruption
     relation_answer_offset: int | None = None
     no_relation: str = ""  # why the family has no relation twin (shown in the report)
+    relation_items_differ: str = ""  # why the relation twins name other items than the clean templates
 
     def prompt(self, template: str, item: int) -> str:
         """The template with {day} = items[item] and {day±N} = the item N later/earlier (mod the sequence)."""
@@ -161,7 +163,7 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
             continue
         if not isinstance(values[key], int) or isinstance(values[key], bool):
             raise FamilyError(f"{where}: '{key}' must be a whole number, got {values[key]!r}")
-    for key in ("description", "sequence", "no_relation"):
+    for key in ("description", "sequence", "no_relation", "relation_items_differ"):
         if not isinstance(values[key], str):
             raise FamilyError(f"{where}: '{key}' must be a string")
         if _CONTROL.search(values[key]):
@@ -181,7 +183,8 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
                           "the clean one")
     return FamilySpec(name=name, templates=templates, items=items, relation_templates=relation,
                       **{k: values[k] for k in ("answer_offset", "copy_offset", "corrupt_shift", "description",
-                                                "sequence", "relation_answer_offset", "no_relation")})
+                                                "sequence", "relation_answer_offset", "no_relation",
+                                                "relation_items_differ")})
 
 
 def _templates(table: dict, where: str) -> tuple[str, ...]:
@@ -225,6 +228,12 @@ def _relation(values: dict, templates: tuple[str, ...], where: str, n_items: int
                           f"({len(templates)}), in the same order")
     for template in relation:
         _check_template(template, where)
+    for clean, twin in zip(templates, relation):
+        if slot_offsets(clean) != slot_offsets(twin) and not values["relation_items_differ"]:
+            raise FamilyError(f"{where}: relation template {twin!r} names other items than {clean!r} (slots "
+                              f"{_slots_text(twin)} against {_slots_text(clean)}), so the relation contrast would "
+                              "vary which items are named as well as the step; name the same items (any order), or "
+                              "say why in 'relation_items_differ'")
     for template, twin in zip(templates, relation):
         if _same_prompts(template, twin, n_items):
             raise FamilyError(f"{where}: relation template {twin!r} gives the same prompts as its template "
@@ -239,6 +248,15 @@ def _same_prompts(template: str, twin: str, n_items: int) -> bool:
     """Whether two templates fill to the same prompt for every item ("{day}" and "{day+0}" do)."""
     placeholder = FamilySpec("check", (template,), 0, items=tuple(f"\0{i}\0" for i in range(n_items)))
     return all(placeholder.prompt(template, i) == placeholder.prompt(twin, i) for i in range(n_items))
+
+
+def slot_offsets(template: str) -> list[int]:
+    """The item offsets a template names, sorted: "{day+2}, {day+1}, {day}," -> [0, 1, 2]."""
+    return sorted((-1 if sign == "-" else 1) * int(n or 0) for sign, n in SLOT.findall(template))
+
+
+def _slots_text(template: str) -> str:
+    return "{" + ", ".join(f"{o:+d}" for o in slot_offsets(template)) + "}"
 
 
 def select_families(specs: dict[str, FamilySpec], wanted: str) -> list[FamilySpec]:
@@ -307,7 +325,36 @@ def build_prompt_set(spec: FamilySpec, tokenizer, prepend_bos: bool = True) -> P
         copy_ids=token([i + spec.copy_offset for _, i in cells], clean),
         item_token_ids=torch.tensor(item_ids), str_tokens=[_str_tokens(tokenizer, ids) for ids in clean_ids],
         twins=twins, relation_answer_offset=spec.relation_answer_offset,
+        roles=token_roles(spec, clean_ids, twin_ids.get("relation"), prepend_bos),
     )
+
+
+def token_roles(spec: FamilySpec, clean_ids: list[list[int]], relation_ids: list[list[int]] | None,
+                prepend_bos: bool) -> tuple[tuple[str, ...], ...]:
+    """Each template's token roles, read from its tokens: a slot is a position whose token changes with the item
+    (the k-th such position is the template's k-th slot, left to right); the relation word is a position the
+    relation twin changes that is not a slot; BOS is the start and the last position the final one."""
+    n = len(spec.items)
+    roles = []
+    for t, template in enumerate(spec.templates):
+        rows = clean_ids[t * n:(t + 1) * n]
+        seq = len(rows[0])
+        slots = [p for p in range(seq) if len({r[p] for r in rows}) > 1]
+        offsets = [(-1 if sign == "-" else 1) * int(k or 0) for sign, k in SLOT.findall(template)]
+        names = ([f"item{o:+d}" if o else "item" for o in offsets] if len(offsets) == len(slots)
+                 else ["item"] * len(slots))
+        role = ["other"] * seq
+        if relation_ids is not None:
+            for p in range(seq):
+                if any(a[p] != b[p] for a, b in zip(rows, relation_ids[t * n:(t + 1) * n])):
+                    role[p] = "relation"
+        for p, name in zip(slots, names):
+            role[p] = name
+        role[-1] = "final"
+        if prepend_bos:
+            role[0] = "start"
+        roles.append(tuple(role))
+    return tuple(roles)
 
 
 def _check_equal_lengths(family: str, prompts: list[str], ids: list[list[int]]) -> None:

@@ -99,7 +99,9 @@ def save_copy_circle_gpt2(folder: Path, layer: int = 1, head: int = 2, n_layer: 
     return Path(folder)
 
 
-def save_two_step_gpt2(folder: Path, seed: int = 0) -> Path:
+def save_two_step_gpt2(folder: Path, seed: int = 0, swapped: bool = False) -> Path:
+    """`swapped`: the step heads map the other way (" tomorrow" -> the day before, " yesterday" -> the day after),
+    so on the tomorrow family the clean prompts prefer the relation twin's answer: a reversed relation gap."""
     model, tokenizer = _new_model(folder, 2, seed)
     day_ids = _day_token_ids(tokenizer)
     relation_ids = {word: tokenizer.encode(" " + word, add_special_tokens=False) for word in ("tomorrow", "yesterday")}
@@ -124,7 +126,8 @@ def save_two_step_gpt2(folder: Path, seed: int = 0) -> Path:
             mover.c_attn.weight[DAY_DIMS[d], v[d]] = 1.0
             mover.c_proj.weight[out[d], MOVED_DIMS[d]] = MOVER_SCALE
         step = model.transformer.h[1].attn
-        for head, (flag, shift) in enumerate(((PLUS_DIM, 1), (MINUS_DIM, -1))):
+        sign = -1 if swapped else 1
+        for head, (flag, shift) in enumerate(((PLUS_DIM, sign), (MINUS_DIM, -sign))):
             q, k, v, out = _head_slices(step, head)
             step.c_attn.bias[q[0]] = QUERY_SCALE
             step.c_attn.weight[flag, k[0]] = 1.0

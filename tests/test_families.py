@@ -93,3 +93,44 @@ def test_invalid_family_definitions_are_rejected(tmp_path, body, message):
 def test_unknown_family_lists_the_known_ones():
     with pytest.raises(FamilyError, match=r"unknown family 'nope'; known: tomorrow"):
         select_families(SHIPPED, "tomorrow,nope")
+
+
+# ---- relation twins that vary the step and nothing else (issue 17) ---------------------------------------------------
+
+
+OLD_LIST = ('[lst]\ntemplates = ["{day}, {day+1}, {day+2},"]\nanswer_offset = 3\n'
+            'relation_templates = ["{day+4}, {day+3}, {day+2},"]\nrelation_answer_offset = 1\n')
+
+
+def test_a_relation_twin_naming_other_items_is_rejected_unless_the_family_says_why(tmp_path):
+    """The old list twin named {day+4}, {day+3}, {day+2}: two of three listed days differ from the clean prompt's."""
+    with pytest.raises(FamilyError, match=r"family 'lst'.*names other items.*relation_items_differ"):
+        load_family_specs(_write(tmp_path, OLD_LIST))
+    spec = load_family_specs(_write(tmp_path, OLD_LIST + 'relation_items_differ = "a deliberate control"\n'))["lst"]
+    assert spec.relation_items_differ == "a deliberate control"
+
+
+def test_shipped_relation_twins_name_the_same_items_and_change_one_token_or_only_the_order(tokenizer):
+    specs = load_family_specs()
+    with_relation = [s for s in specs.values() if s.has_relation]
+    assert with_relation
+    for spec in with_relation:
+        assert not spec.relation_items_differ, spec.name
+        prompts = build_prompt_set(spec, tokenizer).with_corruption("relation")
+        clean, twin = prompts.clean_tokens, prompts.corrupted_tokens
+        changed = (clean != twin).sum(-1)
+        if spec.name.endswith("list_continuation"):  # the same items in the other order; both answers unlisted
+            assert (changed > 0).all(), spec.name
+            for a, b, ans, twin_ans in zip(prompts.str_tokens, prompts.corrupted_str_tokens,
+                                           prompts.answer_items(), prompts.corrupted_answer_ids.tolist()):
+                listed = sorted(t.strip() for t in a if t.strip() in spec.items)
+                assert len(listed) == 3 and listed == sorted(t.strip() for t in b if t.strip() in spec.items)
+                assert spec.items[ans] not in listed and tokenizer.decode([twin_ans]).strip() not in listed
+        else:
+            assert changed.tolist() == [1] * prompts.n_prompts, spec.name  # only the relation word
+
+
+def test_the_bundled_models_families_ship_six_templates():
+    specs = load_family_specs()
+    for name in ("tomorrow", "if_today", "list_continuation"):
+        assert len(specs[name].templates) >= 6, name

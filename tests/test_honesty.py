@@ -96,12 +96,14 @@ def test_a_head_blind_to_the_relation_gives_no_relation_gap(middle_head):
 
 @pytest.mark.slow  # over 5 CPU seconds (docs/testing.md)
 def test_no_circuit_is_named_from_a_ranking_by_a_noise_gap(middle_head):
-    """The next-day head gives a large clean LD (next day over the day before) that mean-ablation removes, so
-    faithfulness itself is well defined; but the relation corruption barely changes the model, so the patching
-    effects that rank the nodes are noise and the circuit must not be named."""
+    """The next-day head ignores the relation word, so the relation corruption barely changes the model: the
+    patching effects that rank the nodes are noise, and resample-ablating from the relation twin (which the model
+    reads as the same prompt) barely changes the LD either. No circuit may be named, and the summary says so to a
+    program too (`named` false, `minimal_circuit` empty)."""
     result = _patched(CIRCUIT, middle_head, "relation")
     s = result.summary
-    assert s["informative"] and not s["ranking_informative"]
+    assert not s["ranking_informative"] and s["ablation"] == "resample"
+    assert s["named"] is False and s["minimal_circuit"] == []
     text = " ".join(CIRCUIT.narrative(result))
     assert "no circuit is named" in text and "smallest circuit" not in text, text
     diagram = next(f.figure for f in CIRCUIT.figures(result) if f.id == "circuit-diagram")

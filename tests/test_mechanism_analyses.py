@@ -160,7 +160,8 @@ def test_keeping_every_node_is_the_clean_run_and_ablating_every_node_equals_the_
     node_list = nodes(model.cfg.n_layers, model.cfg.n_heads)
     hooks = sorted({node_hook(n) for n in node_list})
     base = engine.collect_base(model, prompts.clean_tokens, hooks)
-    rows = circuit_rows(node_list, [set(range(len(node_list))), set(), {4, 6}], {h: base.cache[h] for h in hooks})
+    means = {h: base.cache[h].mean(0) for h in hooks}
+    rows = circuit_rows(node_list, [set(range(len(node_list))), set(), {4, 6}], means)
     assert rows[0].edits == ()
     final, _ = engine.run_rows(model, base, rows)
     batched = engine.final_logits(model, final)
