@@ -52,7 +52,7 @@ import torch
 
 from analyses import plots
 from analyses.attribution import head_name, norm_gain, parse_head_name
-from analyses.mechanism import item_names, numpy
+from analyses.mechanism import family_step, item_names, numpy, signed_offsets
 from analyses.metrics import model_device
 from analyses.thresholds import binomial_tail
 from analyses.types import Analysis, Figure, PromptSet, Result
@@ -138,12 +138,6 @@ def scores(grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (best == (items + 1) % n).mean(-1), (best == items).mean(-1)
 
 
-def signed_offsets(n: int) -> np.ndarray:
-    """[n] the signed offset of each histogram column: 0, 1, .., then the negative ones (7 items: 0..3, -3..-1)."""
-    k = np.arange(n)
-    return np.where(k <= n // 2, k, k - n)
-
-
 def offset_histogram(grids: np.ndarray) -> np.ndarray:
     """[L, H, n, n] -> [L, H, n]: fraction of items d whose row argmax lies at (d + k) mod n, for k = 0 .. n-1."""
     n = grids.shape[-1]
@@ -163,14 +157,6 @@ def modal_threshold(n: int) -> float:
         if k / n >= NAME_SCORE and n * binomial_tail(k, n, 1 / n) < NAME_P:
             return k / n
     return 1.0
-
-
-def family_offset(prompts: PromptSet) -> int:
-    """The family's step: the answer's item minus the copy item's (answer_offset − copy_offset), signed."""
-    ids = prompts.item_token_ids.tolist()
-    n = len(ids)
-    step = (ids.index(int(prompts.answer_ids[0])) - ids.index(int(prompts.copy_ids[0]))) % n
-    return int(signed_offsets(n)[step])
 
 
 def offset_word(offset: int) -> str:
@@ -193,7 +179,7 @@ def compute(model, prompts: PromptSet) -> Result:
     histogram = offset_histogram(grids)  # [L, H, n]
     modal = histogram.argmax(-1)  # [L, H], ties to the smallest unsigned offset (copy first)
     frequency = histogram.max(-1)
-    step = family_offset(prompts)
+    step = family_step(prompts)
     family_score = offset_score(grids, step)
     threshold = modal_threshold(n)
     order = np.argsort(-frequency.ravel(), kind="stable")
