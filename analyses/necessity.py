@@ -24,10 +24,13 @@ one in which BOTH are (an OR whose inputs disagree) give the same LD, 0; the cle
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from analyses import thresholds
 from analyses.thresholds import ALONE_FRACTION, NEEDED_FRACTION
+from analyses.types import Corrupted, PromptSet
 
 KINDS = {"and": "AND", "or": "OR", "both": "needed and sufficient"}
 
@@ -42,6 +45,18 @@ def shares(clean: np.ndarray, corrupted: np.ndarray, noised: np.ndarray,
         nan = np.full(noised.shape[0], np.nan)
         return nan, nan.copy(), gap
     return (np.mean(clean) - noised.mean(-1)) / size, (denoised.mean(-1) - np.mean(corrupted)) / size, gap
+
+
+def swapped(prompts: PromptSet) -> PromptSet:
+    """The same prompts with the clean run and the current corrupted twin exchanged (answers too). Denoising on it IS
+    noising on `prompts`: the base run is the clean one and the patched activation comes from the corrupted twin, and
+    its normalised effect, (LD'_patched − LD'_base) / (LD'_source − LD'_base) with LD' = −LD, equals
+    (LD_clean − LD_noised) / (LD_clean − LD_corrupted), the share of the gap that noising removes."""
+    twin = prompts.twins[prompts.corruption]
+    clean_as_twin = Corrupted(prompts=list(prompts.clean_prompts), tokens=prompts.clean_tokens,
+                              answer_ids=prompts.answer_ids, str_tokens=list(prompts.str_tokens))
+    return replace(prompts, clean_prompts=list(twin.prompts), clean_tokens=twin.tokens, answer_ids=twin.answer_ids,
+                   str_tokens=list(twin.str_tokens), twins={**prompts.twins, prompts.corruption: clean_as_twin})
 
 
 def structure(names: list[str], noising: np.ndarray, denoising: np.ndarray) -> dict[str, list[dict]]:

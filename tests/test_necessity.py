@@ -57,6 +57,26 @@ def test_an_and_circuit_and_an_or_circuit_are_told_apart_by_noising_against_deno
     assert A in text.split(f"{kind.upper()} structure")[1] and B in text.split(f"{kind.upper()} structure")[1]
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_head_noising_in_patching_heads_equals_the_ablations_noising(tmp_path, seed):
+    """patching_heads noises by denoising the swapped pair (`necessity.swapped`): it must give the same share of the
+    gap as running the clean prompts with one head's output from the corrupted twin (ablations)."""
+    from analyses.patching_heads import PATCHING_HEADS
+
+    model = _load(save_and_or_gpt2(tmp_path, "and", seed=seed))
+    prompts = _prompts(model)
+    heads = PATCHING_HEADS.compute(model, prompts)
+    ablations = ABLATIONS_ANALYSIS.compute(model, prompts)
+    nodes = ablations.labels["nodes"]
+    for layer, head in (HEAD_A, HEAD_B, (0, 0)):
+        expected = ablations.arrays["noising_share"][nodes.index(f"L{layer}H{head}")]
+        assert heads.arrays["z_noising"][layer, head] == pytest.approx(expected, abs=1e-4)
+    assert heads.arrays["z_noising"][HEAD_A] == pytest.approx(0.5, abs=0.05)
+    best = heads.summary["top_heads"][0]
+    text = " ".join(PATCHING_HEADS.narrative(heads))
+    assert f"Noising {best['head']} instead" in text and "removes 50%" in text, text
+
+
 def test_the_logit_difference_alone_cannot_tell_and_from_or(and_or):
     """Why the structure is read on the clean answer's logit: on the LD both circuits give 50% / 50% (a state with
     neither answer promoted and one with both promoted have the same LD)."""
