@@ -89,8 +89,8 @@ def narrative(result: Result) -> list[str]:
     for e in named[:2]:
         sentences.append(f"{e['head']} (direct contribution {signed(e['value'])}) sends {100 * e['day_attention']:.0f}%"
                          f" of the final position's attention to the day token(s), averaged over prompts"
-                         + (" (no more than uniform attention would)." if not _attends(e["day_attention"], uniform)
-                            else "."))
+                         + (f" (under {ATTENTION_OVER_UNIFORM:g}× the uniform baseline)."
+                            if not _attends(e["day_attention"], uniform) else "."))
     if not named:
         sentences.append("No head's direct contribution passes the naming threshold: nothing stands out.")
     attending = [e for e in s["top_day_attention"] if _attends(e["value"], uniform)]
