@@ -9,6 +9,7 @@ from analyses.dla_layers import DLA_LAYERS
 from analyses.geometry import GEOMETRY
 from analyses.logit_diff import LOGIT_DIFF
 from analyses.logit_lens import LOGIT_LENS
+from analyses.neurons import NEURONS
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 from analyses.path_patching import PATH_PATCHING
@@ -18,5 +19,6 @@ from analyses.types import Analysis
 REGISTRY: tuple[Analysis, ...] = (BEHAVIOUR, LOGIT_DIFF, LOGIT_LENS, DLA_LAYERS, DLA_HEADS, ATTENTION,
                                   PATCHING_POSITIONS, PATCHING_HEADS,
                                   SUCCESSOR_HEADS, ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT,  # the mechanism part
+                                  NEURONS,
                                   GEOMETRY)  # the representation part
 BY_NAME: dict[str, Analysis] = {analysis.name: analysis for analysis in REGISTRY}

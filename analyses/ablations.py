@@ -18,17 +18,34 @@ read on the LD direction (direct logit attribution, Elhage et al. 2021). The tot
 change. On the diagonal a node acts only directly; far above it (total smaller in size than direct) later
 components compensate (self-repair, backup heads); far below, the node also acts through later components.
 
+Off the diagonal, split by which side: |total| < |direct| is self-repair (later components compensate for the
+node, McGrath et al. 2023); |total| > |direct| is an indirect effect (the node also acts through later components).
+
+Necessity beside sufficiency (`analyses.necessity`): every node is also noised (the clean run with its output from
+the paired corrupted prompt) and denoised (the corrupted run with its output from the clean prompt), read as shares
+of the clean − corrupted gap on the LD and on the clean answer's own logit; the latter says which nodes form AND
+(each needed, none sufficient alone) and OR (each sufficient alone, none needed: backups) structure.
+
 Batched with `analyses.intervention.run_rows`: one row per (node, ablation), joining the batch at the node's layer.
 A node is named only when |effect| >= NAME_FRACTION of the clean − corrupted gap and the gap is informative
 (`analyses.mechanism.informative_gap`).
 
-Arrays (N nodes, B prompts): {kind}_logit_diff, {kind}_copy_logit_diff, {kind}_p_correct [N, B] (ablated runs);
-clean_logit_diff, corrupted_logit_diff, clean_copy_logit_diff, clean_p_correct [B]; direct_mean [N] (direct effect
-of mean ablation on LD, mean over prompts). Labels: nodes [N] ("L9H1", "MLP0"), in layer order.
-Summary: ablation (the primary kind, "resample"); mean_ablation_top = [{"node", "value" (ΔLD), "direct",
-"p_correct" (ΔP)}] by |value|; {kind}_top (zero_top, mean_top, resample_top) = [{"node", "value" (ΔLD),
-"p_correct" (ΔP)}] by |value|; off_diagonal =
-nodes named for |total − direct| above threshold; informative, gap_reason, corruption.
+Arrays (N nodes, B prompts): {kind}_logit_diff, {kind}_copy_logit_diff, {kind}_p_correct, {kind}_answer_logit
+[N, B] (ablated runs; answer_logit = logit(clean answer)); clean_logit_diff, corrupted_logit_diff,
+clean_copy_logit_diff, clean_p_correct, clean_answer_logit, corrupted_answer_logit [B]; direct_mean [N] (direct
+effect of mean ablation on LD, mean over prompts); noising_logit_diff, denoising_logit_diff, noising_answer_logit,
+denoising_answer_logit [N, B]; noising_share, denoising_share (LD), noising_share_answer, denoising_share_answer
+(clean answer's logit) [N] (fractions of the gap; NaN where it is zero). Labels: nodes [N] ("L9H1", "MLP0"), in
+layer order.
+Summary: ablation (the primary kind, "resample"); gap_state; mean_ablation_top = [{"node", "value" (ΔLD),
+"direct", "p_correct" (ΔP)}] by |value|; {kind}_top
+(zero_top, mean_top, resample_top) = [{"node", "value" (ΔLD)}] by |value|; off_diagonal =
+nodes named for |total − direct| above threshold, split into self_repair (|total| < |direct|) and indirect
+(|total| >= |direct|), each [{"node", "value" (total − direct), "total", "direct"}]; noising_top = [{"node", "value"
+(noising share of the LD gap), "denoising"}] by the larger of the two; and_nodes, or_nodes, both_nodes =
+[{"node", "noising", "denoising"}] (shares of the clean answer's logit gap; empty unless answer_informative: AND,
+OR and needed-and-sufficient nodes, `analyses.necessity`); answer_informative,
+answer_gap_reason; informative, gap_reason, corruption.
 """
 
 from __future__ import annotations
@@ -38,7 +55,7 @@ import plotly.graph_objects as go
 import torch
 
 from analyses import intervention as engine
-from analyses import plots, shared, thresholds
+from analyses import necessity, plots, shared, thresholds
 from analyses.attribution import head_outputs, metric_terms, project
 from analyses.mechanism import (
     ABLATION_TEXT,
@@ -76,14 +93,15 @@ def ablation_rows(node_list, clean: dict, corrupted: dict, kinds=ABLATIONS, corr
 
 
 def readouts(model, final: torch.Tensor, prompts: PromptSet) -> dict[str, torch.Tensor]:
-    """[n, B, d_model] final residuals -> LD, copy LD, P(correct), each [n, B]."""
+    """[n, B, d_model] final residuals -> LD, copy LD, P(correct), logit(clean answer), each [n, B]."""
     device = final.device
     pos, neg = (t.to(device) for t in answer_pair(prompts, "clean_vs_corrupted"))
     copy = prompts.copy_ids.to(device)
-    out = {"logit_diff": [], "copy_logit_diff": [], "p_correct": []}
+    out = {"logit_diff": [], "copy_logit_diff": [], "p_correct": [], "answer_logit": []}
     for start in range(0, final.shape[0], READOUT_ROWS):
         logits = engine.final_logits(model, final[start:start + READOUT_ROWS])  # [r, B, V]
         out["logit_diff"].append(_pick(logits, pos) - _pick(logits, neg))
+        out["answer_logit"].append(_pick(logits, pos))
         out["copy_logit_diff"].append(_pick(logits, pos) - _pick(logits, copy))
         out["p_correct"].append(_pick(torch.softmax(logits.float(), -1), pos))
     return {k: torch.cat(v) for k, v in out.items()}
@@ -118,7 +136,8 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     node_list = nodes(cfg.n_layers, cfg.n_heads)
     names = sorted({node_hook(n) for n in node_list})
     base = engine.collect_base(model, prompts.clean_tokens, names)
-    _, corrupted = model.run_with_cache(prompts.corrupted_tokens.to(model_device(model)), names_filter=names)
+    corrupted_base = engine.collect_base(model, prompts.corrupted_tokens, names)
+    corrupted = corrupted_base.cache
     rows = ablation_rows(node_list, base.cache, corrupted, corruption=prompts.corruption,
                          template_index=prompts.template_index)
     final, _ = engine.run_rows(model, base, rows)
@@ -126,25 +145,52 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     reads = {k: numpy(v).reshape(shape) for k, v in readouts(model, final, prompts).items()}
     clean_final = base.cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][None, :, -1]  # [1, B, d]
     clean = {k: numpy(v[0]) for k, v in readouts(model, clean_final, prompts).items()}
-    corrupted_ld = numpy(readouts(model, torch.stack([corrupted_final(model, prompts)]), prompts)["logit_diff"][0])
+    corrupted_reads = readouts(model, corrupted_base.cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][None, :, -1],
+                               prompts)
+    corrupted_ld = numpy(corrupted_reads["logit_diff"][0])
     direct = direct_effects(model, prompts, node_list)
     informative, reason = informative_gap(clean["logit_diff"], corrupted_ld)
     arrays = {f"{kind}_{metric}": reads[metric][i] for i, kind in enumerate(ABLATIONS) for metric in reads}
     arrays.update({"clean_logit_diff": clean["logit_diff"], "clean_copy_logit_diff": clean["copy_logit_diff"],
-                   "clean_p_correct": clean["p_correct"], "corrupted_logit_diff": corrupted_ld, "direct_mean": direct})
+                   "clean_p_correct": clean["p_correct"], "corrupted_logit_diff": corrupted_ld, "direct_mean": direct,
+                   "clean_answer_logit": clean["answer_logit"],
+                   "corrupted_answer_logit": numpy(corrupted_reads["answer_logit"][0])})
+    arrays.update(noising_and_denoising(model, prompts, node_list, base, corrupted_base))
     labels = {"nodes": [node_name(n) for n in node_list]}
     summary = _summary(arrays, labels["nodes"], prompts, cfg, informative, reason)
+    summary.update(_necessity_summary(arrays, labels["nodes"], informative))
     summary["gap_state"] = gap_state(clean["logit_diff"], corrupted_ld)
     summary["day7_above_chance"] = shared.above_chance(shared.context_for(model, context), prompts)
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
-@torch.no_grad()
-def corrupted_final(model, prompts: PromptSet) -> torch.Tensor:
-    """[B, d_model] final-position residual of the corrupted run (before the final norm)."""
-    name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    _, cache = model.run_with_cache(prompts.corrupted_tokens.to(model_device(model)), names_filter=[name])
-    return cache[name][:, -1]
+def noising_and_denoising(model, prompts: PromptSet, node_list, clean: engine.Base,
+                          corrupted: engine.Base) -> dict[str, np.ndarray]:
+    """Each node noised (clean run, its output from the corrupted twin) and denoised (corrupted run, its output from
+    the clean prompt): LD and logit(clean answer) [N, B] each, and their shares of the gap [N]."""
+    out = {}
+    for word, base, source in (("noising", clean, corrupted), ("denoising", corrupted, clean)):
+        rows = [engine.Row((node_edit(node, source.cache[node_hook(node)]),)) for node in node_list]
+        final, _ = engine.run_rows(model, base, rows)
+        reads = readouts(model, final, prompts)
+        out[f"{word}_logit_diff"], out[f"{word}_answer_logit"] = numpy(reads["logit_diff"]), numpy(
+            reads["answer_logit"])
+    return out
+
+
+def _necessity_summary(arrays: dict, names: list[str], informative: bool) -> dict:
+    """Shares of the LD gap and of the clean answer's logit gap; the AND / OR structure on the latter."""
+    n, d, _ = necessity.shares(arrays["clean_logit_diff"], arrays["corrupted_logit_diff"],
+                               arrays["noising_logit_diff"], arrays["denoising_logit_diff"])
+    n_answer, d_answer, gap = necessity.shares(arrays["clean_answer_logit"], arrays["corrupted_answer_logit"],
+                                               arrays["noising_answer_logit"], arrays["denoising_answer_logit"])
+    arrays.update(noising_share=n, denoising_share=d, noising_share_answer=n_answer, denoising_share_answer=d_answer)
+    order = np.argsort(-np.nan_to_num(np.maximum(np.abs(n), np.abs(d)), nan=-1.0), kind="stable")
+    found = necessity.structure(names, n_answer, d_answer) if gap.informative else {k: [] for k in necessity.KINDS}
+    return {"noising_top": [{"node": names[i], "value": float(n[i]), "denoising": float(d[i])}
+                            for i in order[:TOP_K] if informative],
+            "answer_informative": gap.informative, "answer_gap_reason": gap.reason,
+            **{f"{kind}_nodes": entries for kind, entries in found.items()}}
 
 
 def _summary(arrays: dict, names: list[str], prompts: PromptSet, cfg, informative: bool, reason: str) -> dict:
@@ -155,6 +201,11 @@ def _summary(arrays: dict, names: list[str], prompts: PromptSet, cfg, informativ
     order = np.argsort(-np.abs(total), kind="stable")
     threshold = NAME_FRACTION * abs(gap)
     off = np.abs(total - direct)
+    off_diagonal = [i for i in np.argsort(-off, kind="stable") if informative and off[i] >= threshold][:TOP_K]
+
+    def entry(i: int) -> dict:
+        return {"node": names[i], "value": float(total[i] - direct[i]), "total": float(total[i]),
+                "direct": float(direct[i])}
     return {
         "family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
         "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads),
@@ -165,8 +216,9 @@ def _summary(arrays: dict, names: list[str], prompts: PromptSet, cfg, informativ
         "ablation": PRIMARY_ABLATION,
         "mean_ablation_top": [{"node": names[i], "value": float(total[i]), "direct": float(direct[i]),
                                "p_correct": float(dp[i])} for i in order[:TOP_K]],
-        "off_diagonal": [{"node": names[i], "value": float(total[i] - direct[i])}
-                         for i in np.argsort(-off, kind="stable") if informative and off[i] >= threshold][:TOP_K],
+        "off_diagonal": [{"node": names[i], "value": float(total[i] - direct[i])} for i in off_diagonal],
+        "self_repair": [entry(i) for i in off_diagonal if abs(total[i]) < abs(direct[i])],
+        "indirect": [entry(i) for i in off_diagonal if abs(total[i]) >= abs(direct[i])],
         **{f"{kind}_top": _top(arrays, kind, names) for kind in ABLATIONS},
     }
 
@@ -197,7 +249,22 @@ def figures(result: Result) -> list[Figure]:
                                 floor=floor)
             out.append(Figure(f"{NAME}-{kind}-{metric.replace('_', '-')}", fig))
     out.append(Figure(f"{NAME}-direct-vs-total", _direct_vs_total(result)))
+    if "noising_share_answer" in a:
+        out.append(Figure(f"{NAME}-necessity-vs-sufficiency", _necessity_vs_sufficiency(result)))
     return out
+
+
+def _necessity_vs_sufficiency(result: Result) -> go.Figure:
+    a = result.arrays
+    fig = plots.scatter(a["denoising_share_answer"], a["noising_share_answer"], result.labels["nodes"],
+                        "Sufficiency (denoising) against necessity (noising), on the clean answer's logit",
+                        "denoising: share of the gap restored by this node alone",
+                        "noising: share of the gap removed by this node alone")
+    for value in (necessity.ALONE_FRACTION, necessity.NEEDED_FRACTION):
+        fig.add_hline(y=value, line=dict(dash="dot", color="grey"))
+        fig.add_vline(x=value, line=dict(dash="dot", color="grey"))
+    fig.update_layout(**LAYOUT)
+    return fig
 
 
 def _direct_vs_total(result: Result) -> go.Figure:
@@ -234,13 +301,48 @@ def narrative(result: Result) -> list[str]:
         sentences.append(f"{primary.capitalize()}-ablating these changes the LD by at least "
                          f"{s['name_threshold_logits']:.2f} logits ({100 * NAME_FRACTION:.0f}% of the gap)"
                          f"{instead(s)}: {listed}.")
-    if s["off_diagonal"]:
+    if "self_repair" in s:
+        sentences += _off_diagonal_sentences(s)
+    elif s["off_diagonal"]:  # results saved before the split
         listed = ", ".join(f"{e['node']} (total − direct {e['value']:+.2f})" for e in s["off_diagonal"][:3])
         sentences.append("Far from the diagonal of the direct-vs-total plot (later components compensate or carry "
                          f"the effect){instead(s)}: {listed}.")
     else:
         sentences.append("Every node lies near the diagonal: no self-repair or indirect effect passes the threshold.")
+    if "and_nodes" in s:  # results saved before necessity was reported have none
+        sentences += _necessity_sentences(s)
     return sentences
+
+
+def _off_diagonal_sentences(s: dict) -> list[str]:
+    if not s["self_repair"] and not s["indirect"]:
+        return ["Every node lies near the diagonal: no self-repair or indirect effect passes the threshold."]
+    out = []
+    if s["self_repair"]:
+        listed = ", ".join(f"{e['node']} (total {e['total']:+.2f}, direct {e['direct']:+.2f})"
+                           for e in s["self_repair"][:3])
+        out.append(f"Self-repair (|total| < |direct|: later components compensate when the node is removed)"
+                   f"{instead(s)}: {listed}.")
+    if s["indirect"]:
+        listed = ", ".join(f"{e['node']} (total {e['total']:+.2f}, direct {e['direct']:+.2f})"
+                           for e in s["indirect"][:3])
+        out.append(f"Indirect effect (|total| > |direct|: the node also acts through later components){instead(s)}: "
+                   f"{listed}.")
+    return out
+
+
+def _necessity_sentences(s: dict) -> list[str]:
+    out = []
+    named = [e for e in s["noising_top"] if max(abs(e["value"]), abs(e["denoising"])) >= NAME_FRACTION]
+    if named:
+        listed = ", ".join(f"{e['node']} (noising removes {100 * e['value']:.0f}%, denoising restores "
+                           f"{100 * e['denoising']:.0f}%)" for e in named[:3])
+        out.append("Necessity beside sufficiency, as shares of the clean − corrupted LD gap (noising: the node's "
+                   "output from the corrupted twin in the clean run; denoising: from the clean prompt in the corrupted "
+                   "run)"
+                   f"{instead(s)}: {listed}.")
+    found = {kind: s[f"{kind}_nodes"] for kind in necessity.KINDS}
+    return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"])
 
 
 ABLATIONS_ANALYSIS = Analysis(
@@ -250,7 +352,10 @@ ABLATIONS_ANALYSIS = Analysis(
                "its value on the paired twin of this corruption (resample, the primary ablation), its mean over a "
                "reference set varying only the contrasted variable (per template), or zero; change in "
                "LD = logit(clean answer) − logit(corrupted answer), in the copy LD and in P(correct), averaged over "
-               "prompts. Direct effect: the mean-ablation change written straight into the logits (DLA).",
+               "prompts. Direct effect: the mean-ablation change written straight into the logits (DLA). Noising: "
+               "the clean run with one node's output from the corrupted prompt (necessity); denoising: the corrupted "
+               "run with it from the clean prompt (sufficiency); AND / OR structure read on logit(clean answer) "
+               "(Heimersheim & Nanda 2024).",
     compute=compute, figures=figures, narrative=narrative,
     description="Which components matter when removed, and where later components compensate.",
     part="mechanism", per_corruption=True, intervenes=True, uses_context=True,

@@ -4,6 +4,11 @@ Heads are ranked by their mean DLA (copy metric, as in dla_heads); the widget sh
 [heads, dest, src] on the family's first clean prompt. The summary also gives, for every head shown, the
 attention the final position pays to the day token(s) of the prompt, averaged over prompts, and ranks all
 heads by that attention (`top_day_attention`).
+
+Honest naming: the narrative names a head for its direct contribution only when its DLA passes the report's rule for
+raw effects (`thresholds.notable_logits`, against the clean run's mean copy LD), and for its day attention only when
+that is at least ATTENTION_OVER_UNIFORM times the uniform baseline: the share of the final position's attention that
+the day token(s) would get if it attended evenly to every position it can see (1 day token of 9 positions: 11%).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import torch
 
 from analyses.attribution import head_attributions, parse_head_name, ranked_heads, run_clean_with_cache
+from analyses.metrics import logit_diff
 from analyses.text import signed
+from analyses.thresholds import ATTENTION_OVER_UNIFORM, MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 N_SHOWN = 3
@@ -22,13 +29,19 @@ def day_positions(prompts: PromptSet) -> torch.Tensor:
     return torch.tensor([[tok.strip() in prompts.items for tok in row] for row in prompts.str_tokens])
 
 
+def uniform_day_attention(prompts: PromptSet) -> float:
+    """The day tokens' share of the final position's attention if it were spread evenly over every position it sees
+    (causal attention: all of them), mean over prompts."""
+    return float(day_positions(prompts).float().mean(-1).mean())
+
+
 def patterns(cache, n_layers: int) -> torch.Tensor:
     """[layers, batch, heads, dest, src] attention patterns of the clean run."""
     return torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"].float().cpu() for layer in range(n_layers)])
 
 
 def compute(model, prompts: PromptSet) -> Result:
-    _, cache = run_clean_with_cache(model, prompts)
+    logits, cache = run_clean_with_cache(model, prompts)
     mean_attr = head_attributions(model, cache, prompts, "copy").mean(dim=-1).cpu()  # [layers, heads]
     pattern = patterns(cache, model.cfg.n_layers)
     on_days = (pattern[:, :, :, -1, :] * day_positions(prompts)[None, :, None, :]).sum(-1).mean(1)  # [layers, heads]
@@ -45,6 +58,8 @@ def compute(model, prompts: PromptSet) -> Result:
         "top_positive": shown[:N_SHOWN],
         "top_negative": shown[N_SHOWN:],
         "top_day_attention": ranked_heads(on_days, N_SHOWN, largest=True),
+        "uniform_day_attention": uniform_day_attention(prompts),
+        "copy_logit_diff_mean": float(logit_diff(logits, prompts.answer_ids, prompts.copy_ids).mean()),
     }
     return Result(summary=summary, arrays={"day_attention": on_days.numpy()}, widgets=widgets)
 
@@ -61,6 +76,41 @@ def figures(result: Result) -> list[Figure]:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
+    if "uniform_day_attention" not in s:  # results saved before the baseline was recorded
+        return _narrative_without_baseline(s)
+    uniform = s["uniform_day_attention"]
+    reference = s["copy_logit_diff_mean"]
+    sentences = [f"If the final position attended evenly to every position, the day token(s) would get "
+                 f"{100 * uniform:.0f}% of its attention (the uniform baseline); a head's day attention is named only "
+                 f"at {ATTENTION_OVER_UNIFORM:g}× that ({100 * ATTENTION_OVER_UNIFORM * uniform:.0f}%), and a head's "
+                 f"direct contribution only at ≥ {100 * MIN_EFFECT_FRACTION:.0f}% of the clean copy LD "
+                 f"({signed(reference)}) and ≥ {MIN_EFFECT_LOGITS:g} logit."]
+    named = [e for e in s["top_positive"] + s["top_negative"] if notable_logits(e["value"], reference)]
+    for e in named[:2]:
+        sentences.append(f"{e['head']} (direct contribution {signed(e['value'])}) sends {100 * e['day_attention']:.0f}%"
+                         f" of the final position's attention to the day token(s), averaged over prompts"
+                         + (f" (under {ATTENTION_OVER_UNIFORM:g}× the uniform baseline)."
+                            if not _attends(e["day_attention"], uniform) else "."))
+    if not named:
+        sentences.append("No head's direct contribution passes the naming threshold: nothing stands out.")
+    attending = [e for e in s["top_day_attention"] if _attends(e["value"], uniform)]
+    if attending:
+        listed = ", ".join(f"{e['head']} ({100 * e['value']:.0f}%)" for e in attending)
+        sentences.append(f"Heads that attend from the final position to the day token(s) at ≥ "
+                         f"{ATTENTION_OVER_UNIFORM:g}× the uniform baseline: {listed}.")
+    else:
+        most = s["top_day_attention"][0]
+        sentences.append(f"No head attends to the day token(s) from the final position at ≥ "
+                         f"{ATTENTION_OVER_UNIFORM:g}× the uniform baseline (the most: {most['head']}, "
+                         f"{100 * most['value']:.0f}%).")
+    return sentences
+
+
+def _attends(share: float, uniform: float) -> bool:
+    return share >= ATTENTION_OVER_UNIFORM * uniform
+
+
+def _narrative_without_baseline(s: dict) -> list[str]:
     best = s["top_positive"][0]
     sentences = [f"The head with the largest direct contribution, {best['head']}, sends "
                  f"{100 * best['day_attention']:.0f}% of the final position's attention to the day token(s), "

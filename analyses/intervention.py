@@ -203,14 +203,18 @@ def _block(model, runs: Runs, layer: int, resid: torch.Tensor) -> torch.Tensor:
 
 def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
     """[rows, d_model] final-position residual -> [rows] LD, unembedding only the two answer columns."""
+    return final_answer_logits(model, resid_final, pos_ids) - final_answer_logits(model, resid_final, neg_ids)
+
+
+def final_answer_logits(model, resid_final: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[rows, d_model] final-position residual -> [rows] logit of token ids[row], unembedding only that column."""
     x = widen(model.ln_final(resid_final[:, None, :])[:, 0])  # [rows, d_model]; the products in float32 at least
     W_U, b_U = model.W_U, model.b_U
-    pos = (x * widen(W_U[:, pos_ids].T)).sum(-1) + widen(b_U[pos_ids])
-    neg = (x * widen(W_U[:, neg_ids].T)).sum(-1) + widen(b_U[neg_ids])
+    logit = (x * widen(W_U[:, ids].T)).sum(-1) + widen(b_U[ids])
     cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
     if cap > 0:  # Gemma-2/3-style final soft-capping acts on each logit, not on their difference
-        pos, neg = cap * torch.tanh(pos / cap), cap * torch.tanh(neg / cap)
-    return pos - neg
+        logit = cap * torch.tanh(logit / cap)
+    return logit
 
 
 # ---- exact, batched patching --------------------------------------------------------------------------------

@@ -60,6 +60,19 @@ def item_names(prompts: PromptSet) -> list[str]:
     return [str(i) for i in prompts.items]
 
 
+def signed_offsets(n: int) -> np.ndarray:
+    """[n] offset k mod n written signed in (−n/2, n/2]: 0, 1, .., then the negative ones (7 items: 0..3, -3..-1)."""
+    k = np.arange(n)
+    return np.where(k <= n // 2, k, k - n)
+
+
+def family_step(prompts: PromptSet) -> int:
+    """The family's step: the answer's item minus the copy item's (answer_offset − copy_offset), signed."""
+    ids = prompts.item_token_ids.tolist()
+    step = (ids.index(int(prompts.answer_ids[0])) - ids.index(int(prompts.copy_ids[0]))) % len(ids)
+    return int(signed_offsets(len(ids))[step])
+
+
 # ---- nodes ----------------------------------------------------------------------------------------------------
 
 

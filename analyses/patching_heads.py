@@ -11,13 +11,16 @@ Arrays, per sweep s in (z, v, pattern), L layers, H heads (v: key-value heads), 
     {s}_exact_per_prompt, {s}_attribution_per_prompt        [L, H, B]
     {s}_exact_logit_diff, {s}_attribution_logit_diff        [L, H, B]
     clean_logit_diff, corrupted_logit_diff                  [B]
+    z_noising                                               [L, H] share of the gap that NOISING the head's z
+                                                            removes (the clean run with its z from the corrupted
+                                                            twin; `analyses.necessity`), beside z_exact (denoising)
 Labels: `heads` ([L][H] "L9H1"), `kv_heads` ([L][H_kv] names of the value heads).
 Widgets: attention patterns, on the first clean prompt, of the top heads by |z effect| in the early, middle and
 late thirds of the layers.
 Summary contract: `corruption` ("day" or "relation": computed and saved once per corruption); `top_heads` =
 [{"head": "L9H1", "value": 0.61, "ci_low", "ci_high", "attribution", "value_by_template", "v_value",
-"pattern_value"}] sorted by |value| (z sweep), largest first; `v_top_heads`, `pattern_top_heads` likewise;
-attribution_{slope,mae,top_overlap,pearson}_{s} (informative gap only); clean_logit_diff_mean,
+"pattern_value", "noising_value"}] sorted by |value| (z sweep), largest first; `v_top_heads`, `pattern_top_heads`
+likewise; attribution_{slope,mae,top_overlap,pearson}_{s} (informative gap only); clean_logit_diff_mean,
 corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
 """
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import intervention as core
-from analyses import plots, shared
+from analyses import necessity, plots, shared
 from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
 from analyses.patching_display import (
@@ -70,9 +73,13 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     for sweep in core.HEAD_SWEEPS:
         arrays.update(st.stats_arrays(sweep, stats[sweep], results))
         summary.update(st.agreement_summary(sweep, stats[sweep]))
+    noising = st.sweep_stats(core.run_sweeps(model, necessity.swapped(prompts), ("z",)), "z")
+    arrays["z_noising"] = noising.exact
     summary["n_heads"], summary["n_kv_heads"] = int(names["z"].shape[1]), int(names["v"].shape[1])
     by_template = dict(results=results, template_index=prompts.template_index)
     summary["top_heads"] = _top_heads(stats, names["z"], by_template)
+    for entry in summary["top_heads"]:
+        entry["noising_value"] = st.finite_or_none(noising.exact[parse_head_name(entry["head"])])
     summary["v_top_heads"] = st.ranked(stats["v"], names["v"], TOP_K, key="head", sweep="v", **by_template)
     summary["pattern_top_heads"] = st.ranked(stats["pattern"], names["pattern"], TOP_K, key="head",
                                              sweep="pattern", **by_template)
@@ -157,6 +164,11 @@ def narrative(result: Result) -> list[str]:
         values = "its values" if s["n_kv_heads"] == s["n_heads"] else "the values of its key-value group"
         sentences.append(f"Through {values} alone {best['head']} moves {percent(best['v_value'], normalised)}, "
                          f"through its attention pattern alone {percent(best['pattern_value'], normalised)}.")
+    if best.get("noising_value") is not None:
+        sentences.append(f"Noising {best['head']} instead (the clean run with its output from the corrupted twin) "
+                         f"removes {percent(best['noising_value'], normalised)}, beside the "
+                         f"{percent(best['value'], normalised)} its denoising restores (the ablations section reads "
+                         "AND / OR structure from the two).")
     if best.get("value_by_template"):
         sentences.append(f"Per template, {best['head']}'s effect is " + ", ".join(
             f"T{t} {percent(v, normalised)}" for t, v in enumerate(best["value_by_template"])) + ".")
@@ -172,7 +184,8 @@ PATCHING_HEADS = Analysis(
     definition="Each cell: the corrupted prompts run with one head's output (z, before W_O), its values (v) or its "
                "attention pattern taken from the clean prompts at every position. " + st.NORMALISATION
                + ", when the gap is informative (" + RULES + "). Intervals: " + st.CLUSTER_INTERVAL
-               + ". Right-hand panels: attribution patching, "
+               + ". Noising beside it (the clean run with one head's output from the corrupted twin: the share of the "
+               "gap it removes). Right-hand panels: attribution patching, "
                "the first-order estimate (clean − corrupted activation) · gradient of the logit difference on the "
                "corrupted run. With grouped-query attention, v is patched per key-value head.",
     compute=compute, figures=figures, narrative=narrative,

@@ -1,5 +1,13 @@
 """Path patching from the top heads by activation patching: which later inputs each one's output reaches.
 
+What the main numbers are: DIRECT EDGES by DENOISING (`analyses.paths`): the sender's clean output delivered to one
+receiver of the corrupted run, every node in between frozen at the corrupted run, everything after the receiver
+recomputed. Beside them: each sender's direct edges summed against its total effect (patching its output alone; the
+rest is the share carried by no single edge), the variant in which MLPs recompute (Wang et al. 2022's choice: other
+heads frozen, MLPs not), and noising (the sender's corrupted output delivered along one path of the clean run), whose
+reading beside denoising says which paths are needed, sufficient, or both (`analyses.necessity`: AND / OR structure,
+on the clean answer's own logit).
+
 Method: `analyses.paths` (Wang et al. 2022, §3.1; Goldowsky-Dill et al. 2023). Senders: the SENDERS heads with the
 largest |effect| of exact z patching (clean → corrupted, every position), computed here with the batched engine.
 For each sender, its clean output is delivered along one path only: directly to the logits, or into the query,
@@ -9,17 +17,24 @@ is informative (`analyses.mechanism.informative_gap`), else in logits with no ed
 Computed once per corruption of the family (`per_corruption`).
 
 Arrays (K senders, L layers, H heads, H_kv key/value heads): logits [K]; q [K, L, H]; k, v [K, L, H_kv]; mlp [K, L]
-(NaN where the receiver does not lie after the sender); sender_patching [K] (z patching effect).
+(NaN where the receiver does not lie after the sender); sender_patching [K] (z patching effect); edge_sum [K] (the
+sum of a sender's direct edges); recompute_{logits,q,k,v} (MLPs recomputing; no MLP receivers); noising_{logits,q,k,
+v,mlp} (share of the gap the path's noising REMOVES: (LD_clean − LD_path) / gap); answer_denoising_*, answer_noising_*
+(the same two on logit(clean answer), shares of its clean − corrupted gap).
 Labels: senders [K], heads [L][H], kv_heads [L][H_kv].
 Summary: top_edges = [{"sender": "L9H1", "receiver": "L10H3.q" | "MLP9" | "logits", "value"}] by |value|;
-informative, gap_reason, normalised.
+recompute_top_edges likewise (MLPs recomputing); noising_top_edges = [{"sender", "receiver", "value" (share removed by
+noising), "denoising"}]; edge_sums = [{"head", "total", "edge_sum", "unexplained" (total − edge_sum)}];
+and_paths, or_paths, both_paths = [{"node": "L0H1 → MLP0", "noising", "denoising"}] (`analyses.necessity`);
+answer_informative, answer_gap_reason; measured (what the main numbers are, in words); informative, gap_reason,
+normalised.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analyses import paths, plots, shared, thresholds
+from analyses import necessity, paths, plots, shared, thresholds
 from analyses.attribution import head_name
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, gap_state, informative_gap, instead, numpy
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
@@ -37,17 +52,36 @@ def top_heads_by_patching(ctx: FamilyContext, prompts: PromptSet, k: int) -> tup
     return heads, np.array([change[h] for h in heads])
 
 
+MEASURED = ("direct edges by denoising: the sender's clean output reaches one receiver of the corrupted run, every "
+            "node in between frozen at the corrupted run, everything after the receiver recomputed")
+KINDS = ("logits", "q", "k", "v", "mlp")
+
+
+def _mean(effects: dict) -> dict:
+    return {k: numpy(v.mean(-1)) for k, v in effects.items()}
+
+
 def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     ctx = shared.context_for(model, context)
     senders, sender_change = top_heads_by_patching(ctx, prompts, SENDERS)
-    ps = shared.path_setup(ctx, prompts)
-    effects = {k: numpy(v.mean(-1)) for k, v in shared.path_effects(ctx, prompts, senders).items()}
+    ps = paths.setup(model, prompts)
+    ld, answer = (_mean(e) for e in paths.path_effects_both(model, ps, senders))
+    recompute = _mean(paths.path_effects(model, ps, senders, recompute_mlps=True))
+    noised_ld, noised_answer = (_mean(e) for e in paths.path_effects_both(model, paths.setup(model, prompts, True),
+                                                                          senders))
     clean, corrupted = numpy(ps.clean_ld), numpy(ps.corrupted_ld)
     informative, reason = informative_gap(clean, corrupted)
     gap = float(clean.mean() - corrupted.mean())
     scale = gap if informative else 1.0
-    arrays = {k: v / scale for k, v in effects.items()}
+    answer_gap = thresholds.informative_gap(numpy(ps.clean_answer), numpy(ps.corrupted_answer))
+    answer_scale = answer_gap.mean if answer_gap.mean != 0 else 1.0
+    arrays = {k: v / scale for k, v in ld.items()}
     arrays.update(sender_patching=sender_change / scale, clean_logit_diff=clean, corrupted_logit_diff=corrupted)
+    arrays.update({f"recompute_{k}": v / scale for k, v in recompute.items() if k != "mlp"})
+    arrays.update({f"noising_{k}": -v / scale for k, v in noised_ld.items()})  # share REMOVED: positive when needed
+    arrays.update({f"answer_denoising_{k}": v / answer_scale for k, v in answer.items()})
+    arrays.update({f"answer_noising_{k}": -v / answer_scale for k, v in noised_answer.items()})
+    arrays["edge_sum"] = np.array([sum(float(np.nansum(arrays[k][i])) for k in KINDS) for i in range(len(senders))])
     names = [head_name(*s) for s in senders]
     n_kv = arrays["v"].shape[2]
     labels = {"senders": names,
@@ -60,22 +94,48 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
                "corrupted_logit_diff_mean": float(corrupted.mean()), "name_threshold": NAME_FRACTION,
                "value_unit": "fraction of the clean − corrupted gap" if informative else "change in LD (logits)",
                "senders": [{"head": n, "value": float(v)} for n, v in zip(names, arrays["sender_patching"])],
-               "top_edges": edges(arrays, labels)[:TOP_K], "day7_above_chance": shared.above_chance(ctx, prompts)}
+               "top_edges": edges(arrays, labels)[:TOP_K], "day7_above_chance": shared.above_chance(ctx, prompts),
+               "measured": MEASURED,
+               "recompute_top_edges": edges(arrays, labels, prefix="recompute_")[:TOP_K],
+               "noising_top_edges": _noising_edges(arrays, labels)[:TOP_K],
+               "edge_sums": [{"head": n, "total": float(t), "edge_sum": float(e), "unexplained": float(t - e)}
+                             for n, t, e in zip(names, arrays["sender_patching"], arrays["edge_sum"])],
+               "answer_informative": answer_gap.informative, "answer_gap_reason": answer_gap.reason}
+    summary.update(_path_structure(arrays, labels, answer_gap.informative))
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
-def edges(arrays: dict, labels: dict) -> list[dict]:
-    """Every (sender, receiver) effect as {"sender", "receiver", "value"}, largest |value| first."""
+def _noising_edges(arrays: dict, labels: dict) -> list[dict]:
+    """Every path's noising share beside its denoising share, largest |noising| first."""
+    denoising = {(e["sender"], e["receiver"]): e["value"] for e in edges(arrays, labels)}
+    return [dict(e, denoising=denoising[(e["sender"], e["receiver"])])
+            for e in edges(arrays, labels, prefix="noising_")]
+
+
+def _path_structure(arrays: dict, labels: dict, informative: bool) -> dict:
+    """AND / OR / needed-and-sufficient paths, on the clean answer's logit."""
+    noising = edges(arrays, labels, prefix="answer_noising_")
+    denoising = {(e["sender"], e["receiver"]): e["value"] for e in edges(arrays, labels, prefix="answer_denoising_")}
+    names = [f"{e['sender']} → {e['receiver']}" for e in noising]
+    found = (necessity.structure(names, np.array([e["value"] for e in noising]),
+                                 np.array([denoising[(e["sender"], e["receiver"])] for e in noising]))
+             if informative else {k: [] for k in necessity.KINDS})
+    return {f"{kind}_paths": entries[:TOP_K] for kind, entries in found.items()}
+
+
+def edges(arrays: dict, labels: dict, prefix: str = "") -> list[dict]:
+    """Every (sender, receiver) effect of arrays `{prefix}logits`, `{prefix}q`, ... as {"sender", "receiver",
+    "value"}, largest |value| first (no MLP receivers where there is no `{prefix}mlp`)."""
     out = []
     for k, sender in enumerate(labels["senders"]):
-        out.append({"sender": sender, "receiver": "logits", "value": float(arrays["logits"][k])})
+        out.append({"sender": sender, "receiver": "logits", "value": float(arrays[f"{prefix}logits"][k])})
         for kind, names in (("q", labels["heads"]), ("k", labels["kv_heads"]), ("v", labels["kv_heads"])):
             for layer, row in enumerate(names):
                 for unit, name in enumerate(row):
-                    value = arrays[kind][k, layer, unit]
+                    value = arrays[f"{prefix}{kind}"][k, layer, unit]
                     if np.isfinite(value):
                         out.append({"sender": sender, "receiver": f"{name}.{kind}", "value": float(value)})
-        for layer, value in enumerate(arrays["mlp"][k]):
+        for layer, value in enumerate(arrays.get(f"{prefix}mlp", np.empty((len(labels["senders"]), 0)))[k]):
             if np.isfinite(value):
                 out.append({"sender": sender, "receiver": f"MLP{layer}", "value": float(value)})
     return sorted(out, key=lambda e: -abs(e["value"]))
@@ -115,29 +175,68 @@ def narrative(result: Result) -> list[str]:
     if not named:
         sentences.append(f"No single path carries {100 * s['name_threshold']:.0f}% of the clean − corrupted gap: "
                          "nothing stands out.")
-        return sentences
     for e in named[:4]:
-        receiver = e["receiver"]
-        if receiver == "logits":
-            what = "writes directly to the logits"
-        elif "." in receiver:
-            head, kind = receiver.split(".")
-            what = f"is read by {head}'s {dict(q='query', k='key', v='value')[kind]}"
-        else:
-            what = f"is read by {receiver}"
         effect = (f"restores {100 * e['value']:.0f}% of the gap" if e["value"] >= 0 else
                   f"moves the LD away from the clean run by {100 * -e['value']:.0f}% of the gap")
-        sentences.append(f"{e['sender']}'s output {what}: that path alone {effect}{instead(s)}.")
+        sentences.append(f"{e['sender']}'s output {_reads(e['receiver'])}: that path alone {effect}{instead(s)}.")
+    if "edge_sums" in s:  # results saved before these were computed have none
+        sentences += _beside_sentences(s)
     return sentences
+
+
+def _reads(receiver: str) -> str:
+    if receiver == "logits":
+        return "writes directly to the logits"
+    if "." in receiver:
+        head, kind = receiver.split(".")
+        return f"is read by {head}'s {dict(q='query', k='key', v='value')[kind]}"
+    return f"is read by {receiver}"
+
+
+def _beside_sentences(s: dict) -> list[str]:
+    """What the edges are, their sum against each sender's total, the MLP-recompute variant, noising, AND / OR."""
+    threshold = s["name_threshold"]
+    out = [f"These are {s['measured']} (not Wang et al.'s path patching as published, which lets MLPs recompute and "
+           "noises the clean run: both are shown below)."]
+    for e in s["edge_sums"]:
+        if abs(e["total"]) < threshold:
+            continue
+        if abs(e["unexplained"]) >= threshold:
+            out.append(f"{e['head']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap against its total "
+                       f"effect of {100 * e['total']:.0f}%: {100 * e['unexplained']:+.0f}% is carried by no single "
+                       "edge (its change must reach several inputs at once).")
+        else:
+            out.append(f"{e['head']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap, within "
+                       f"{100 * threshold:.0f}% of its total effect ({100 * e['total']:.0f}%): its edges account "
+                       "for it.")
+    recompute = [e for e in s["recompute_top_edges"] if abs(e["value"]) >= threshold]
+    if recompute:
+        listed = ", ".join(f"{e['sender']} → {e['receiver']} ({100 * e['value']:+.0f}%)" for e in recompute[:4])
+        out.append(f"With the MLPs recomputing (every later head frozen; an MLP's share is folded into the edge it "
+                   f"feeds): {listed}.")
+    else:
+        out.append("With the MLPs recomputing, no edge carries the naming threshold: nothing stands out.")
+    noised = [e for e in s["noising_top_edges"] if abs(e["value"]) >= threshold]
+    if noised:
+        listed = ", ".join(f"{e['sender']} → {e['receiver']} (noising removes {100 * e['value']:.0f}%, denoising "
+                           f"restores {100 * e['denoising']:.0f}%)" for e in noised[:4])
+        out.append(f"Noising each path (the sender's corrupted output delivered along it in the clean run), beside "
+                   f"denoising: {listed}.")
+    else:
+        out.append("No path's noising removes the naming threshold of the gap: no single path is needed.")
+    found = {kind: s[f"{kind}_paths"] for kind in necessity.KINDS}
+    return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"], what="path")
 
 
 PATH_PATCHING = Analysis(
     name=NAME,
     title="Path patching between heads",
-    definition="The corrupted prompts run with one sender head's clean output delivered along one path only (to the "
-               "logits, to a later head's query, key or value, or to an MLP's input), every other path frozen at the "
-               "corrupted run; change in LD = logit(clean answer) − logit(corrupted answer), as a fraction of the "
-               "clean − corrupted gap (Wang et al. 2022; Goldowsky-Dill et al. 2023).",
+    definition="Direct edges by denoising: the corrupted prompts run with one sender head's clean output delivered "
+               "along one path only (to the logits, to a later head's query, key or value, or to an MLP's input), "
+               "every node in between frozen at the corrupted run, everything after the receiver recomputed; change "
+               "in LD = logit(clean answer) − logit(corrupted answer), as a fraction of the clean − corrupted gap "
+               "(Goldowsky-Dill et al. 2023). Beside it: the MLP-recompute variant (Wang et al. 2022) and noising "
+               "(the sender's corrupted output along one path of the clean run).",
     compute=compute, figures=figures, narrative=narrative,
     description="How the heads that matter connect: who reads whose output, and through which input.",
     part="mechanism", per_corruption=True, intervenes=True, uses_context=True,

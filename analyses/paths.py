@@ -1,5 +1,18 @@
 """Path patching, batched: a sender head's clean output delivered along one path only (not an analysis).
 
+What it measures, exactly: DIRECT EDGES by DENOISING. The sender's change reaches one receiver; every node between
+the sender and that receiver (heads and MLPs) is frozen at the base run; everything after the receiver recomputes.
+This is not Wang et al.'s path patching as published, which freezes the other heads but lets the MLPs recompute,
+and noises (corrupted into the clean run); both of those are variants here:
+  recompute_mlps=True   MLPs recompute on the sender's change; every head after the sender is frozen, except that
+                        the receiver head's q / k / v input is read from the changed stream. The MLPs are then part
+                        of the edges (no MLP receivers); the logits receiver is sender → (MLPs) → logits.
+  setup(noising=True)   base = the clean run, the sender's output from the corrupted twin (necessity of the path);
+                        effects are then LD − LD_clean (negative when the path is needed).
+Under linearity a sender's direct edges (logits, every later q / k / v, every MLP input) add up to its total effect
+(patching its output alone); what they do not add up to is carried by no single edge (the sender's change has to
+reach two inputs at once: interactions between routes). `path_patching` reports that share.
+
 Method (Wang et al. 2022, "Interpretability in the Wild", §3.1 path patching; Goldowsky-Dill et al. 2023, "Localizing
 Model Behavior with Path Patching"). Base = the corrupted run. For a sender head s in layer Ls:
   delta_s   = resid_mid(Ls) with z_s taken from the clean run − resid_mid(Ls) of the corrupted run   [B, S, d]
@@ -27,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analyses.intervention import Base, Edit, Row, collect_base, final_logit_diff, run_rows
+from analyses.intervention import Base, Edit, Row, collect_base, final_answer_logits, final_logit_diff, run_rows
 from analyses.metrics import answer_pair, model_device
 from analyses.types import PromptSet
 
@@ -42,26 +55,46 @@ def hooks_needed(n_layers: int) -> list[str]:
 
 @dataclass
 class PathSetup:
-    base: Base  # the corrupted run
-    clean_z: dict[str, torch.Tensor]  # hook_z name -> clean [B, S, H, d_head]
-    pos_ids: torch.Tensor  # [B]
-    neg_ids: torch.Tensor  # [B]
+    base: Base  # the run the paths start from: corrupted (denoising) or clean (noising)
+    source_z: dict[str, torch.Tensor]  # hook_z name -> the other run's z [B, S, H, d_head] (the sender's new output)
+    pos_ids: torch.Tensor  # [B] clean answer
+    neg_ids: torch.Tensor  # [B] corrupted answer
     clean_ld: torch.Tensor  # [B]
     corrupted_ld: torch.Tensor  # [B]
+    clean_answer: torch.Tensor  # [B] logit(clean answer) in the clean run
+    corrupted_answer: torch.Tensor  # [B] logit(clean answer) in the corrupted run
+    noising: bool = False
+
+    @property
+    def base_ld(self) -> torch.Tensor:
+        return self.clean_ld if self.noising else self.corrupted_ld
+
+    @property
+    def base_answer(self) -> torch.Tensor:
+        return self.clean_answer if self.noising else self.corrupted_answer
 
 
 @torch.no_grad()
-def setup(model, prompts: PromptSet) -> PathSetup:
+def setup(model, prompts: PromptSet, noising: bool = False) -> PathSetup:
+    """Denoising (default): base = the corrupted run, senders take their clean output; noising: the other way round."""
     device = model_device(model)
     n_layers = model.cfg.n_layers
-    base = collect_base(model, prompts.corrupted_tokens, hooks_needed(n_layers))
+    base_tokens, source_tokens = prompts.corrupted_tokens, prompts.clean_tokens
+    if noising:
+        base_tokens, source_tokens = source_tokens, base_tokens
+    base = collect_base(model, base_tokens, hooks_needed(n_layers))
     z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
     last = f"blocks.{n_layers - 1}.hook_resid_post"
-    _, clean = model.run_with_cache(prompts.clean_tokens.to(device), names_filter=[*z_names, last])
+    _, source = model.run_with_cache(source_tokens.to(device), names_filter=[*z_names, last])
     pos, neg = (t.to(device) for t in answer_pair(prompts, "clean_vs_corrupted"))
-    return PathSetup(base=base, clean_z={n: clean[n] for n in z_names}, pos_ids=pos, neg_ids=neg,
-                     clean_ld=final_logit_diff(model, clean[last][:, -1], pos, neg),
-                     corrupted_ld=final_logit_diff(model, base.cache[last][:, -1], pos, neg))
+    clean_final, corrupted_final = source[last][:, -1], base.cache[last][:, -1]
+    if noising:
+        clean_final, corrupted_final = corrupted_final, clean_final
+    return PathSetup(base=base, source_z={n: source[n] for n in z_names}, pos_ids=pos, neg_ids=neg,
+                     clean_ld=final_logit_diff(model, clean_final, pos, neg),
+                     corrupted_ld=final_logit_diff(model, corrupted_final, pos, neg),
+                     clean_answer=final_answer_logits(model, clean_final, pos),
+                     corrupted_answer=final_answer_logits(model, corrupted_final, pos), noising=noising)
 
 
 def _z(layer: int) -> str:
@@ -70,7 +103,7 @@ def _z(layer: int) -> str:
 
 def sender_edit(ps: PathSetup, sender: tuple[int, int]) -> Edit:
     layer, head = sender
-    return Edit(_z(layer), (slice(None), head), ps.clean_z[_z(layer)][:, :, head])
+    return Edit(_z(layer), (slice(None), head), ps.source_z[_z(layer)][:, :, head])
 
 
 def sender_deltas(model, ps: PathSetup, senders: list[tuple[int, int]]) -> torch.Tensor:
@@ -89,23 +122,56 @@ def sender_deltas(model, ps: PathSetup, senders: list[tuple[int, int]]) -> torch
 
 
 @torch.no_grad()
-def path_effects(model, ps: PathSetup, senders: list[tuple[int, int]], chunk_rows: int | None = None) -> dict:
-    """LD − LD_corrupted along each path from each sender: {"logits": [K, B], "q"/"k"/"v": [K, L, H or H_kv, B],
-    "mlp": [K, L, B]}; NaN where the receiver does not lie after the sender."""
+def path_effects(model, ps: PathSetup, senders: list[tuple[int, int]], chunk_rows: int | None = None,
+                 recompute_mlps: bool = False) -> dict:
+    """LD − LD_base along each path from each sender: {"logits": [K, B], "q"/"k"/"v": [K, L, H or H_kv, B],
+    "mlp": [K, L, B]}; NaN where the receiver does not lie after the sender (every MLP with recompute_mlps)."""
+    return path_effects_both(model, ps, senders, chunk_rows, recompute_mlps)[0]
+
+
+@torch.no_grad()
+def path_effects_both(model, ps: PathSetup, senders: list[tuple[int, int]], chunk_rows: int | None = None,
+                      recompute_mlps: bool = False) -> tuple[dict, dict]:
+    """(LD − LD_base, logit(clean answer) − its base value) along each path, each shaped as in `path_effects`."""
+    finals = path_finals(model, ps, senders, chunk_rows, recompute_mlps)
+    B = ps.base.n_prompts
+
+    def read(final: torch.Tensor, fn, base: torch.Tensor) -> torch.Tensor:
+        flat = final.reshape(-1, B, final.shape[-1])
+        n = flat.shape[0]
+        values = fn(flat.flatten(0, 1), n).view(n, B) - base
+        return values.view(final.shape[:-1])
+
+    def ld(x, n):
+        return final_logit_diff(model, x, ps.pos_ids.repeat(n), ps.neg_ids.repeat(n))
+
+    def answer(x, n):
+        return final_answer_logits(model, x, ps.pos_ids.repeat(n))
+
+    return ({k: read(v, ld, ps.base_ld) for k, v in finals.items()},
+            {k: read(v, answer, ps.base_answer) for k, v in finals.items()})
+
+
+def path_finals(model, ps: PathSetup, senders: list[tuple[int, int]], chunk_rows: int | None = None,
+                recompute_mlps: bool = False) -> dict[str, torch.Tensor]:
+    """The final-position residual after each path, {"logits": [K, B, d], "q"/"k"/"v": [K, L, H or H_kv, B, d],
+    "mlp": [K, L, B, d]}; NaN where there is no such receiver."""
     cfg, B = model.cfg, ps.base.n_prompts
-    L = cfg.n_layers
-    deltas = sender_deltas(model, ps, senders)  # [K, B, S, d]
+    L, K, d = cfg.n_layers, len(senders), cfg.d_model
     last = f"blocks.{L - 1}.hook_resid_post"
-    final = ps.base.cache[last][None, :, -1] + deltas[:, :, -1]  # [K, B, d]
-    logits = final_logit_diff(model, final.flatten(0, 1), ps.pos_ids.repeat(len(senders)),
-                              ps.neg_ids.repeat(len(senders))).view(len(senders), B) - ps.corrupted_ld
+    deltas = sender_deltas(model, ps, senders)  # [K, B, S, d]
+    if recompute_mlps:  # the sender's change, the MLPs recomputing on it and every later head frozen
+        rows = [Row((sender_edit(ps, s), *frozen_heads(ps, s[0] + 1, L - 1))) for s in senders]
+        logits, _ = run_rows(model, ps.base, rows, chunk_rows=chunk_rows)
+    else:
+        logits = ps.base.cache[last][None, :, -1] + deltas[:, :, -1]  # [K, B, d]
     n_kv = ps.base.cache["blocks.0.attn.hook_v"].shape[2]
-    nan = dict(device=deltas.device, dtype=deltas.dtype)
-    out = {"logits": logits, "q": torch.full((len(senders), L, cfg.n_heads, B), float("nan"), **nan),
-           "k": torch.full((len(senders), L, n_kv, B), float("nan"), **nan),
-           "v": torch.full((len(senders), L, n_kv, B), float("nan"), **nan),
-           "mlp": torch.full((len(senders), L, B), float("nan"), **nan)}
-    inputs = receiver_inputs(model, ps, senders, deltas)  # (k, layer) -> {hook: [B, ...]}
+    nan = dict(device=deltas.device, dtype=logits.dtype)
+    out = {"logits": logits, "q": torch.full((K, L, cfg.n_heads, B, d), float("nan"), **nan),
+           "k": torch.full((K, L, n_kv, B, d), float("nan"), **nan),
+           "v": torch.full((K, L, n_kv, B, d), float("nan"), **nan),
+           "mlp": torch.full((K, L, B, d), float("nan"), **nan)}
+    inputs = receiver_inputs(model, ps, senders, deltas, recompute_mlps)  # (k, layer) -> {hook: [B, ...]}
     rows, where = [], []
     for (k, layer), captured in inputs.items():
         for name, value in captured.items():
@@ -117,25 +183,36 @@ def path_effects(model, ps: PathSetup, senders: list[tuple[int, int]], chunk_row
             for unit in range(value.shape[2]):
                 rows.append(Row((Edit(name, (slice(None), unit), value[:, :, unit]),)))
                 where.append((kind, k, layer, unit))
-    resid, _ = run_rows(model, ps.base, rows, chunk_rows=chunk_rows)
-    n = len(rows)
-    lds = final_logit_diff(model, resid.flatten(0, 1), ps.pos_ids.repeat(n), ps.neg_ids.repeat(n)).view(n, B)
-    for (kind, k, layer, unit), ld in zip(where, lds - ps.corrupted_ld):
-        if kind == "mlp":
-            out["mlp"][k, layer] = ld
-        else:
-            out[kind][k, layer, unit] = ld
+    if rows:
+        resid, _ = run_rows(model, ps.base, rows, chunk_rows=chunk_rows)
+        for (kind, k, layer, unit), final in zip(where, resid):
+            if kind == "mlp":
+                out["mlp"][k, layer] = final
+            else:
+                out[kind][k, layer, unit] = final
     return out
 
 
-def receiver_inputs(model, ps: PathSetup, senders, deltas) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
-    """Pass A: each receiver layer's q, k, v (layers after the sender) and MLP output, seeing only delta_s."""
+def frozen_heads(ps: PathSetup, first: int, last: int) -> list[Edit]:
+    """Every head of layers first..last (inclusive) frozen at its base-run output."""
+    return [Edit(_z(layer), (), ps.base.cache[_z(layer)]) for layer in range(first, last + 1)]
+
+
+def receiver_inputs(model, ps: PathSetup, senders, deltas,
+                    recompute_mlps: bool = False) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
+    """Pass A: each receiver layer's q, k, v (layers after the sender) and MLP output, seeing only delta_s; with
+    recompute_mlps, the q, k, v of layers after the sender computed with the MLPs recomputing and the heads in
+    between frozen (no MLP receivers)."""
     L = model.cfg.n_layers
     out = {}
     for layer in range(L):
         rows, keys = [], []
         for k, (sl, _) in enumerate(senders):
-            if layer == sl:  # the same layer's MLP reads the sender's patched attention output directly
+            if recompute_mlps and layer > sl:
+                rows.append(Row((sender_edit(ps, senders[k]), *frozen_heads(ps, sl + 1, layer))))
+            elif recompute_mlps:
+                continue
+            elif layer == sl:  # the same layer's MLP reads the sender's patched attention output directly
                 rows.append(Row((sender_edit(ps, senders[k]),)))
             elif layer > sl:
                 rows.append(Row((Edit(f"blocks.{layer}.hook_resid_pre", (), deltas[k], add=True),
@@ -148,7 +225,9 @@ def receiver_inputs(model, ps: PathSetup, senders, deltas) -> dict[tuple[int, in
         names = (*(f"blocks.{layer}.attn.hook_{x}" for x in INPUTS), f"blocks.{layer}.hook_mlp_out")
         _, captured = run_rows(model, ps.base, rows, capture=names, last=layer)
         for j, (k, _, later) in enumerate(keys):
-            out[(k, layer)] = {n: captured[n][j] for n in names if later or n.endswith("mlp_out")}
+            wanted = [n for n in names if (n.endswith("mlp_out") and not recompute_mlps)
+                      or (later and not n.endswith("mlp_out"))]
+            out[(k, layer)] = {n: captured[n][j] for n in wanted}
     return out
 
 

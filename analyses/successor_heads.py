@@ -1,13 +1,19 @@
-"""Successor and copy heads, read from the weights: which item each head's OV circuit promotes for each item.
+"""Successor, copy and offset heads, read from the weights: which item each head's OV circuit promotes for each item.
 
 Method (Gould, Ong, Ogden & Conmy, "Successor Heads: Recurring, Interpretable Attention Heads In The Wild",
 ICLR 2024): a head's OV circuit is applied to each item's *effective* token embedding and read through the
 unembedding of the items; a successor head promotes the next item (Monday -> Tuesday), a copy head the item
 itself. The recipe implemented here, for items t_0 .. t_{n-1} (the family's items with their leading space):
 
-  x_d      = the residual stream after block 0 when the model runs on the one-token sequence [t_d] (no BOS):
-             embed(t_d) + pos_embed(0) + attn0 (which can only attend to t_d itself) + MLP0(norm(...)).
-             This is the paper's effective embedding, the token as later layers see it once block 0 has acted.
+  x_d      = what head h's layer reads for item d:
+             layer 0:   the token embedding embed(t_d) alone (blocks.0.hook_resid_pre with the position embedding
+                        set to zero): layer-0 heads read the embedding, not what block 0 makes of it;
+             layer >= 1: the residual stream after block 0 when the model runs on the one-token sequence [t_d]
+                        (no BOS) with the position embedding set to zero: embed(t_d) + attn0 (which can only
+                        attend to t_d itself) + MLP0(norm(...)), the paper's effective embedding. Without the
+                        zeroing it would carry pos_embed(0), the first position's embedding, which in GPT-2 is
+                        large and shared by every token (the attention sink), and not what a day token in the
+                        middle of a prompt carries. Models with rotary positions add none to the stream.
   out_h(d) = norm1_L(x_d) · W_V[L, g(h)] · W_O[L, h]   (+ the value bias b_V · W_O where the model has one).
              norm1_L is layer L's input norm (its gain is folded into W_V); g(h) is the key/value group of head
              h under grouped-query attention (h // (H / H_kv)), so each head gets its own OV = W_V(group) W_O(head).
@@ -22,8 +28,21 @@ Chance for a head whose rows are unrelated to the items is 1/n for each score. A
 only with a score of at least NAME_SCORE (for 7 items a head with independent uniform argmaxes reaches it with
 probability below 0.001).
 
-Arrays: successor_score, copy_score [L, H]; grids [L, H, n, n] (M_h, each row centred). Labels: heads, items.
-Summary: top_successor, top_copy = [{"head": "L9H1", "value": 0.86}] sorted descending (value in [0, 1]).
+Offsets (any step, not only +1 and 0): for each head, the offset of each row's argmax, (argmax − d) mod n, written
+signed in (−n/2, n/2]; the offset histogram [L, H, n] counts them over the n items, the modal offset is its most
+frequent and the modal frequency that count / n. A head maps items by a fixed offset (it is named "an offset +2
+head", a predecessor head for −1) when its modal frequency reaches `modal_threshold(n)`: NAME_SCORE, raised until
+a head with uniform argmaxes reaches it for ANY of the n offsets with probability below NAME_P (n x the binomial
+tail; 6/7 for 7 items). The family's own step, family_offset = answer_offset − copy_offset (the answer counted from
+the item the copy comparison names: +2 for yesterday_tomorrow, −1 for day_before, +1 for a list), gets its own
+score beside +1 and copy: the fraction of rows whose argmax is d + family_offset.
+
+Arrays: successor_score, copy_score, family_offset_score, modal_offset, modal_frequency [L, H]; offset_histogram
+[L, H, n] (column k: offset k mod n); grids [L, H, n, n] (M_h, each row centred). Labels: heads, items, offsets
+(the signed offset of each histogram column).
+Summary: top_successor, top_copy, top_family_offset = [{"head": "L9H1", "value": 0.86}] sorted descending (value in
+[0, 1]); offset_heads = [{"head", "offset", "value" (modal frequency)}] for every head at or above
+modal_threshold, largest first; family_offset; modal_threshold; embedding (which input the heads were read on).
 """
 
 from __future__ import annotations
@@ -33,22 +52,46 @@ import torch
 
 from analyses import plots, thresholds
 from analyses.attribution import head_name, norm_gain, parse_head_name
-from analyses.mechanism import item_names, numpy
+from analyses.mechanism import family_step, item_names, numpy, signed_offsets
 from analyses.metrics import model_device
+from analyses.thresholds import binomial_tail
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "successor_heads"
 TOP_K = 10
 NAME_SCORE = 5 / 7  # a head is named as successor / copy head only at or above this score
+NAME_P = 0.001  # a head is named by its modal offset only if uniform argmaxes reach that frequency less often
 GRID_HEADS = 3  # 7x7 grids shown for the top heads of each kind
+POSITION_HOOK = "hook_pos_embed"  # absent (or unused) for rotary models: nothing to remove there
+EMBEDDING_NOTE = {True: "the token embedding without any position embedding (layer 0), and the residual after "
+                        "block 0 of the token run alone with the position embedding set to zero (later layers)",
+                  False: "the token embedding (layer 0), and the residual after block 0 of the token run alone "
+                         "(later layers; this model adds no position embedding to the residual stream)"}
+
+
+def _no_position(act: torch.Tensor, hook) -> torch.Tensor:
+    return torch.zeros_like(act)
 
 
 @torch.no_grad()
+def item_inputs(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n, d_model] the token embeddings, [n, d_model] the residual after block 0) of each token run alone (a
+    one-token sequence, no BOS), the position embedding set to zero where the model has one."""
+    names = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
+    hooks = [(POSITION_HOOK, _no_position)] if has_position_embedding(model) else []
+    with model.hooks(fwd_hooks=hooks):
+        _, cache = model.run_with_cache(tokens.to(model_device(model))[:, None], names_filter=names)
+    return cache[names[0]][:, 0], cache[names[1]][:, 0]
+
+
+def has_position_embedding(model) -> bool:
+    return POSITION_HOOK in model.hook_dict and model.cfg.positional_embedding_type == "standard"
+
+
 def effective_embeddings(model, tokens: torch.Tensor) -> torch.Tensor:
-    """[n, d_model]: the residual after block 0 of each token run alone (a one-token sequence, no BOS)."""
-    name = "blocks.0.hook_resid_post"
-    _, cache = model.run_with_cache(tokens.to(model_device(model))[:, None], names_filter=[name])
-    return cache[name][:, 0]
+    """[n, d_model]: the residual after block 0 of each token run alone, no position embedding (what layers >= 1
+    read)."""
+    return item_inputs(model, tokens)[1]
 
 
 @torch.no_grad()
@@ -64,12 +107,13 @@ def head_ov_outputs(model, x: torch.Tensor, layer: int) -> torch.Tensor:
 
 @torch.no_grad()
 def ov_grids(model, tokens: torch.Tensor) -> torch.Tensor:
-    """[L, H, n, n]: logit of item e (column) promoted by head h's OV circuit from item d's effective embedding."""
-    x = effective_embeddings(model, tokens)  # [n, d]
-    W_U = model.W_U[:, tokens.to(x.device)]  # [d, n]
+    """[L, H, n, n]: logit of item e (column) promoted by head h's OV circuit from item d's input (the embedding
+    for layer 0, the effective embedding after)."""
+    embedding, effective = item_inputs(model, tokens)  # [n, d] each
+    W_U = model.W_U[:, tokens.to(effective.device)]  # [d, n]
     grids = []
     for layer in range(model.cfg.n_layers):
-        out = head_ov_outputs(model, x, layer)  # [H, n, d]
+        out = head_ov_outputs(model, embedding if layer == 0 else effective, layer)  # [H, n, d]
         block = model.blocks[layer]
         if hasattr(block, "ln1_post"):  # Gemma 2/3: the head's share of the normalised attention output
             out = out * norm_gain(block.ln1_post, out.shape[-1])
@@ -94,6 +138,31 @@ def scores(grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (best == (items + 1) % n).mean(-1), (best == items).mean(-1)
 
 
+def offset_histogram(grids: np.ndarray) -> np.ndarray:
+    """[L, H, n, n] -> [L, H, n]: fraction of items d whose row argmax lies at (d + k) mod n, for k = 0 .. n-1."""
+    n = grids.shape[-1]
+    offsets = (grids.argmax(-1) - np.arange(n)) % n  # [L, H, n]
+    return (offsets[..., None] == np.arange(n)).mean(-2)
+
+
+def offset_score(grids: np.ndarray, offset: int) -> np.ndarray:
+    """[L, H]: fraction of rows whose argmax is (d + offset) mod n."""
+    return offset_histogram(grids)[..., offset % grids.shape[-1]]
+
+
+def modal_threshold(n: int) -> float:
+    """The smallest modal frequency k / n (at least NAME_SCORE) that a head whose n argmaxes are independent and
+    uniform reaches for any of the n offsets with probability under NAME_P (union bound: n x binomial tail)."""
+    for k in range(1, n + 1):
+        if k / n >= NAME_SCORE and n * binomial_tail(k, n, 1 / n) < NAME_P:
+            return k / n
+    return 1.0
+
+
+def offset_word(offset: int) -> str:
+    return {0: "copy", 1: "successor", -1: "predecessor"}.get(offset, f"offset {offset:+d}")
+
+
 def ranked(values: np.ndarray, k: int = TOP_K) -> list[dict]:
     flat = values.ravel()
     order = np.argsort(-flat, kind="stable")[:k]
@@ -106,13 +175,26 @@ def compute(model, prompts: PromptSet) -> Result:
     grids = numpy(ov_grids(model, tokens))
     successor, copy = scores(grids)
     L, H = successor.shape
-    summary = {"family": prompts.family, "n_items": int(len(tokens)), "n_layers": int(L), "n_heads": int(H),
-               "chance_score": 1 / len(tokens), "name_threshold": NAME_SCORE,
-               "top_successor": ranked(successor), "top_copy": ranked(copy)}
-    arrays = {"successor_score": successor, "copy_score": copy,
+    n = len(tokens)
+    histogram = offset_histogram(grids)  # [L, H, n]
+    modal = histogram.argmax(-1)  # [L, H], ties to the smallest unsigned offset (copy first)
+    frequency = histogram.max(-1)
+    step = family_step(prompts)
+    family_score = offset_score(grids, step)
+    threshold = modal_threshold(n)
+    order = np.argsort(-frequency.ravel(), kind="stable")
+    offset_heads = [{"head": head_name(int(i) // H, int(i) % H), "offset": int(signed_offsets(n)[modal.ravel()[i]]),
+                     "value": float(frequency.ravel()[i])} for i in order if frequency.ravel()[i] >= threshold]
+    summary = {"family": prompts.family, "n_items": int(n), "n_layers": int(L), "n_heads": int(H),
+               "chance_score": 1 / n, "name_threshold": NAME_SCORE, "modal_threshold": threshold,
+               "family_offset": step, "embedding": EMBEDDING_NOTE[has_position_embedding(model)],
+               "top_successor": ranked(successor), "top_copy": ranked(copy),
+               "top_family_offset": ranked(family_score), "offset_heads": offset_heads}
+    arrays = {"successor_score": successor, "copy_score": copy, "family_offset_score": family_score,
+              "modal_offset": signed_offsets(n)[modal], "modal_frequency": frequency, "offset_histogram": histogram,
               "grids": grids - grids.mean(-1, keepdims=True)}
     labels = {"heads": [[head_name(layer, h) for h in range(H)] for layer in range(L)],
-              "items": item_names(prompts)}
+              "items": item_names(prompts), "offsets": [int(k) for k in signed_offsets(n)]}
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
@@ -125,9 +207,12 @@ def figures(result: Result) -> list[Figure]:
         fig = plots.score_heatmap(a[key], heads, layers, f"{word.capitalize()} score per head (OV circuit, "
                                   f"chance {s['chance_score']:.2f})", f"{word} score", chance=s["chance_score"])
         out.append(Figure(f"{NAME}-{word}", fig))
+    if "offset_histogram" in a:
+        out += _offset_figures(result)
     items = result.labels["items"]
     shown = []
-    for entry in s["top_successor"][:GRID_HEADS] + s["top_copy"][:GRID_HEADS]:
+    offset_entries = [{"head": e["head"]} for e in s.get("offset_heads", [])[:GRID_HEADS]]
+    for entry in offset_entries + s["top_successor"][:GRID_HEADS] + s["top_copy"][:GRID_HEADS]:
         if entry["head"] in shown:
             continue
         shown.append(entry["head"])
@@ -140,10 +225,58 @@ def figures(result: Result) -> list[Figure]:
     return out
 
 
+def _offset_figures(result: Result) -> list[Figure]:
+    """The modal offset's frequency per head, and every head's offset histogram (columns in signed order)."""
+    s, a = result.summary, result.arrays
+    layers = [f"L{layer}" for layer in range(s["n_layers"])]
+    heads = [f"H{h}" for h in range(s["n_heads"])]
+    modal = np.vectorize(lambda k: f"modal offset {k:+d}")(a["modal_offset"])
+    names = np.array(result.labels["heads"])
+    fig = plots.heatmap(a["modal_frequency"], heads, layers, "How regular each head's OV map is: frequency of its "
+                        f"modal offset over the items (chance {s['chance_score']:.2f}; named at "
+                        f"{s['modal_threshold']:.2f})", "frequency", zmid=None,
+                        hover=np.char.add(np.char.add(names, ": "), modal))
+    signed = np.array(result.labels["offsets"])
+    order = np.argsort(signed, kind="stable")
+    flat = a["offset_histogram"].reshape(-1, len(signed))[:, order]
+    histogram = plots.heatmap(flat, [f"{k:+d}" for k in signed[order]], names.ravel().tolist(),
+                              "Offset histogram per head: fraction of items whose most promoted item lies k steps on",
+                              "fraction", zmid=None)
+    histogram.update_xaxes(title="offset k (0 = copy, +1 = successor)")
+    return [Figure(f"{NAME}-modal-offset", fig), Figure(f"{NAME}-offset-histogram", histogram)]
+
+
+def _offset_sentences(s: dict) -> list[str]:
+    step = s["family_offset"]
+    sentences = []
+    if step not in (0, 1):  # +1 and 0 have their own sentences above
+        named = [e for e in s["top_family_offset"] if e["value"] >= s["name_threshold"]]
+        if named:
+            listed = ", ".join(f"{e['head']} ({100 * e['value']:.0f}%)" for e in named[:3])
+            sentences.append(f"This family's step is {step:+d}: heads whose OV circuit promotes the item {step:+d} "
+                             f"away for at least {100 * s['name_threshold']:.0f}% of the items: {listed}.")
+        else:
+            best = s["top_family_offset"][0]
+            sentences.append(f"This family's step is {step:+d}, and no head's OV circuit promotes the item {step:+d} "
+                             f"away for {100 * s['name_threshold']:.0f}% of the items (highest: {best['head']}'s "
+                             f"{100 * best['value']:.0f}%).")
+    named = s["offset_heads"]
+    if named:
+        listed = ", ".join(f"{e['head']} ({offset_word(e['offset'])}, {100 * e['value']:.0f}%)" for e in named[:4])
+        sentences.append(f"Heads that map the items by one fixed offset for at least {100 * s['modal_threshold']:.0f}% "
+                         f"of them (a head with random argmaxes does so for some offset with probability under "
+                         f"{NAME_P:g}): {listed}.")
+    else:
+        sentences.append(f"No head maps the items by one fixed offset for {100 * s['modal_threshold']:.0f}% of them: "
+                         "nothing stands out in the offset histogram.")
+    return sentences
+
+
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    sentences = [f"Each head's OV circuit was applied to the effective embeddings of the {s['n_items']} items; a "
-                 f"head whose argmax ignored the item would score {s['chance_score']:.2f} on each score."]
+    read_on = f" (read on {s['embedding']})" if "embedding" in s else ""
+    sentences = [f"Each head's OV circuit was applied to the {s['n_items']} items{read_on}; a head whose argmax "
+                 f"ignored the item would score {s['chance_score']:.2f} on each score."]
     names = [name for row in result.labels["heads"] for name in row]
     for word, what in (("successor", "the next item"), ("copy", "the item itself")):
         # from the whole [L, H] score array, not the summary's top list: every named head and every tie is counted
@@ -165,16 +298,21 @@ def narrative(result: Result) -> list[str]:
                 who = f"{100 * best:.0f}%, is shared by {len(tied)} tied heads ({', '.join(tied[:3])}{more})"
             sentences.append(f"No head is a {word} head by this test: the highest {word} score {who}, under the "
                              f"{100 * s['name_threshold']:.0f}% threshold.")
+    if "offset_heads" in s:  # results saved before the offset view have none
+        sentences += _offset_sentences(s)
     return sentences
 
 
 SUCCESSOR_HEADS = Analysis(
     name=NAME,
-    title="Successor and copy heads (OV circuit)",
-    definition="For each head, its OV circuit applied to each item's effective embedding (the residual after block 0 "
-               "of the item token run alone) and read on the items' unembeddings. Successor score: fraction of items "
-               "whose most promoted item is the next one; copy score: the item itself (Gould et al. 2024).",
+    title="Successor, copy and offset heads (OV circuit)",
+    definition="For each head, its OV circuit applied to each item's input (layer 0: the token embedding; later "
+               "layers: the residual after block 0 of the item token run alone; no position embedding in either) and "
+               "read on the items' unembeddings. Successor score: fraction of items whose most promoted item is the "
+               "next one; copy score: the item itself (Gould et al. 2024). Offset histogram: for each head, how often "
+               "the most promoted item lies k steps on, for every k; the family's own step is scored beside +1 and 0.",
     compute=compute, figures=figures, narrative=narrative,
-    description="Which heads promote the next item, or the same item, by their weights alone.",
+    description="Which heads promote the next item, the same item, or the item any fixed number of steps on, by their "
+                "weights alone.",
     part="mechanism",
 )

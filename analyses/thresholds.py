@@ -23,6 +23,12 @@
 3. Is a component worth naming? (`notable`) A normalised effect must reach MIN_EFFECT_FRACTION of the gap; a raw
    effect (a direct logit attribution, a raw patching change) MIN_EFFECT_FRACTION of the reference |LD| and at
    least MIN_EFFECT_LOGITS. Below that, the narrative says that nothing stands out.
+
+4. Is a component needed, sufficient, or both? (`analyses.necessity`) Noising it (its activation from the corrupted
+   twin, in the clean run) must remove at least NEEDED_FRACTION of an informative gap for "needed"; denoising it
+   (from the clean run, in the corrupted run) must restore at least NEEDED_FRACTION for "sufficient alone"; the
+   other reading must stay at or under ALONE_FRACTION before AND (needed, not sufficient) or OR (sufficient, not
+   needed) is said.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ MIN_GAP_STANDARD_ERRORS = 3.0
 MIN_POSITIVE_FRACTION = 0.75
 MIN_EFFECT_FRACTION = 0.10
 MIN_EFFECT_LOGITS = 0.1
+ATTENTION_OVER_UNIFORM = 2.0  # a head's attention to a token is named only at >= this multiple of uniform attention
+NEEDED_FRACTION = 0.5
+ALONE_FRACTION = 0.25
 
 # Colour scales are anchored to these sizes, not to each plot's own maximum, so that noise stays pale: a signed map
 # in logits spans at least ±SCALE_LOGITS (the smallest gap the report normalises), one in fractions of a gap at least

@@ -15,7 +15,7 @@ from analyses.ablations import ABLATIONS_ANALYSIS, ablation_rows
 from analyses.circuit import CIRCUIT, circuit_rows
 from analyses.mechanism import ABLATIONS, node_hook, nodes
 from analyses.path_patching import PATH_PATCHING
-from analyses.successor_heads import SUCCESSOR_HEADS, effective_embeddings, head_ov_outputs
+from analyses.successor_heads import SUCCESSOR_HEADS, effective_embeddings, has_position_embedding, head_ov_outputs
 
 pytestmark = pytest.mark.tiny  # planted and random checkpoints built in the session
 
@@ -113,8 +113,10 @@ def test_each_heads_ov_uses_its_own_key_value_group(which, planted_seed0, gemma)
     every head attends to that token), read at hook_z: for GQA this checks the W_V group of every head."""
     model, prompts = planted_seed0 if which == "gpt2" else gemma
     tokens = prompts.item_token_ids
-    x = effective_embeddings(model, tokens)  # = resid_pre of layer 1 on the one-token sequence
-    _, cache = model.run_with_cache(tokens[:, None], names_filter=["blocks.1.attn.hook_z"])
+    x = effective_embeddings(model, tokens)  # = resid_pre of layer 1 on the one-token sequence, no position embedding
+    no_position = [("hook_pos_embed", lambda act, hook: torch.zeros_like(act))] if has_position_embedding(model) else []
+    with model.hooks(fwd_hooks=no_position):
+        _, cache = model.run_with_cache(tokens[:, None], names_filter=["blocks.1.attn.hook_z"])
     z = cache["blocks.1.attn.hook_z"][:, 0]  # [n, H, d_head]
     expected = torch.einsum("nhe,hed->hnd", z, model.W_O[1])
     assert torch.allclose(head_ov_outputs(model, x, 1), expected, atol=TOL)
