@@ -6,6 +6,7 @@ from analyses.behaviour import BEHAVIOUR
 from analyses.circuit import CIRCUIT
 from analyses.dla_heads import DLA_HEADS
 from analyses.dla_layers import DLA_LAYERS
+from analyses.edge_circuits import EDGE_CIRCUITS
 from analyses.geometry import GEOMETRY
 from analyses.logit_diff import LOGIT_DIFF
 from analyses.logit_lens import LOGIT_LENS
@@ -18,5 +19,6 @@ from analyses.types import Analysis
 REGISTRY: tuple[Analysis, ...] = (BEHAVIOUR, LOGIT_DIFF, LOGIT_LENS, DLA_LAYERS, DLA_HEADS, ATTENTION,
                                   PATCHING_POSITIONS, PATCHING_HEADS,
                                   SUCCESSOR_HEADS, ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT,  # the mechanism part
+                                  EDGE_CIRCUITS,
                                   GEOMETRY)  # the representation part
 BY_NAME: dict[str, Analysis] = {analysis.name: analysis for analysis in REGISTRY}
