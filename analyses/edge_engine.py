@@ -24,7 +24,8 @@ and everything downstream is recomputed. A circuit = the edges kept, evaluated w
 activation and nothing else changes (the denoising direction of the report's node patching).
 One block call per layer serves many circuits at once: the batch holds, per circuit, the real rows plus one copy
 of the block per receiver with removed edges (its input corrected), whose q / k / v / MLP output hooks write into
-the real rows, and one copy per head whose D is needed (that head's z set to Y). Circuits join the batch at the first layer where they differ from X (edges into earlier layers are
+the real rows, and one copy per head whose D is needed (that head's z set to Y).
+Circuits join the batch at the first layer where they differ from X (edges into earlier layers are
 all kept), as in `analyses.intervention`.
 
 Scores (`attribution_scores`): the first-order estimate of what patching one edge does on the corrupted run,
