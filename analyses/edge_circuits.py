@@ -22,7 +22,8 @@ head -> same-layer-MLP edges). On the family's day corruption:
 LD = logit(clean answer) − logit(corrupted answer) at the final position. Edge values are fractions of the clean −
 corrupted gap when it is informative (`analyses.thresholds`), else raw LD changes and no edge is named.
 
-Arrays: fractions [F]; faithfulness_{greedy,connected,random,nodes,heldout} [F] (heldout absent with one template);
+Arrays: fractions [F]; faithfulness_{greedy,connected,random,nodes,heldout} [F] (heldout absent with one template;
+connected, nodes and heldout absent when the gap is not informative);
 edges_kept_{greedy,connected} [F]; eap, eap_ig [E] (every edge, the order of labels.edges); exact [K], exact_eap,
 exact_eap_ig [K] (the patched edges, labels.exact_edges); diagram_score [D]. Labels: edges [E], exact_edges [K],
 diagram_sender, diagram_receiver, diagram_input [D].
@@ -183,14 +184,15 @@ def compute(model, prompts: PromptSet, steps: int = STEPS) -> Result:
     rng = np.random.default_rng(RANDOM_SEED)
     random_scores = np.where(es.valid, rng.random(es.valid.shape), 0.0)
     node_scores = eap_ig.sum(1)  # a node's attribution: the sum of its outgoing edges' (first order)
-    circuits = {"greedy": [greedy(es, eap_ig, k) for k in ks]}
-    circuits["connected"] = [logit_connected(es, c) for c in circuits["greedy"]]
-    circuits["random"] = [greedy(es, random_scores, k) for k in ks]
-    circuits["nodes"] = [node_circuit(es, node_scores, f) for f in FRACTIONS]
+    circuits = {"greedy": [greedy(es, eap_ig, k) for k in ks], "random": [greedy(es, random_scores, k) for k in ks]}
+    if informative:  # at noise level only the control's comparison (greedy vs random) is computed: the rest is cost
+        circuits["connected"] = [logit_connected(es, c) for c in circuits["greedy"]]
+        circuits["nodes"] = [node_circuit(es, node_scores, f) for f in FRACTIONS]
     flat = [c for name in circuits for c in circuits[name]]
     curves = evaluate(model, es, clean, corrupted, pos, neg, flat)
     curves = {name: curves[i * len(ks):(i + 1) * len(ks)] for i, name in enumerate(circuits)}
-    heldout, heldout_reason, held_template = held_out(model, prompts, es, s["eap_ig_per_prompt"])
+    heldout, heldout_reason, held_template = (held_out(model, prompts, es, s["eap_ig_per_prompt"]) if informative
+                                              else (None, "the clean − corrupted gap is not informative", None))
     if heldout is not None:
         curves["heldout"] = heldout
 
@@ -200,7 +202,8 @@ def compute(model, prompts: PromptSet, steps: int = STEPS) -> Result:
               "exact_eap": np.array([eap[e] for e in patched]), "exact_eap_ig": np.array([eap_ig[e] for e in patched]),
               "clean_logit_diff": s["clean_ld"], "corrupted_logit_diff": s["corrupted_ld"],
               **{f"faithfulness_{k}": v for k, v in curves.items()},
-              **{f"edges_kept_{k}": np.array([c.sum() for c in circuits[k]]) for k in ("greedy", "connected")}}
+              **{f"edges_kept_{k}": np.array([c.sum() for c in circuits[k]]) for k in ("greedy", "connected")
+                 if k in circuits}}
     exact_of = {e: float(x) for e, x in zip(patched, exact)}
     named = [{"edge": es.edge_name(int(u), int(v)), "value": exact_of[(u, v)]} for u, v in patched
              if informative and abs(exact_of[(u, v)]) >= NAME_FRACTION]
