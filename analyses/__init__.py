@@ -6,6 +6,7 @@ from analyses.behaviour import BEHAVIOUR
 from analyses.circuit import CIRCUIT
 from analyses.dla_heads import DLA_HEADS
 from analyses.dla_layers import DLA_LAYERS
+from analyses.edge_circuits import EDGE_CIRCUITS
 from analyses.geometry import GEOMETRY
 from analyses.logit_diff import LOGIT_DIFF
 from analyses.logit_lens import LOGIT_LENS
@@ -20,5 +21,6 @@ REGISTRY: tuple[Analysis, ...] = (BEHAVIOUR, LOGIT_DIFF, LOGIT_LENS, DLA_LAYERS,
                                   PATCHING_POSITIONS, PATCHING_HEADS,
                                   SUCCESSOR_HEADS, ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT,  # the mechanism part
                                   NEURONS,
+                                  EDGE_CIRCUITS,
                                   GEOMETRY)  # the representation part
 BY_NAME: dict[str, Analysis] = {analysis.name: analysis for analysis in REGISTRY}

@@ -280,5 +280,5 @@ NEURONS = Analysis(
     compute=compute, figures=figures, narrative=narrative,
     description="Inside the MLPs that matter: which neurons write the answer, and whether each maps one day to the "
                 "next.",
-    part="mechanism", per_corruption=True,
+    part="mechanism", per_corruption=True, intervenes=True,
 )

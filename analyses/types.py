@@ -126,12 +126,15 @@ class Result:
     labels: token strings / head names aligned with the arrays.
     widgets: attention-pattern data for circuitsvis (props, not HTML):
         {"title": str, "tokens": [str], "attention": [[[float]]] (heads, dest, src), "head_names": [str]}
+    documents: extra JSON files ("name.json" -> document), written next to the summary and not read back by `build`.
     """
 
     summary: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, list] = field(default_factory=dict)
     widgets: list[dict[str, Any]] = field(default_factory=list)
+    # JSON documents saved as files beside summary.json, for other tools (file name -> document), e.g. MIB circuits
+    documents: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

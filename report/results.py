@@ -126,6 +126,10 @@ def save_result(folder: Path, result: Result, identity: str | None = None) -> di
         if identity is not None:
             extras["identity"] = identity
         write_json_atomic(tmp / "extras.json", extras)
+        for name, document in result.documents.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*\.json", name) or name in ("summary.json", "extras.json"):
+                raise ValueError(f"document name {name!r} of {folder} is not a plain .json file name")
+            write_json_atomic(tmp / name, document)
         checksums = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
         if folder.exists():
             trash = folder.parent / temp_name(folder.name)

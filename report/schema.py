@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 
 MANIFEST = "manifest"
+DOCUMENTS = ("mib_circuit",)  # schemas of extra result files (report/mib_circuit.py), not of a summary
 
 
 def schema_name(folder: str) -> str:
@@ -25,7 +26,7 @@ def schema_name(folder: str) -> str:
 @cache
 def load_schema(name: str) -> dict:
     """`manifest` or an analysis name; FileNotFoundError when none ships."""
-    file = "manifest.schema.json" if name == MANIFEST else f"{name}.summary.schema.json"
+    file = f"{name}.schema.json" if name in (MANIFEST, *DOCUMENTS) else f"{name}.summary.schema.json"
     return json.loads(resources.files("report").joinpath("schemas", file).read_text(encoding="utf-8"))
 
 

@@ -1,0 +1,403 @@
+"""Edge-level circuits: EAP and EAP-IG over every edge, exact edge patching of the top edges, and circuits on MIB's
+grid of edge fractions with counterfactual ablation, their faithfulness, CPR and CMD.
+
+Method. The graph and the engine: `analyses.edge_engine` (senders: the embeddings, each head, each MLP; receivers:
+each head's q, each key/value head's k and v, each MLP's input, the logits; parallel-attention models have no
+head -> same-layer-MLP edges). On the family's day corruption:
+  * scores: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024; STEPS interpolation steps of the embeddings from
+    the corrupted to the clean prompts) estimate, per edge, LD(edge carries its clean value on the corrupted run) −
+    LD_corrupted; exact edge patching measures it for the EXACT_EDGES edges with the largest |EAP-IG|, and the
+    agreement of each estimate with it is stated as slope through the origin, mean absolute error, top-k overlap
+    (`analyses.stats.agreement`);
+  * circuits (MIB, Mueller et al. 2025): at each edge fraction f of FRACTIONS the top max(1, round(f·E)) edges by
+    |EAP-IG| ("greedy"), the same pruned to the edges on a path from the input to the logits ("logit-connected"),
+    a random order (the baseline) and, beside them, a node-level circuit (the top f of the nodes by |sum of their
+    outgoing EAP-IG scores|, every edge between kept nodes, the input and the logits kept). The clean prompts run
+    with every removed edge carrying its corrupted activation (`edge_engine.run_edges`);
+        faithfulness(C) = (mean LD_C − mean LD_corrupted) / (mean LD_clean − mean LD_corrupted)
+    CPR = area under faithfulness over f in [FRACTIONS[0], 1] (trapezoid, higher better; 0.999 for a curve at 1);
+    CMD = area between the curve and 1 (lower better);
+  * held out: with several templates, scores from every template but the last and the greedy circuits evaluated on
+    the last template's prompts only.
+LD = logit(clean answer) − logit(corrupted answer) at the final position. Edge values are fractions of the clean −
+corrupted gap when it is informative (`analyses.thresholds`), else raw LD changes and no edge is named.
+
+Arrays: fractions [F]; faithfulness_{greedy,connected,random,nodes,heldout} [F] (heldout absent with one template;
+all absent when the gap is not informative: faithfulness is then not evaluated);
+edges_kept_{greedy,connected} [F]; eap, eap_ig [E] (every edge, the order of labels.edges); exact [K], exact_eap,
+exact_eap_ig [K] (the patched edges, labels.exact_edges); diagram_score [D]. Labels: edges [E], exact_edges [K],
+diagram_sender, diagram_receiver, diagram_input [D].
+Documents: circuit-eap-ig-greedy-<f>.json per fraction, MIB's circuit JSON (`analyses.mib_circuit`).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from analyses import edge_engine as ee
+from analyses import plots
+from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
+from analyses.metrics import answer_pair, does_the_task
+from analyses.mib_circuit import circuit_document
+from analyses.plots import LAYOUT
+from analyses.stats import agreement
+from analyses.types import Analysis, Figure, PromptSet, Result
+
+NAME = "edge_circuits"
+FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit sizes (fractions of edges)
+STEPS = 5  # EAP-IG interpolation steps (MIB's default for EAP-IG is 5)
+EXACT_EDGES = 24  # edges patched exactly, by |EAP-IG|: the check of the estimates
+TOP_K = 10  # edges listed in the summary
+TARGET = 0.8  # the diagram shows the smallest greedy circuit reaching this faithfulness (as the node circuit does)
+DIAGRAM_EDGES = 40  # at most this many edges drawn (the largest |score|), so the diagram stays readable
+RANDOM_SEED = 0
+
+
+# ---- scores -----------------------------------------------------------------------------------------------------
+
+
+def edge_scores(model, es: ee.EdgeSet, clean: torch.Tensor, corrupted: torch.Tensor, pos, neg,
+                steps: int = STEPS) -> dict:
+    """Mean over prompts of EAP and EAP-IG [U, V] (LD change), EAP-IG per prompt [U, V, B] (a prompt's scores do not
+    depend on the other prompts of the batch), the corrupted pair, clean and corrupted LD [B]."""
+    pair = ee.make_pair(model, corrupted, clean, pos, neg)  # X = corrupted, Y = clean
+    eap, eap_ig = ee.attribution_scores(model, pair, es, steps)
+    return {"eap": numpy(eap.mean(-1)), "eap_ig": numpy(eap_ig.mean(-1)), "eap_ig_per_prompt": numpy(eap_ig),
+            "pair": pair,
+            "clean_ld": numpy(ee.pair_ld(model, pair, twin=True)), "corrupted_ld": numpy(ee.pair_ld(model, pair))}
+
+
+def exact_edges(model, es: ee.EdgeSet, pair: ee.Pair, edges: list[tuple[int, int]]) -> np.ndarray:
+    """[K] mean LD change of patching each edge alone (clean value on the corrupted run)."""
+    ld = ee.run_edges(model, pair, es, ee.single_edge_masks(es, edges))
+    return numpy(ld.mean(-1) - ee.pair_ld(model, pair).mean())
+
+
+# ---- circuits on the grid -----------------------------------------------------------------------------------------
+
+
+def sizes(n_edges: int) -> list[int]:
+    return [max(1, int(round(f * n_edges))) for f in FRACTIONS]
+
+
+def greedy(es: ee.EdgeSet, scores: np.ndarray, k: int) -> np.ndarray:
+    """[U, V] bool: the k edges with the largest |score|."""
+    flat = np.where(es.valid, np.abs(scores), -np.inf).ravel()
+    keep = np.zeros(flat.size, dtype=bool)
+    keep[np.argsort(-flat, kind="stable")[:k]] = True
+    return keep.reshape(scores.shape) & es.valid
+
+
+def logit_connected(es: ee.EdgeSet, kept: np.ndarray) -> np.ndarray:
+    """The edges of `kept` on a path from the input to the logits through kept edges (MIB's pruning)."""
+    edges = [(ee_node(es.senders[u]), receiver_nodes(es, v), (u, v)) for u, v in zip(*np.nonzero(kept))]
+    fed, reaches = {"input"}, {"logits"}
+    changed = True
+    while changed:  # a fixpoint: at most one pass per layer adds anything
+        before = len(fed) + len(reaches)
+        for sender, readers, _ in edges:
+            if sender in fed:
+                fed |= readers
+            if readers & reaches:
+                reaches.add(sender)
+        changed = len(fed) + len(reaches) > before
+    out = np.zeros_like(kept)
+    for sender, readers, (u, v) in edges:
+        out[u, v] = sender in fed and sender in reaches and bool(readers & reaches)
+    return out
+
+
+def ee_node(sender: tuple[str, int, int]) -> str:
+    kind, layer, index = sender
+    return {"input": "input", "head": f"a{layer}.h{index}", "mlp": f"m{layer}"}[kind]
+
+
+def receiver_nodes(es: ee.EdgeSet, v: int) -> set[str]:
+    kind, layer, unit = es.receivers[v]
+    if kind == "logits":
+        return {"logits"}
+    if kind == "mlp":
+        return {f"m{layer}"}
+    if kind == "q":
+        return {f"a{layer}.h{unit}"}
+    group = es.n_heads // es.n_kv
+    return {f"a{layer}.h{h}" for h in range(unit * group, (unit + 1) * group)}
+
+
+def node_circuit(es: ee.EdgeSet, node_scores: np.ndarray, fraction: float) -> np.ndarray:
+    """[U, V] bool: every edge between the top `fraction` of the nodes (senders but the input) by |score|."""
+    n = max(1, int(round(fraction * (len(es.senders) - 1))))
+    order = np.argsort(-np.abs(node_scores[1:]), kind="stable")[:n] + 1
+    kept_nodes = {"input", "logits"} | {ee_node(es.senders[u]) for u in order}
+    senders_kept = np.array([ee_node(s) in kept_nodes for s in es.senders])
+    receivers_kept = np.array([bool(receiver_nodes(es, v) & kept_nodes) for v in range(len(es.receivers))])
+    return es.valid & senders_kept[:, None] & receivers_kept[None, :]
+
+
+def faithfulness(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+    """[C, B] -> [C]: (mean LD − mean LD_corrupted) / (mean LD_clean − mean LD_corrupted)."""
+    den = float(clean.mean() - corrupted.mean())
+    return (ld.mean(-1) - corrupted.mean()) / den if den != 0 else np.full(ld.shape[0], np.nan)
+
+
+def cpr(curve: np.ndarray) -> float:
+    x = np.asarray(FRACTIONS)
+    return float(np.sum((x[1:] - x[:-1]) * (curve[1:] + curve[:-1]) / 2))
+
+
+def cmd(curve: np.ndarray) -> float:
+    return cpr(np.abs(1.0 - np.asarray(curve)))
+
+
+def evaluate(model, es: ee.EdgeSet, clean, corrupted, pos, neg, circuits: list[np.ndarray]) -> np.ndarray:
+    """Faithfulness [C] of each kept-edge set on these prompts (clean run, removed edges corrupted)."""
+    pair = ee.make_pair(model, clean, corrupted, pos, neg)  # X = clean, Y = corrupted
+    removed = torch.as_tensor(np.stack([es.valid & ~c for c in circuits]))
+    ld = numpy(ee.run_edges(model, pair, es, removed))
+    return faithfulness(ld, numpy(ee.pair_ld(model, pair)), numpy(ee.pair_ld(model, pair, twin=True)))
+
+
+# ---- the analysis --------------------------------------------------------------------------------------------------
+
+
+def compute(model, prompts: PromptSet, steps: int = STEPS) -> Result:
+    es = ee.edge_set(model)
+    pos, neg = answer_pair(prompts, "clean_vs_corrupted")
+    clean, corrupted = prompts.clean_tokens, prompts.corrupted_tokens
+    s = edge_scores(model, es, clean, corrupted, pos, neg, steps)
+    informative, reason = informative_gap(s["clean_ld"], s["corrupted_ld"])
+    gap = float(s["clean_ld"].mean() - s["corrupted_ld"].mean())
+    scale = gap if informative else 1.0
+    valid = list(zip(*np.nonzero(es.valid)))
+    order = sorted(range(len(valid)), key=lambda i: -abs(s["eap_ig"][valid[i]]))
+    patched = [valid[i] for i in order[:EXACT_EDGES]]
+    exact = exact_edges(model, es, s["pair"], patched) / scale
+    eap, eap_ig = s["eap"] / scale, s["eap_ig"] / scale
+    agree = {m: agreement(SimpleNamespace(exact=exact, attribution=np.array([x[e] for e in patched])))
+             for m, x in (("eap", eap), ("eap_ig", eap_ig))}
+
+    ks = sizes(es.n_edges)
+    rng = np.random.default_rng(RANDOM_SEED)
+    random_scores = np.where(es.valid, rng.random(es.valid.shape), 0.0)
+    node_scores = eap_ig.sum(1)  # a node's attribution: the sum of its outgoing edges' (first order)
+    circuits = {"greedy": [greedy(es, eap_ig, k) for k in ks]}
+    circuits["connected"] = [logit_connected(es, c) for c in circuits["greedy"]]
+    circuits["random"] = [greedy(es, random_scores, k) for k in ks]
+    circuits["nodes"] = [node_circuit(es, node_scores, f) for f in FRACTIONS]
+    curves = {}
+    # Faithfulness is a ratio to the clean − corrupted gap: at noise level it is not meaningful (a random model's gap
+    # of 0.002 logits is itself carried by a few edges, and greedy circuits "reach" 100% of it), so no circuit is
+    # evaluated then; the scores and the export remain.
+    if informative:
+        flat = [c for name in circuits for c in circuits[name]]
+        values = evaluate(model, es, clean, corrupted, pos, neg, flat)
+        curves = {name: values[i * len(ks):(i + 1) * len(ks)] for i, name in enumerate(circuits)}
+    heldout, heldout_reason, held_template = (held_out(model, prompts, es, s["eap_ig_per_prompt"]) if informative
+                                              else (None, "the clean − corrupted gap is not informative", None))
+    if heldout is not None:
+        curves["heldout"] = heldout
+
+    edge_names = [es.edge_name(int(u), int(v)) for u, v in valid]
+    arrays = {"fractions": np.array(FRACTIONS), "eap": np.array([eap[e] for e in valid]),
+              "eap_ig": np.array([eap_ig[e] for e in valid]), "exact": exact,
+              "exact_eap": np.array([eap[e] for e in patched]), "exact_eap_ig": np.array([eap_ig[e] for e in patched]),
+              "clean_logit_diff": s["clean_ld"], "corrupted_logit_diff": s["corrupted_ld"],
+              **{f"faithfulness_{k}": v for k, v in curves.items()},
+              **{f"edges_kept_{k}": np.array([c.sum() for c in circuits[k]]) for k in ("greedy", "connected")}}
+    exact_of = {e: float(x) for e, x in zip(patched, exact)}
+    named = [{"edge": es.edge_name(int(u), int(v)), "value": exact_of[(u, v)]} for u, v in patched
+             if informative and abs(exact_of[(u, v)]) >= NAME_FRACTION]
+    top = [{"edge": es.edge_name(int(u), int(v)), "value": float(eap_ig[u, v]), "eap": float(eap[u, v]),
+            **({"exact": exact_of[(u, v)]} if (u, v) in exact_of else {})} for u, v in patched[:TOP_K]]
+    reached = [i for i, f in enumerate(curves.get("greedy", [])) if np.isfinite(f) and f >= TARGET]
+    chosen = reached[0] if (reached and informative) else None
+    diagram_edges = _diagram_edges(es, eap_ig, circuits["greedy"][chosen]) if chosen is not None else []
+    arrays["diagram_score"] = np.array([eap_ig[u, v] for u, v in diagram_edges])
+    summary = {
+        "family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
+        "n_layers": es.n_layers, "n_heads": es.n_heads, "n_key_value_heads": es.n_kv,
+        "edge_set": "parallel attention and MLP (no head -> same-layer MLP edges)" if es.parallel else "sequential",
+        "n_edges": es.n_edges, "n_senders": len(es.senders), "n_receivers": len(es.receivers), "ig_steps": steps,
+        "informative": informative, "gap_reason": reason, "normalised": informative,
+        "value_unit": "fraction of the clean − corrupted gap" if informative else "change in LD (logits)",
+        "clean_logit_diff_mean": float(s["clean_ld"].mean()),
+        "corrupted_logit_diff_mean": float(s["corrupted_ld"].mean()),
+        "name_threshold": NAME_FRACTION, "top_edges": top, "named_edges": named, "exact_edges_patched": len(patched),
+        "fractions": list(FRACTIONS), "edges_kept": ks, "target": TARGET,
+        "day7_above_chance": does_the_task(model, prompts), "heldout_reason": heldout_reason,
+    }
+    for method, numbers in agree.items():
+        summary.update({f"{method}_{k}": v for k, v in numbers.items() if np.isfinite(v)})
+    for name, curve in curves.items():
+        if np.all(np.isfinite(curve)):
+            summary[f"cpr_{name}"], summary[f"cmd_{name}"] = cpr(curve), cmd(curve)
+    if held_template is not None:
+        summary["heldout_template"] = held_template
+    if chosen is not None:
+        summary.update(diagram_fraction=FRACTIONS[chosen], diagram_faithfulness=float(curves["greedy"][chosen]),
+                       diagram_edges_kept=ks[chosen])
+    documents = {f"circuit-eap-ig-greedy-{f:g}.json": circuit_document(
+        es, eap_ig, c, {"method": "EAP-IG greedy top-k", "edge_fraction": f, "family": prompts.family,
+                        "corruption": prompts.corruption, "score_unit": summary["value_unit"]})
+        for f, c in zip(FRACTIONS, circuits["greedy"])}
+    labels = {"edges": edge_names, "exact_edges": [es.edge_name(int(u), int(v)) for u, v in patched],
+              "diagram_sender": [ee_node(es.senders[u]) for u, _ in diagram_edges],
+              "diagram_receiver": [sorted(receiver_nodes(es, v))[0] if es.receivers[v][0] != "logits" else "logits"
+                                   for _, v in diagram_edges],
+              "diagram_input": [es.receivers[v][0] for _, v in diagram_edges]}
+    return Result(summary=summary, arrays=arrays, labels=labels, documents=documents)
+
+
+def held_out(model, prompts: PromptSet, es: ee.EdgeSet, per_prompt: np.ndarray):
+    """(faithfulness [F] of greedy circuits scored on every template but the last (EAP-IG per prompt [U, V, B],
+    averaged over those templates' prompts), evaluated on the last template's prompts; why not (""); the held-out
+    template) — (None, reason, None) with a single template."""
+    templates = sorted(set(prompts.template_index))
+    if len(templates) < 2:
+        return None, "one template: nothing to hold out", None
+    held = templates[-1]
+    t = np.asarray(prompts.template_index)
+    pos, neg = answer_pair(prompts, "clean_vs_corrupted")
+    d, h = (torch.as_tensor(np.nonzero(keep)[0]) for keep in (t != held, t == held))  # discover, held out
+    discovered = per_prompt[:, :, d.numpy()].mean(-1)
+    circuits = [greedy(es, discovered, k) for k in sizes(es.n_edges)]
+    curve = evaluate(model, es, prompts.clean_tokens[h], prompts.corrupted_tokens[h], pos[h], neg[h], circuits)
+    return curve, "", int(held)
+
+
+def _diagram_edges(es: ee.EdgeSet, scores: np.ndarray, kept: np.ndarray) -> list[tuple[int, int]]:
+    edges = list(zip(*np.nonzero(kept)))
+    return sorted(edges, key=lambda e: -abs(scores[e]))[:DIAGRAM_EDGES]
+
+
+# ---- figures and words ---------------------------------------------------------------------------------------------
+
+
+CURVE_NAMES = {"greedy": "EAP-IG, greedy top-k", "connected": "EAP-IG, logit-connected",
+               "random": "random edges (baseline)", "nodes": "node circuit (EAP-IG node scores)",
+               "heldout": "EAP-IG greedy, held-out template"}
+
+
+def figures(result: Result) -> list[Figure]:
+    a, s = result.arrays, result.summary
+    series = {label: a[f"faithfulness_{k}"] for k, label in CURVE_NAMES.items() if f"faithfulness_{k}" in a}
+    title = (f"Faithfulness over MIB's circuit sizes ({s['n_edges']} edges; the rest carry the corrupted activations)"
+             if series else "Faithfulness not evaluated: the clean − corrupted gap is not informative (see the text)")
+    curve = plots.lines([100 * f for f in a["fractions"].tolist()], series, title,
+                        "edges kept (% of all; nodes: % of nodes)", "faithfulness")
+    curve.update_xaxes(type="log")
+    curve.add_hline(y=1.0, line=dict(dash="dot", color="grey"))
+    unit = "fraction of gap" if s["normalised"] else "Δ LD"
+    scatter = go.Figure()
+    for key, label in (("exact_eap_ig", "EAP-IG"), ("exact_eap", "EAP")):
+        scatter.add_trace(go.Scatter(x=a["exact"], y=a[key], mode="markers", name=label,
+                                     text=result.labels["exact_edges"], hoverinfo="text+x+y"))
+    bound = float(np.nanmax(np.abs(np.concatenate([a["exact"], a["exact_eap_ig"], a["exact_eap"], [1e-9]]))))
+    scatter.add_trace(go.Scatter(x=[-bound, bound], y=[-bound, bound], mode="lines", name="y = x",
+                                 line=dict(dash="dot", color="grey")))
+    scatter.update_layout(title=dict(text=f"Attribution vs exact edge patching ({s['exact_edges_patched']} edges)",
+                                     x=0.01), xaxis_title=f"exact ({unit})", yaxis_title=f"estimate ({unit})",
+                          height=420, **LAYOUT)
+    return [Figure(f"{NAME}-faithfulness", curve), Figure(f"{NAME}-agreement", scatter),
+            Figure(f"{NAME}-diagram", diagram(result))]
+
+
+INPUT_DASH = {"q": "solid", "k": "dot", "v": "dash", "mlp": "solid", "logits": "solid"}
+
+
+def diagram(result: Result) -> go.Figure:
+    """The chosen circuit: nodes by layer (x) and head (y; MLPs on top, input left, logits right); edges coloured by
+    sign, width by |EAP-IG|, the receiver's input marked by the line style (q solid, k dotted, v dashed) and in the
+    hover text."""
+    s, a, lab = result.summary, result.arrays, result.labels
+
+    def place(name: str) -> tuple[float, float]:
+        if name == "input":
+            return -1, s["n_heads"] / 2
+        if name == "logits":
+            return s["n_layers"], s["n_heads"] / 2
+        if name.startswith("m"):
+            return int(name[1:]) + 0.5, s["n_heads"] + 0.5
+        layer, head = name[1:].split(".h")
+        return int(layer), int(head)
+
+    fig = go.Figure()
+    scores = a.get("diagram_score", np.zeros(0))
+    top = float(np.max(np.abs(scores))) if len(scores) else 1.0
+    shown = set()
+    for sender, receiver, kind, w in zip(lab["diagram_sender"], lab["diagram_receiver"], lab["diagram_input"], scores):
+        (x0, y0), (x1, y1) = place(sender), place(receiver)
+        target = receiver if kind in ("mlp", "logits") else f"{receiver}<{kind}>"
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="text",
+                                 text=f"{sender} → {target}: {w:+.3f}",
+                                 line=dict(width=1 + 7 * abs(w) / top, dash=INPUT_DASH[kind],
+                                           color="firebrick" if w > 0 else "royalblue")))
+        shown |= {sender, receiver}
+    names = sorted(shown | {"input", "logits"})
+    xy = [place(n) for n in names]
+    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", text=names,
+                             textposition="top center", marker=dict(size=12, color="black"), showlegend=False,
+                             hoverinfo="text"))
+    fig.update_xaxes(title_text="layer", range=[-1.5, s["n_layers"] + 0.5])
+    fig.update_yaxes(title_text="head (MLPs on top)", showticklabels=False)
+    if "diagram_fraction" in s:
+        title = (f"Edge circuit at {100 * s['diagram_fraction']:g}% of edges ({s['diagram_edges_kept']} edges, "
+                 f"faithfulness {s['diagram_faithfulness']:.2f}); red +, blue −; q solid, k dotted, v dashed")
+    else:
+        title = "No edge circuit is drawn: no circuit on the grid is a finding (see the text)"
+    fig.update_layout(title=dict(text=title, x=0.01), height=460, **LAYOUT)
+    return fig
+
+
+def narrative(result: Result) -> list[str]:
+    s = result.summary
+    sentences = [*at_chance_lead(s),
+                 f"Edges ({s['n_edges']}, {s['edge_set']}) were scored by EAP and EAP-IG ({s['ig_steps']} steps) on "
+                 f"the {s['corruption']} corruption; the {s['exact_edges_patched']} edges with the largest |EAP-IG| "
+                 "were also patched exactly."]
+    if not s["informative"]:
+        sentences.append(f"The clean and corrupted runs barely differ ({s['gap_reason']}): scores are raw changes in "
+                         "LD, faithfulness is not meaningful and no edge or circuit is named.")
+        return sentences
+    if "eap_ig_slope" in s:
+        sentences.append(f"Against exact edge patching EAP-IG has slope {s['eap_ig_slope']:.2f}, mean error "
+                         f"{s['eap_ig_mae']:.3f} of the gap and top-5 overlap {100 * s['eap_ig_top_overlap']:.0f}%; "
+                         f"EAP: slope {s.get('eap_slope', float('nan')):.2f}, overlap "
+                         f"{100 * s.get('eap_top_overlap', float('nan')):.0f}%.")
+    if s["named_edges"]:
+        listed = ", ".join(f"{e['edge']} ({100 * e['value']:+.0f}%)" for e in s["named_edges"][:5])
+        sentences.append(f"Edges that alone move the LD by at least {100 * s['name_threshold']:.0f}% of the gap "
+                         f"when patched exactly: {listed}{instead(s)}.")
+    else:
+        sentences.append(f"No single edge moves the LD by {100 * s['name_threshold']:.0f}% of the gap when patched "
+                         "exactly: nothing stands out edge by edge.")
+    if "cpr_greedy" in s:
+        parts = [f"{CURVE_NAMES[k]} {s[f'cpr_{k}']:.2f} / {s[f'cmd_{k}']:.2f}" for k in CURVE_NAMES
+                 if f"cpr_{k}" in s]
+        sentences.append("CPR / CMD (MIB; CPR higher and CMD lower is better, 0.999 / 0 for a perfect curve): "
+                         + "; ".join(parts) + ".")
+    if "diagram_fraction" in s:
+        sentences.append(f"The smallest greedy circuit reaching {100 * s['target']:.0f}% faithfulness keeps "
+                         f"{100 * s['diagram_fraction']:g}% of the edges ({s['diagram_edges_kept']}) with faithfulness "
+                         f"{s['diagram_faithfulness']:.2f}.")
+    else:
+        sentences.append(f"No greedy circuit on the grid reaches {100 * s['target']:.0f}% faithfulness.")
+    return sentences
+
+
+EDGE_CIRCUITS = Analysis(
+    name=NAME,
+    title="Edge circuits (EAP-IG, MIB's faithfulness)",
+    definition="Every edge (embeddings, heads and MLPs into later heads' q/k/v, MLPs and the logits) scored by EAP "
+               "and EAP-IG and, for the top edges, by exact edge patching; circuits of MIB's edge fractions keep the "
+               "top edges, every other edge carrying its corrupted activation; faithfulness = (LD_circuit − "
+               "LD_corrupted) / (LD_clean − LD_corrupted), CPR = its area, CMD = the area between it and 1 (Syed et "
+               "al. 2023; Hanna et al. 2024; Mueller et al. 2025).",
+    compute=compute, figures=figures, narrative=narrative,
+    description="The circuit at the level of edges, with the benchmark's numbers, exportable to other tools.",
+    part="mechanism", intervenes=True,
+)
