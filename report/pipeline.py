@@ -7,7 +7,8 @@ so bad input fails before a run folder exists. A family that one model's tokeniz
 for that model with a note; a family that no model can use is an error.
 
 Each analysis computes under torch.no_grad() (scoped here, not switched off for the process); a SIGTERM
-stops the run with its manifest marked 'interrupted'; temporaries of killed runs are removed at the next run.
+stops the run with its manifest marked 'interrupted'; temporaries of killed runs are removed by a later run once stale
+(report/files.py).
 """
 
 from __future__ import annotations
