@@ -342,7 +342,7 @@ def _necessity_sentences(s: dict) -> list[str]:
                    "run)"
                    f"{instead(s)}: {listed}.")
     found = {kind: s[f"{kind}_nodes"] for kind in necessity.KINDS}
-    return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"])
+    return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"], instead=instead(s))
 
 
 ABLATIONS_ANALYSIS = Analysis(

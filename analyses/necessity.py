@@ -81,8 +81,10 @@ def _listed(entries: list[dict], limit: int = 4) -> str:
     return shown + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
 
 
-def sentences(found: dict[str, list[dict]], informative: bool, reason: str, what: str = "node") -> list[str]:
-    """The AND / OR sentences for `found` (from `structure`), or why none is said."""
+def sentences(found: dict[str, list[dict]], informative: bool, reason: str, what: str = "node",
+              instead: str = "") -> list[str]:
+    """The AND / OR sentences for `found` (from `structure`), or why none is said. `instead` is appended to each
+    claim (the report's phrase for a model at chance: what it does instead of the task)."""
     rule = (f"needed: noising it alone removes ≥ {100 * NEEDED_FRACTION:.0f}% of the clean answer's logit gap; "
             f"sufficient: denoising it alone restores ≥ {100 * NEEDED_FRACTION:.0f}%; 'not' means ≤ "
             f"{100 * ALONE_FRACTION:.0f}%")
@@ -92,20 +94,21 @@ def sentences(found: dict[str, list[dict]], informative: bool, reason: str, what
     out = []
     ands, ors, both = found["and"], found["or"], found["both"]
     if len(ands) >= 2:
-        out.append(f"AND structure: these {what}s are each needed but none suffices alone ({rule}): {_listed(ands)}.")
+        out.append(f"AND structure: these {what}s are each needed but none suffices alone ({rule}){instead}: "
+                   f"{_listed(ands)}.")
     elif ands:
         out.append(f"{ands[0]['node']} is needed but does not suffice alone ({rule}; noising "
                    f"{100 * ands[0]['noising']:.0f}%, denoising {100 * ands[0]['denoising']:.0f}%): it acts only "
-                   f"together with components that no single {what} stands for (AND).")
+                   f"together with components that no single {what} stands for (AND){instead}.")
     if len(ors) >= 2:
         out.append(f"OR structure: these {what}s each suffice alone but none is needed, so one stands in for another "
-                   f"(a backup) ({rule}): {_listed(ors)}.")
+                   f"(a backup) ({rule}){instead}: {_listed(ors)}.")
     elif ors:
         out.append(f"{ors[0]['node']} suffices alone but is not needed ({rule}; denoising "
                    f"{100 * ors[0]['denoising']:.0f}%, noising {100 * ors[0]['noising']:.0f}%): when it is noised, "
-                   f"something no single {what} stands for does its job (OR, a backup).")
+                   f"something no single {what} stands for does its job (OR, a backup){instead}.")
     if both:
-        out.append(f"Needed and sufficient alone: {_listed(both)}.")
+        out.append(f"Needed and sufficient alone{instead}: {_listed(both)}.")
     if not out:
         out.append(f"No {what} is needed without being sufficient alone, or sufficient without being needed ({rule}): "
                    "no AND or OR structure stands out.")

@@ -33,6 +33,7 @@ from analyses import necessity, plots, shared
 from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
 from analyses.patching_display import (
+    INSTEAD,
     agreement_scatter,
     agreement_sentence,
     baseline_sentences,
@@ -165,10 +166,11 @@ def narrative(result: Result) -> list[str]:
         sentences.append(f"Through {values} alone {best['head']} moves {percent(best['v_value'], normalised)}, "
                          f"through its attention pattern alone {percent(best['pattern_value'], normalised)}.")
     if best.get("noising_value") is not None:
-        sentences.append(f"Noising {best['head']} instead (the clean run with its output from the corrupted twin) "
-                         f"removes {percent(best['noising_value'], normalised)}, beside the "
-                         f"{percent(best['value'], normalised)} its denoising restores (the ablations section reads "
-                         "AND / OR structure from the two).")
+        at_chance = "" if s.get("day7_above_chance", True) else INSTEAD
+        sentences.append(f"Noising {best['head']} (the clean run with its output from the corrupted twin) removes "
+                         f"{percent(best['noising_value'], normalised)}, beside the "
+                         f"{percent(best['value'], normalised)} its denoising restores{at_chance} (the ablations "
+                         "section reads AND / OR structure from the two).")
     if best.get("value_by_template"):
         sentences.append(f"Per template, {best['head']}'s effect is " + ", ".join(
             f"T{t} {percent(v, normalised)}" for t, v in enumerate(best["value_by_template"])) + ".")

@@ -204,16 +204,16 @@ def _beside_sentences(s: dict) -> list[str]:
         if abs(e["unexplained"]) >= threshold:
             out.append(f"{e['head']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap against its total "
                        f"effect of {100 * e['total']:.0f}%: {100 * e['unexplained']:+.0f}% is carried by no single "
-                       "edge (its change must reach several inputs at once).")
+                       f"edge (its change must reach several inputs at once){instead(s)}.")
         else:
             out.append(f"{e['head']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap, within "
                        f"{100 * threshold:.0f}% of its total effect ({100 * e['total']:.0f}%): its edges account "
-                       "for it.")
+                       f"for it{instead(s)}.")
     recompute = [e for e in s["recompute_top_edges"] if abs(e["value"]) >= threshold]
     if recompute:
         listed = ", ".join(f"{e['sender']} → {e['receiver']} ({100 * e['value']:+.0f}%)" for e in recompute[:4])
         out.append(f"With the MLPs recomputing (every later head frozen; an MLP's share is folded into the edge it "
-                   f"feeds): {listed}.")
+                   f"feeds){instead(s)}: {listed}.")
     else:
         out.append("With the MLPs recomputing, no edge carries the naming threshold: nothing stands out.")
     noised = [e for e in s["noising_top_edges"] if abs(e["value"]) >= threshold]
@@ -221,11 +221,12 @@ def _beside_sentences(s: dict) -> list[str]:
         listed = ", ".join(f"{e['sender']} → {e['receiver']} (noising removes {100 * e['value']:.0f}%, denoising "
                            f"restores {100 * e['denoising']:.0f}%)" for e in noised[:4])
         out.append(f"Noising each path (the sender's corrupted output delivered along it in the clean run), beside "
-                   f"denoising: {listed}.")
+                   f"denoising{instead(s)}: {listed}.")
     else:
         out.append("No path's noising removes the naming threshold of the gap: no single path is needed.")
     found = {kind: s[f"{kind}_paths"] for kind in necessity.KINDS}
-    return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"], what="path")
+    return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"], what="path",
+                                     instead=instead(s))
 
 
 PATH_PATCHING = Analysis(

@@ -230,7 +230,7 @@ def _offset_figures(result: Result) -> list[Figure]:
     s, a = result.summary, result.arrays
     layers = [f"L{layer}" for layer in range(s["n_layers"])]
     heads = [f"H{h}" for h in range(s["n_heads"])]
-    modal = np.vectorize(lambda k: f"modal offset {k:+d}")(a["modal_offset"])
+    modal = np.vectorize(lambda k: f"modal offset {int(k):+d}")(a["modal_offset"])
     names = np.array(result.labels["heads"])
     fig = plots.heatmap(a["modal_frequency"], heads, layers, "How regular each head's OV map is: frequency of its "
                         f"modal offset over the items (chance {s['chance_score']:.2f}; named at "
@@ -239,7 +239,7 @@ def _offset_figures(result: Result) -> list[Figure]:
     signed = np.array(result.labels["offsets"])
     order = np.argsort(signed, kind="stable")
     flat = a["offset_histogram"].reshape(-1, len(signed))[:, order]
-    histogram = plots.heatmap(flat, [f"{k:+d}" for k in signed[order]], names.ravel().tolist(),
+    histogram = plots.heatmap(flat, [f"{int(k):+d}" for k in signed[order]], names.ravel().tolist(),
                               "Offset histogram per head: fraction of items whose most promoted item lies k steps on",
                               "fraction", zmid=None)
     histogram.update_xaxes(title="offset k (0 = copy, +1 = successor)")

@@ -74,7 +74,7 @@ def test_head_noising_in_patching_heads_equals_the_ablations_noising(tmp_path, s
     assert heads.arrays["z_noising"][HEAD_A] == pytest.approx(0.5, abs=0.05)
     best = heads.summary["top_heads"][0]
     text = " ".join(PATCHING_HEADS.narrative(heads))
-    assert f"Noising {best['head']} instead" in text and "removes 50%" in text, text
+    assert f"Noising {best['head']} (the clean run" in text and "removes 50%" in text, text
 
 
 def test_the_logit_difference_alone_cannot_tell_and_from_or(and_or):

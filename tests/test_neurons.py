@@ -95,3 +95,20 @@ def test_a_neuron_is_described_by_what_it_fires_for_and_what_it_promotes():
     described = role(several, promote[1], 1, days)
     assert described["role"] == "fires for several items"
     assert described["fires_for"] == "" and described["offset"] is None
+
+
+def test_figures_and_text_rebuild_from_saved_results(tmp_path):
+    """`build` draws from saved results alone (arrays come back as float32): the planted neuron model's neurons
+    and successor_heads sections, figures and text, rebuild from disk."""
+    from analyses.successor_heads import SUCCESSOR_HEADS
+    from report.results import load_result, save_result
+
+    model = _load(save_neuron_gpt2(tmp_path / "model"))
+    prompts = _prompts(model)
+    for analysis, figure in ((NEURONS, "neurons-MLP0-by-item"), (SUCCESSOR_HEADS, "successor_heads-offset-histogram")):
+        result = analysis.compute(model, prompts)
+        save_result(tmp_path / analysis.name, result)
+        loaded = load_result(tmp_path / analysis.name)
+        assert [f.id for f in analysis.figures(loaded)] == [f.id for f in analysis.figures(result)]
+        assert analysis.narrative(loaded) == analysis.narrative(result)
+        assert figure in [f.id for f in analysis.figures(loaded)]
