@@ -12,11 +12,12 @@ from analyses.logit_lens import LOGIT_LENS
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 from analyses.path_patching import PATH_PATCHING
+from analyses.periodic import PERIODIC
 from analyses.successor_heads import SUCCESSOR_HEADS
 from analyses.types import Analysis
 
 REGISTRY: tuple[Analysis, ...] = (BEHAVIOUR, LOGIT_DIFF, LOGIT_LENS, DLA_LAYERS, DLA_HEADS, ATTENTION,
                                   PATCHING_POSITIONS, PATCHING_HEADS,
                                   SUCCESSOR_HEADS, ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT,  # the mechanism part
-                                  GEOMETRY)  # the representation part
+                                  GEOMETRY, PERIODIC)  # the representation part
 BY_NAME: dict[str, Analysis] = {analysis.name: analysis for analysis in REGISTRY}
