@@ -258,8 +258,9 @@ def add_causal_test(result: Result, test: CausalTest) -> None:
     success = test.success
     baseline = max(success["random-2"], success["none"])
     above, p_value = thresholds.above_chance(round(success["plane-2"] * test.n_trials), test.n_trials, n)
-    s.update({
-        "causal_success": success, "causal_success_by_step": test.success_by_step, "causal_trials": test.n_trials,
+    s.update({  # summaries are flat: the variants' numbers are lists aligned with causal_variants
+        "causal_variants": list(success), "causal_success": list(success.values()),
+        "causal_success_by_step": [test.success_by_step[v] for v in success], "causal_trials": test.n_trials,
         "causal_chance": 1.0 / n, "causal_margin": MIN_CAUSAL_MARGIN, "causal_p_value": p_value,
         "causal_above_baseline": bool(above and success["plane-2"] - baseline >= MIN_CAUSAL_MARGIN),
     })
@@ -274,6 +275,11 @@ def _item_means(xy: np.ndarray, position_items: np.ndarray, n: int) -> np.ndarra
 def _spread(xy: np.ndarray) -> float:
     """Root mean square distance of the points from their mean."""
     return float(np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
+def causal_success(summary: dict) -> dict[str, float]:
+    """variant -> fraction of trials whose answer moved to the intended item (analyses.circle_intervention)."""
+    return dict(zip(summary["causal_variants"], summary["causal_success"]))
 
 
 def circle_found(summary: dict) -> bool:
@@ -357,9 +363,7 @@ def _by_layer_figures(result: Result) -> list:
 
 
 def _causal_figure(s: dict):
-    variants = list(s["causal_success"])
-    fig = plots.bars(variants, {"answer moved to the intended item": np.array([s["causal_success"][v]
-                                                                               for v in variants])},
+    fig = plots.bars(s["causal_variants"], {"answer moved to the intended item": np.asarray(s["causal_success"])},
                      f"Causal test at the item token of {s['causal_layer_label']}: how often editing it to name item "
                      "i + k moves the answer by k", "fraction of (prompt, k) trials", height=340)
     fig.add_hline(y=s["causal_chance"], line_dash="dot", annotation_text=f"chance {s['causal_chance']:.2f}")
@@ -375,7 +379,7 @@ def _share_words(s: dict, point: int) -> str:
 
 
 def _causal_words(s: dict) -> str:
-    c = s["causal_success"]
+    c = causal_success(s)
     return (f"replacing the item's projection on the plane by another item's at the item token of "
             f"{s['causal_layer_label']} moves the answer to the intended item for {c['plane-2']:.0%} of "
             f"{s['causal_trials']} trials (rotating it by k steps {c['rotate-2']:.0%}, 5 PCs {c['plane-5']:.0%}; "

@@ -183,7 +183,7 @@ def test_planted_circle_scores_one_at_every_layer_with_the_closed_form_variance(
         assert narrative[0].startswith("Neighbouring items are more alike")
     # control: the blocks write nothing, so no edit at the item token moves the answer and no circle is named
     # (its one fixed pick is "answer + k" for one k in n - 1: every variant scores what no edit scores)
-    success = s["causal_success"]
+    success = geometry.causal_success(s)
     assert success["plane-2"] == success["whole"] == success["none"] and not s["causal_above_baseline"]
     assert not s["circle_named"]
     assert "no circle is named" in narrative[0]
@@ -361,11 +361,12 @@ def test_editing_the_circle_plane_moves_the_answer_and_a_random_plane_does_not(f
     model, prompts = feature_models("circle", seed=seed)
     result = geometry.compute(model, prompts)
     s = result.summary
-    success = s["causal_success"]
+    success = geometry.causal_success(s)
     assert s["causal_layer"] == 0 and s["causal_trials"] == prompts.n_prompts * 6
     assert success["plane-2"] >= 0.95 and success["rotate-2"] >= 0.95 and success["whole"] >= 0.95
     assert success["random-2"] <= 0.05 and success["random-5"] <= 0.05 and success["none"] == 0.0
-    assert all(v >= 0.95 for v in s["causal_success_by_step"]["plane-2"])  # every step k, not only k = 1
+    by_step = dict(zip(s["causal_variants"], s["causal_success_by_step"]))
+    assert len(by_step["plane-2"]) == 6 and all(v >= 0.95 for v in by_step["plane-2"])  # every step k, not only k = 1
     assert s["causal_above_baseline"] and s["circle_named"]
     assert "that the model uses" in geometry.narrative(result)[0]
 
