@@ -114,7 +114,9 @@ def causal_test(model, prompts: PromptSet, layer: int, positions: np.ndarray, it
     rows.append(Row((Edit(hook_name("resid_pre", layer), (), torch.zeros_like(resid), add=True),)))
     keys.append(("none", 0))
     final, _ = run_rows(model, base, rows)  # [rows, B, d_model]
-    choice = final_logits(model, final)[..., prompts.item_token_ids.to(final.device)].argmax(-1).cpu().numpy()
+    ids = prompts.item_token_ids.to(final.device)
+    # one row at a time: the whole vocabulary's logits for every row at once can take gigabytes (Gemma: 262k tokens)
+    choice = np.stack([final_logits(model, row)[..., ids].argmax(-1).cpu().numpy() for row in final])
     by_step = {variant: np.zeros(n - 1) for variant in VARIANTS}
     for (variant, k), picked in zip(keys, choice):
         if variant == "none":  # the unedited answer, scored against every step's intended item
