@@ -14,6 +14,7 @@ from analyses.neurons import NEURONS
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 from analyses.path_patching import PATH_PATCHING
+from analyses.periodic import PERIODIC
 from analyses.successor_heads import SUCCESSOR_HEADS
 from analyses.types import Analysis
 
@@ -22,5 +23,5 @@ REGISTRY: tuple[Analysis, ...] = (BEHAVIOUR, LOGIT_DIFF, LOGIT_LENS, DLA_LAYERS,
                                   SUCCESSOR_HEADS, ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT,  # the mechanism part
                                   NEURONS,
                                   EDGE_CIRCUITS,
-                                  GEOMETRY)  # the representation part
+                                  GEOMETRY, PERIODIC)  # the representation part
 BY_NAME: dict[str, Analysis] = {analysis.name: analysis for analysis in REGISTRY}

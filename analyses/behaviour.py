@@ -11,6 +11,11 @@ For each clean prompt (templates x items), read the final-position logits [batch
   - `day7_above_chance`: an exact one-sided binomial test of the n-item accuracy against chance 1/n at
     p < 0.05 over all the family's prompts (`analyses.thresholds`). Where it is false the report says that the
     model does not do this task, and reads every other section as "what the model does instead".
+  - the kind of error: among the prompts whose n-item argmax is wrong, how many pick an item one step from the
+    answer (answer +- 1: a counting slip, `error_off_by_one_frac`; the copy is not counted here) and how many
+    pick the copy distractor (`error_copy_frac`), both as fractions of all prompts; and, for an offset family
+    (templates asking different steps k, "{k} days after {day} is"), the accuracy per step k (`day7_acc_by_offset`,
+    over `offsets`).
 
 Relation behaviour (families with a relation twin: the same item under another relation word, e.g. " yesterday"):
   - `relation_acc`: on the twins, the argmax among the n items is the twin's own answer; `relation_above_chance`
@@ -61,6 +66,11 @@ def compute(model, prompts: PromptSet) -> Result:
         confusion[item, predicted] += 1
     above, p_value = thresholds.above_chance(int(correct.sum()), n, n_items)
     template, item = np.array(prompts.template_index), np.array(prompts.item_index)
+    steps = np.array(prompts.prompt_offsets())
+    offsets = sorted(set(steps.tolist()))
+    copied = ~correct & (choice == copies)
+    # one step from the answer and not the copy (for k = 1 the copy is also k - 1: it counts as the copy)
+    one_off = ~correct & ~copied & (((choice - answers) % n_items == 1) | ((answers - choice) % n_items == 1))
     p_correct = probs[rows, prompts.answer_ids].numpy()
     top = probs[0].topk(TOP_K)
     tokenizer = model.tokenizer
@@ -77,6 +87,12 @@ def compute(model, prompts: PromptSet) -> Result:
         "day7_acc_by_template": [float(correct[template == t].mean()) for t in range(len(prompts.templates))],
         "p_correct_by_template": [float(p_correct[template == t].mean()) for t in range(len(prompts.templates))],
         "day7_acc_by_item": [float(correct[item == i].mean()) for i in range(n_items)],
+        "offsets": offsets,
+        "day7_acc_by_offset": [float(correct[steps == k].mean()) for k in offsets],
+        "n_errors": int((~correct).sum()),
+        "error_off_by_one_frac": float(one_off.mean()),
+        "error_copy_frac": float(copied.mean()),
+        "n_prompts_by_offset": [int((steps == k).sum()) for k in offsets],
         "first_prompt": prompts.clean_prompts[0],
         "first_top_token": tokenizer.decode([int(top.indices[0])]),
         "first_top_prob": float(top.values[0]),
@@ -112,7 +128,9 @@ def relation_behaviour(model, prompts: PromptSet, clean_logits: torch.Tensor, cl
     clean_logits = clean_logits.cpu()
     n, n_items = prompts.n_prompts, prompts.n_items
     choice = twin_logits[:, prompts.item_token_ids].argmax(dim=-1).numpy()
-    twin_answers = np.array([(i + prompts.relation_answer_offset) % n_items for i in prompts.item_index])
+    steps = prompts.relation_answer_offset  # one step for every template, or one per template (offset families)
+    steps = steps if isinstance(steps, tuple) else (steps,) * len(prompts.templates)
+    twin_answers = np.array([(i + steps[t]) % n_items for i, t in zip(prompts.item_index, prompts.template_index)])
     correct = choice == twin_answers
     follows_clean = choice == np.array(prompts.answer_items())
     above, p_value = thresholds.above_chance(int(correct.sum()), n, n_items)
@@ -134,7 +152,7 @@ def relation_behaviour(model, prompts: PromptSet, clean_logits: torch.Tensor, cl
         "relation_discrimination_state": gap.state, "ignores_relation": ignores,
         "relation_first_twin": twin.corrupted_prompts[0],
     }
-    if ignores and follows_clean.mean() >= 0.5:
+    if ignores and follows_clean.mean() >= 0.5 and isinstance(prompts.answer_offset, int):
         out["relation_lead"] = (f"The model answers {offset_phrase(prompts.answer_offset, prompts.sequence)}, "
                                 f"whatever the relation word says")
     elif ignores:
@@ -205,7 +223,11 @@ def narrative(result: Result) -> list[str]:
     sentences.append(f"The correct item is the single most likely next token for {top1} of {n} prompts; its mean "
                      f"probability is {100 * s['p_correct_mean']:.1f}%.")
     by_template = s["day7_acc_by_template"]
-    if len(by_template) > 1:
+    if len(s.get("offsets", [])) > 1:  # an offset family: one template per step k, so read it by k
+        sentences.append("Accuracy by step k: " + ", ".join(
+            f"k = {k:+d} {round(v * m)}/{m}" for k, v, m in zip(s["offsets"], s["day7_acc_by_offset"],
+                                                                 s["n_prompts_by_offset"])) + ".")
+    elif len(by_template) > 1:
         sentences.append("Accuracy per template: " + ", ".join(f"T{t} {round(v * n_items)}/{n_items}"
                                                                 for t, v in enumerate(by_template)) + ".")
     sentences.append(f"For {s['first_prompt']!r} the top token is {s['first_top_token']!r} "
@@ -219,6 +241,11 @@ def narrative(result: Result) -> list[str]:
             f"relation-discrimination score, mean LD(clean) − LD(twin): {s['relation_discrimination_mean']:+.3g} "
             f"logits, positive for {s['relation_discrimination_positive']} of {n} prompts (two-sided sign test p = "
             f"{s['relation_discrimination_p_value']:.2g}).")
+    if s.get("n_errors"):
+        slips, copied = round(s["error_off_by_one_frac"] * n), round(s["error_copy_frac"] * n)
+        sentences.append(f"Of the {s['n_errors']} prompts whose most likely item is wrong, {slips} pick an item one "
+                         f"step from the answer (a counting slip) and {copied} the item named in the prompt (the "
+                         f"copy); {s['n_errors'] - slips - copied} another item.")
     if copies and s["day7_above_chance"]:
         sentences.append(f"The model picks the item named in the prompt (the copy distractor) for {copies} of {n} "
                          "prompts.")

@@ -1,7 +1,9 @@
-"""Geometry: is the sequence a circle in the residual stream, and is "one step on" a rotation of it?
+"""Geometry: is the sequence a circle in the residual stream that the model uses, and is "one step on" a rotation?
 
-Engels et al. (2024, "Not all language model features are linear") find the days of the week on a circle in a 2D
-plane of GPT-2's residual stream. This analysis asks the same of every family, at every layer:
+Engels et al. (2025, "Not all language model features are one-dimensionally linear") find the days of the week on a
+circle in a 2-D plane of the residual stream, and show by intervention on that plane that the model uses it. A PCA
+of item means alone is not enough: any neighbour-similar representation draws a polygon (analyses.circle_stats).
+So this analysis draws the plane, tests it against the nulls, then intervenes on it:
 
   1. Read the residual stream [points, batch, d_model] at two positions of every clean prompt (templates x items):
      the item token and the final position. points = n_layers + 1: resid_pre of every block, then the stream
@@ -11,44 +13,56 @@ plane of GPT-2's residual stream. This analysis asks the same of every family, a
      ("{day}, {day+1}, {day+2}," -> {day+2}). Its item is read from the token, so the circle is drawn over the item
      actually there.
   2. Per point, PCA to 2D fit on the n per-item means at the item token (the means over templates), centred on
-     their mean. Variance explained by the top two components = (s1^2 + s2^2) / sum s^2 of the centred means.
+     their mean. `variance_top2` = (s1^2 + s2^2) / sum s^2 of the centred means; its floor for n evenly spread
+     centred points is 2 / (n - 1) (`plane_floor`).
   3. Circle-order score: sort the items by their angle on that plane; the score is the fraction of the n
      consecutive pairs (i, i+1 mod n) of the sequence that are neighbours in that circular order. 1 = the items
-     sit on the plane in sequence order (either direction).
-     Chance: for n items at independent uniformly random angles, a given pair is adjacent in the circular order
-     with probability 2 / (n - 1) (each item has 2 of the other n - 1 as neighbours): 1/3 for the 7 days, 2/11 =
-     0.18 for the 12 months (1 for n = 3, where the score cannot tell anything). `circle_p_value` is the chance
-     probability of a score at least the best one, by Monte Carlo over random orders (fixed seed).
-  4. Rotation check, at the best point (highest circle order; ties: larger top-2 variance, then the earlier
-     point): project the final-position states onto the same plane, centred on their own mean (the final token
-     is not an item token, so its states sit elsewhere in the stream; only their angles are compared). The
-     offset of a prompt is the angle of its final state minus the angle of its item's mean, in steps of 2 pi / n,
-     signed so that the sequence's forward direction on the circle is positive; `rotation_offset_steps` is the
-     circular mean over prompts. If "one step on" is a rotation of the circle, it equals `expected_offset_steps`
-     (the answer's step from the item at the item token: +1 for "tomorrow", +1 for a list's next item, -1 for
-     "the day before"). `rotation_match_frac` is the fraction of prompts whose final state is nearest in angle
-     to the answer's item (chance 1/n; the exact binomial test of analyses.thresholds). `final_spread_ratio` is
-     the spread of the final states' per-item means on the plane relative to the items' (below MIN_FINAL_SPREAD
-     the final position does not vary with the item there, and no rotation is read).
+     sit on the plane in sequence order (either direction). Chance for random angles: 2 / (n - 1).
+     `circle_p_value` is its chance probability under random angles (Monte Carlo, fixed seed) for the best point,
+     Bonferroni-corrected for the points scanned (`circle_p_value_uncorrected` beside it).
+     A point holds a circle geometrically (`circle_geometry`) when the order is >= MIN_CIRCLE_ORDER, the plane holds
+     >= PLANE_DOMINANCE x the floor, and the corrected p of the plane share under the circulant null
+     (neighbour-similar features, no circle; analyses.circle_stats) is < ALPHA. The random-angle probability is
+     reported but does not gate: the circulant null is the stronger null, and for 7 items the random-angle floor
+     (2/720) could not survive the correction for 19 points even for a perfect heptagon.
+  4. Causal test (analyses.circle_intervention) at the item token of one resid_pre point: the first point that
+     holds a circle geometrically, else the resid_pre point with the best circle order. The item's plane
+     projection is replaced by another item's (2 PCs and 5 PCs) or rotated by k steps, beside a random plane of
+     the same size, the whole state, and no edit. A circle is NAMED (`circle_named`) only where it holds
+     geometrically there and plane-2 moves the answer to the intended item for at least MIN_CAUSAL_MARGIN more of
+     the (prompt, step) trials than both the random plane and no edit, above chance 1/n (binomial, p < ALPHA).
+  5. Rotation, read against a FIXED reference: the reference point is the first point that holds a circle
+     geometrically (else the embedding, point 0); its plane and its item-mean angles are the reference. At every
+     point the final-position states are projected onto the reference plane (centred on their own mean; the final
+     token is not an item token, so only angles are compared). Offset of a prompt = angle of its final state minus
+     the reference angle of its item, in steps of 2 pi / n, forward = positive; per point the circular mean over
+     prompts (`rotation_offset_steps_by_layer`), None where the final position does not vary with the item there
+     (its per-item means spread less than MIN_FINAL_SPREAD of the reference items'). The headline
+     (`rotation_offset_steps`, `rotation_match_frac`: nearest reference item = the answer, chance 1/n, exact
+     binomial test) is read at the last point, the stream the model unembeds. Reading the offset against the item
+     token's own angle at the same layer would cancel a rotation a head has already written at the item token too.
 
-Finding rule (narrative): a circle is reported when the best score is >= MIN_CIRCLE_ORDER and its chance
-probability is < thresholds.ALPHA; the rotation is called consistent with the answer's step when the mean offset
-is within MAX_ROTATION_ERROR_STEPS of the expected one and the match fraction is above chance.
+Finding rule (narrative): see `circle_named` above; the rotation is called consistent with the answer's step when
+the mean offset is within MAX_ROTATION_ERROR_STEPS of the expected one and the match fraction is above chance.
 """
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import plotly.graph_objects as go
 
-from analyses import plots, thresholds
-from analyses.metrics import model_device
+from analyses import circle_stats, plots, thresholds
+from analyses.circle_intervention import CausalTest, causal_test
+from analyses.item_states import item_positions, residual_streams
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "geometry"
 MIN_CIRCLE_ORDER = 0.8  # at least 80% of consecutive items are angular neighbours
 MAX_ROTATION_ERROR_STEPS = 0.5  # half a step: the final state is nearer the answer than its neighbours
 MIN_FINAL_SPREAD = 1e-3  # final states spread less than this (relative to the items) carry no angle
+MIN_CAUSAL_MARGIN = 0.25  # plane-2 must move the answer for 25 points more of the trials than the baselines
 CHANCE_DRAWS = 20000  # Monte Carlo draws for the circle order's chance probability
 CHANCE_SEED = 0
 
@@ -87,6 +101,7 @@ def circle_chance(n: int) -> float:
     return min(1.0, 2.0 / (n - 1))
 
 
+@cache  # a pure function of its arguments, called once per scanned point with few distinct scores
 def circle_p_value(score: float, n: int, draws: int = CHANCE_DRAWS, seed: int = CHANCE_SEED) -> float:
     """P(circle order >= score) for n items at random angles (Monte Carlo, fixed seed, so reruns agree); at least
     1 / (draws + 1), the resolution of the estimate."""
@@ -133,37 +148,7 @@ def signed_step(step: int, n: int) -> int:
     return step - n if step > n // 2 else step
 
 
-# --- reading the model -----------------------------------------------------------------------------------------
-
-def item_positions(prompts: PromptSet) -> tuple[np.ndarray, np.ndarray]:
-    """[batch] position of the last item token of each prompt and [batch] the item it names.
-
-    Raises ValueError naming the family and prompt when a prompt holds no item as a whole token.
-    """
-    lookup = {item: i for i, item in enumerate(prompts.items)}
-    positions, items = [], []
-    for prompt, tokens in zip(prompts.clean_prompts, prompts.str_tokens):
-        found = [(p, lookup[t.strip()]) for p, t in enumerate(tokens) if t.strip() in lookup]
-        if not found:
-            raise ValueError(f"family '{prompts.family}', prompt {prompt!r}: no token is an item of sequence "
-                             f"'{prompts.sequence}', so there is no item position to read")
-        positions.append(found[-1][0])
-        items.append(found[-1][1])
-    return np.array(positions), np.array(items)
-
-
-def residual_streams(model, prompts: PromptSet) -> tuple[np.ndarray, list[str]]:
-    """[points, batch, seq, d_model] residual stream: resid_pre of every block, then the final stream."""
-    n_layers = model.cfg.n_layers
-    final = f"blocks.{n_layers - 1}.hook_resid_post"
-
-    def wanted(name: str) -> bool:
-        return name.endswith("hook_resid_pre") or name == final
-
-    _, cache = model.run_with_cache(prompts.clean_tokens.to(model_device(model)), names_filter=wanted)
-    stack = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)] + [cache[final]]
-    labels = [f"L{layer} resid_pre" for layer in range(n_layers)] + ["final"]
-    return np.stack([s.detach().float().cpu().numpy() for s in stack]), labels
+# --- reading the model: analyses.item_states (shared with analyses.periodic) ----------------------------------
 
 
 def compute(model, prompts: PromptSet) -> Result:
@@ -174,56 +159,91 @@ def compute(model, prompts: PromptSet) -> Result:
     streams, layer_labels = residual_streams(model, prompts)
     rows = np.arange(prompts.n_prompts)
     at_item, at_final = streams[:, rows, positions], streams[:, :, -1]  # [points, batch, d_model] each
-    return geometry_result(at_item, at_final, position_items, np.array(prompts.answer_items()), prompts,
-                           layer_labels)
+    result = geometry_result(at_item, at_final, position_items, np.array(prompts.answer_items()), prompts,
+                             layer_labels)
+    test = causal_test(model, prompts, result.summary["causal_layer"], positions, position_items)
+    add_causal_test(result, test)
+    return result
 
 
 def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: np.ndarray, answers: np.ndarray,
                     prompts: PromptSet, layer_labels: list[str]) -> Result:
-    """The numbers from residual states at the item token and the final position, [points, batch, d_model]."""
+    """The numbers from residual states at the item token and the final position, [points, batch, d_model].
+    The last point is the final stream (not a resid_pre), so it is never the causal test's layer."""
     n = prompts.n_items
     n_points = at_item.shape[0]
     item_xy = np.zeros((n_points, n, 2))
     prompt_xy = np.zeros((n_points, len(position_items), 2))
     final_xy = np.zeros_like(prompt_xy)
     explained = np.zeros((n_points, 2))
-    scores = np.zeros(n_points)
+    scores, circulant_p, null_share = np.zeros(n_points), np.zeros(n_points), np.zeros(n_points)
+    planes = []
     for point in range(n_points):
         means = _item_means(at_item[point], position_items, n)
         centre, basis, explained[point] = pca_2d(means)
+        planes.append(basis)
         item_xy[point] = (means - centre) @ basis.T
         prompt_xy[point] = (at_item[point] - centre) @ basis.T
         final_xy[point] = (at_final[point] - at_final[point].mean(axis=0)) @ basis.T
         scores[point] = circle_order(angles(item_xy[point]))
+        circulant_p[point], null_share[point] = circle_stats.circulant_p_value(means - centre)
     top2 = explained.sum(axis=1)
+    looks = n_points  # points scanned: every layer, at the one position read (the item token)
+    order_p = np.array([circle_p_value(float(s), n) for s in scores])
+    # the random-angle probability is reported (corrected), not a gate: for 7 items its floor is 2/720, so after
+    # correcting for 19 points even a perfect heptagon could not pass; the circulant null is the stronger test
+    geometric = [bool(scores[p] >= MIN_CIRCLE_ORDER
+                      and top2[p] >= circle_stats.PLANE_DOMINANCE * circle_stats.plane_floor(n)
+                      and circle_stats.corrected(circulant_p[p], looks) < thresholds.ALPHA) for p in range(n_points)]
     best = max(range(n_points), key=lambda p: (scores[p], top2[p], -p))
-    # the rotation check at every point (the headline keys are the best point's; the lists show where it holds)
-    offset_by_point = np.stack([rotation_offsets(angles(item_xy[p]), angles(final_xy[p]), position_items)
+    reference = geometric.index(True) if any(geometric) else 0
+    resid_pre = range(max(1, n_points - 1))  # the last point is the final stream; a 1-point test reads it alone
+    causal_point = next((p for p in resid_pre if geometric[p]), max(resid_pre, key=lambda p: (scores[p], top2[p], -p)))
+    # rotation against the fixed reference: every point's final states on the reference plane, the reference angles
+    ref_means = _item_means(at_item[reference], position_items, n)
+    ref_centre = ref_means.mean(axis=0)
+    ref_angles = angles((ref_means - ref_centre) @ planes[reference].T)
+    ref_spread = _spread((ref_means - ref_centre) @ planes[reference].T)
+    on_ref = np.stack([(at_final[p] - at_final[p].mean(axis=0)) @ planes[reference].T for p in range(n_points)])
+    spread = np.array([_spread(_item_means(on_ref[p], position_items, n)) / max(ref_spread, 1e-30)
+                       for p in range(n_points)])
+    offset_by_point = np.stack([rotation_offsets(ref_angles, angles(on_ref[p]), position_items)
                                 for p in range(n_points)])  # [points, batch]
-    match_by_point = np.array([(nearest_items(angles(item_xy[p]), angles(final_xy[p])) == answers).mean()
+    match_by_point = np.array([(nearest_items(ref_angles, angles(on_ref[p])) == answers).mean()
                                for p in range(n_points)])
-    offsets = offset_by_point[best]
+    last = n_points - 1
+    offsets = offset_by_point[last]
     expected = [signed_step(int(a - i), n) for a, i in zip(answers, position_items)]
-    matches = nearest_items(angles(item_xy[best]), angles(final_xy[best])) == answers
+    matches = nearest_items(ref_angles, angles(on_ref[last])) == answers
     above, match_p = thresholds.above_chance(int(matches.sum()), len(matches), n)
+    carries = spread >= MIN_FINAL_SPREAD
     summary = {
         "family": prompts.family, "sequence": prompts.sequence, "n_items": n, "n_points": n_points,
         "layer_labels": layer_labels,
         "circle_order": scores.tolist(),
         "variance_top2": top2.tolist(),
+        "plane_floor": circle_stats.plane_floor(n), "plane_dominance": circle_stats.PLANE_DOMINANCE,
+        "circulant_p_value": [circle_stats.corrected(p, looks) for p in circulant_p],
+        "circulant_null_share": null_share.tolist(),
+        "circle_geometry": geometric, "points_scanned": looks,
         "best_layer": int(best), "best_layer_label": layer_labels[best],
         "best_circle_order": float(scores[best]), "best_variance_top2": float(top2[best]),
-        "circle_chance": circle_chance(n), "circle_p_value": circle_p_value(float(scores[best]), n),
+        "circle_chance": circle_chance(n),
+        "circle_p_value": circle_stats.corrected(order_p[best], looks),
+        "circle_p_value_uncorrected": float(order_p[best]),
+        "reference_layer": int(reference), "reference_layer_label": layer_labels[reference],
+        "causal_layer": int(causal_point), "causal_layer_label": layer_labels[causal_point],
         "rotation_offset_steps": circular_mean_steps(offsets, n),
         "expected_offset_steps": float(np.mean(expected)),
         "rotation_match_frac": float(matches.mean()), "rotation_match_p_value": match_p,
         "rotation_match_above_chance": bool(above),
-        "rotation_offset_steps_by_layer": [circular_mean_steps(o, n) for o in offset_by_point],
-        "rotation_match_frac_by_layer": match_by_point.tolist(),
-        # spread of the final states' per-item means on the plane, relative to the items': ~0 where the final
-        # position does not vary with the item (e.g. before any attention layer), so that its angles mean nothing
-        "final_spread_ratio": _spread(_item_means(final_xy[best], position_items, n))
-        / max(_spread(item_xy[best]), 1e-30),
+        # None where the final position does not vary with the item: its angle there means nothing
+        "rotation_offset_steps_by_layer": [circular_mean_steps(o, n) if c else None
+                                           for o, c in zip(offset_by_point, carries)],
+        "rotation_match_frac_by_layer": [float(m) if c else None for m, c in zip(match_by_point, carries)],
+        "final_spread_ratio_by_layer": spread.tolist(),
+        "final_spread_ratio": float(spread[last]),
+        "circle_named": False,  # set by add_causal_test: geometry alone never names a circle
     }
     answer_labels = [prompts.items[a] for a in answers]
     return Result(
@@ -233,6 +253,22 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
         labels={"items": list(prompts.items), "layers": layer_labels, "prompts": prompts.clean_prompts,
                 "position_items": [prompts.items[i] for i in position_items], "answer_items": answer_labels},
     )
+
+
+def add_causal_test(result: Result, test: CausalTest) -> None:
+    """The causal test's numbers into the summary, and the rule that names a circle (module docstring, step 4)."""
+    s = result.summary
+    n = s["n_items"]
+    success = test.success
+    baseline = max(success["random-2"], success["none"])
+    above, p_value = thresholds.above_chance(round(success["plane-2"] * test.n_trials), test.n_trials, n)
+    s.update({  # summaries are flat: the variants' numbers are lists aligned with causal_variants
+        "causal_variants": list(success), "causal_success": list(success.values()),
+        "causal_success_by_step": [test.success_by_step[v] for v in success], "causal_trials": test.n_trials,
+        "causal_chance": 1.0 / n, "causal_margin": MIN_CAUSAL_MARGIN, "causal_p_value": p_value,
+        "causal_above_baseline": bool(above and success["plane-2"] - baseline >= MIN_CAUSAL_MARGIN),
+    })
+    s["circle_named"] = bool(s["circle_geometry"][test.layer] and s["causal_above_baseline"])
 
 
 def _item_means(xy: np.ndarray, position_items: np.ndarray, n: int) -> np.ndarray:
@@ -245,9 +281,14 @@ def _spread(xy: np.ndarray) -> float:
     return float(np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
+def causal_success(summary: dict) -> dict[str, float]:
+    """variant -> fraction of trials whose answer moved to the intended item (analyses.circle_intervention)."""
+    return dict(zip(summary["causal_variants"], summary["causal_success"]))
+
+
 def circle_found(summary: dict) -> bool:
-    return (summary["best_circle_order"] >= MIN_CIRCLE_ORDER
-            and summary["circle_p_value"] < thresholds.ALPHA)
+    """A circle geometrically (plane, order and both nulls) at some point: drawn, not yet shown to be used."""
+    return any(summary["circle_geometry"])
 
 
 # --- figures and narrative (no model) --------------------------------------------------------------------------
@@ -259,8 +300,11 @@ def figures(result: Result) -> list[Figure]:
     if "note" in result.summary:
         return []
     by_layer, rotation = _by_layer_figures(result)
-    return [Figure("geometry-plane", _plane_figure(result)), Figure("geometry-by-layer", by_layer),
-            Figure("geometry-rotation-by-layer", rotation)]
+    figures = [Figure("geometry-plane", _plane_figure(result)), Figure("geometry-by-layer", by_layer),
+               Figure("geometry-rotation-by-layer", rotation)]
+    if "causal_success" in result.summary:
+        figures.append(Figure("geometry-causal", _causal_figure(result.summary)))
+    return figures
 
 
 def _plane_figure(result: Result):
@@ -303,18 +347,48 @@ def _plane_title(s: dict, point: int) -> str:
 
 def _by_layer_figures(result: Result) -> list:
     s = result.summary
+    needed = s["plane_dominance"] * s["plane_floor"]
     fig = plots.lines(s["layer_labels"], {"circle order": np.asarray(s["circle_order"]),
-                                          "variance explained by the top 2 PCs": np.asarray(s["variance_top2"])},
+                                          "variance explained by the top 2 PCs": np.asarray(s["variance_top2"]),
+                                          "circulant null's median top-2 share": np.asarray(s["circulant_null_share"])},
                       "Circle order and top-2 variance per layer", "residual stream", "fraction", height=360)
     fig.add_hline(y=s["circle_chance"], line_dash="dot",
                   annotation_text=f"circle order chance {s['circle_chance']:.2f}")
-    rotation = plots.lines(s["layer_labels"], {"final position − item (steps)":
-                                               np.asarray(s["rotation_offset_steps_by_layer"])},
-                           f"Rotation per layer: mean angular offset of the final position from the item "
-                           f"(the answer is {s['expected_offset_steps']:+.0f} steps on)", "residual stream",
-                           "steps", height=340)
+    fig.add_hline(y=needed, line_dash="dash", annotation_text=f"plane share needed {needed:.2f} "
+                  f"({s['plane_dominance']:g} × floor 2/(n−1))")
+    offsets = np.array([np.nan if v is None else v for v in s["rotation_offset_steps_by_layer"]], dtype=float)
+    rotation = plots.lines(s["layer_labels"], {f"final position − item at {s['reference_layer_label']} (steps)":
+                                               offsets},
+                           f"Rotation per layer against the fixed reference {s['reference_layer_label']} (gaps: the "
+                           f"final position carries no item there; the answer is {s['expected_offset_steps']:+.0f} "
+                           "steps on)", "residual stream", "steps", height=340)
     rotation.add_hline(y=s["expected_offset_steps"], line_dash="dot", annotation_text="answer's step")
     return [fig, rotation]
+
+
+def _causal_figure(s: dict):
+    fig = plots.bars(s["causal_variants"], {"answer moved to the intended item": np.asarray(s["causal_success"])},
+                     f"Causal test at the item token of {s['causal_layer_label']}: how often editing it to name item "
+                     "i + k moves the answer by k", "fraction of (prompt, k) trials", height=340)
+    fig.add_hline(y=s["causal_chance"], line_dash="dot", annotation_text=f"chance {s['causal_chance']:.2f}")
+    return fig
+
+
+def _share_words(s: dict, point: int) -> str:
+    return (f"the top-2 plane holds {100 * s['variance_top2'][point]:.0f}% of the item means' variance (floor "
+            f"{100 * s['plane_floor']:.0f}% for evenly spread points; a circle needs ≥ {s['plane_dominance']:g}× "
+            f"that), against {100 * s['circulant_null_share'][point]:.0f}% for neighbour-similar features without a "
+            f"circle (circulant null, p = {s['circulant_p_value'][point]:.2g} corrected for "
+            f"{s['points_scanned']} points scanned)")
+
+
+def _causal_words(s: dict) -> str:
+    c = causal_success(s)
+    return (f"replacing the item's projection on the plane by another item's at the item token of "
+            f"{s['causal_layer_label']} moves the answer to the intended item for {c['plane-2']:.0%} of "
+            f"{s['causal_trials']} trials (rotating it by k steps {c['rotate-2']:.0%}, 5 PCs {c['plane-5']:.0%}; "
+            f"a random plane {c['random-2']:.0%}, no edit {c['none']:.0%}, the whole state {c['whole']:.0%}; chance "
+            f"{s['causal_chance']:.0%}; binomial p = {s['causal_p_value']:.2g})")
 
 
 def narrative(result: Result) -> list[str]:
@@ -323,27 +397,51 @@ def narrative(result: Result) -> list[str]:
         return [f"No geometry for this family: {s['note']}."]
     n, best = s["n_items"], s["best_layer_label"]
     pairs = round(s["best_circle_order"] * n)
-    rule = (f"a circle is reported when at least {MIN_CIRCLE_ORDER:.0%} of consecutive items are angular "
-            f"neighbours and that score has chance probability < {thresholds.ALPHA}")
-    if not circle_found(s):
-        return [f"No layer places the {n} items on a circle in sequence order: the best circle order is "
-                f"{s['best_circle_order']:.2f} ({pairs} of {n} consecutive pairs are neighbours) at {best}, against "
-                f"{s['circle_chance']:.2f} for random angles (chance probability {s['circle_p_value']:.2g}; {rule})."]
-    sentences = [f"At {best} the mean residual streams of the {n} items lie around a circle in sequence order: "
-                 f"{pairs} of {n} consecutive items are neighbours in angle (circle order "
-                 f"{s['best_circle_order']:.2f}, chance {s['circle_chance']:.2f}, chance probability "
-                 f"{s['circle_p_value']:.2g}), and the top two principal components hold "
-                 f"{100 * s['best_variance_top2']:.0f}% of the variance of the item means."]
+    rule = (f"a circle is named when at least {MIN_CIRCLE_ORDER:.0%} of consecutive items are angular neighbours, "
+            f"the plane holds ≥ {s['plane_dominance']:g}× its floor and beats the circulant null (p < "
+            f"{thresholds.ALPHA} corrected), and editing the plane moves the answer for ≥ {MIN_CAUSAL_MARGIN:.0%} more "
+            "trials than a random plane and no edit")
+    order = (f"{pairs} of {n} consecutive items are neighbours in angle (circle order {s['best_circle_order']:.2f}, "
+             f"chance {s['circle_chance']:.2f}, chance probability {s['circle_p_value']:.2g} corrected for "
+             f"{s['points_scanned']} points)")
+    has_causal = "causal_success" in s
+    if s["circle_named"]:
+        ref = s["causal_layer"]
+        sentences = [f"At {s['causal_layer_label']} the {n} items lie around a circle in sequence order that the "
+                     f"model uses: its circle order is {s['circle_order'][ref]:.2f} (chance {s['circle_chance']:.2f}); "
+                     f"{_share_words(s, ref)}; and {_causal_words(s)}."]
+    elif circle_found(s):
+        ref = s["reference_layer"]
+        sentences = [f"At {s['reference_layer_label']} the mean residual streams of the {n} items lie around a circle "
+                     f"in the top-2 plane ({_share_words(s, ref)}), but the model is not shown to use it: "
+                     + (f"{_causal_words(s)}" if has_causal else "no causal test was run")
+                     + f"; so no circle is named ({rule})."]
+    elif s["best_circle_order"] >= MIN_CIRCLE_ORDER:
+        sentences = [f"Neighbouring items are more alike, but no circle is named: at {best} {order}, yet "
+                     f"{_share_words(s, s['best_layer'])}; a polygon under PCA is what any neighbour-similar "
+                     f"representation draws ({rule})."]
+    else:
+        sentences = [f"No layer places the {n} items on a circle in sequence order: the best circle order is "
+                     f"{s['best_circle_order']:.2f} ({pairs} of {n} consecutive pairs are neighbours) at {best}, "
+                     f"against {s['circle_chance']:.2f} for random angles (chance probability "
+                     f"{s['circle_p_value']:.2g} corrected for {s['points_scanned']} points; {rule})."]
+    if not s["circle_named"] and not circle_found(s) and has_causal:
+        sentences.append(f"Causal test: {_causal_words(s)}.")
+    last = s["layer_labels"][-1]
     if s["final_spread_ratio"] < MIN_FINAL_SPREAD:
-        sentences.append(f"At {best} the final position does not vary with the item (its spread on the plane is "
-                         f"{s['final_spread_ratio']:.2g} of the items'; at least {MIN_FINAL_SPREAD} is needed), so "
-                         "there is no rotation to measure there.")
+        sentences.append(f"At {last} the final position does not vary with the item (its spread on the reference "
+                         f"plane is {s['final_spread_ratio']:.2g} of the items'; at least {MIN_FINAL_SPREAD} is "
+                         "needed), so there is no rotation to measure there.")
+        return sentences
+    if not circle_found(s):
+        sentences.append("With no circle at any layer there is no rotation of one to read.")
         return sentences
     error = abs(s["rotation_offset_steps"] - s["expected_offset_steps"])
     consistent = error <= MAX_ROTATION_ERROR_STEPS and s["rotation_match_above_chance"]
     sentences.append(
-        f"On that plane the final position sits on average {s['rotation_offset_steps']:+.2f} steps from the item's "
-        f"angle, where the answer is {s['expected_offset_steps']:+.0f} steps on; its nearest item is the answer for "
+        f"Against the fixed reference {s['reference_layer_label']} (the item angles there), the final position at "
+        f"{last} sits on average {s['rotation_offset_steps']:+.2f} steps from the item's angle, where the answer is "
+        f"{s['expected_offset_steps']:+.0f} steps on; its nearest reference item is the answer for "
         f"{s['rotation_match_frac']:.0%} of prompts (chance {1 / n:.0%}, binomial p = "
         f"{s['rotation_match_p_value']:.2g}). "
         + ("This is consistent with the next item being a rotation of the circle by the answer's step."
@@ -358,9 +456,12 @@ GEOMETRY = Analysis(
     title="Geometry",
     definition="Residual stream at the item token (the last token of the prompt that names an item of the "
                "sequence) and at the final position, before every block and after the last. Per layer, PCA to 2D "
-               "fit on the per-item means. Circle order: the fraction of consecutive items (i, i+1 mod n) that are "
-               "neighbours in angle on that plane (1 = a clean circle in sequence order; chance 2/(n−1) for random "
-               "angles). Rotation: at the best layer, the final-position states are projected on the same plane "
-               "(centred on their own mean) and their angle compared with the item's, in steps of 360°/n.",
+               "fit on the per-item means; its share of variance beside the floor 2/(n−1) and beside a circulant "
+               "null (neighbour-similar features without a circle). Circle order: the fraction of consecutive items "
+               "(i, i+1 mod n) that are neighbours in angle on that plane (chance 2/(n−1) for random angles; "
+               "p-values corrected for the layers scanned). Causal test (Engels et al.): the item's projection on the "
+               "plane replaced by another item's at the item token, beside a random plane, the whole state and no "
+               "edit. Rotation: the final-position states projected on the plane of a fixed reference layer and "
+               "their angle compared with the item's angle there, in steps of 360°/n.",
     compute=compute, figures=figures, narrative=narrative, part="representation",
 )

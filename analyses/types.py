@@ -50,7 +50,9 @@ class PromptSet:
     sequence: str  # name of the sequence, e.g. "days"
     items: tuple[str, ...]  # the sequence, in order, without leading spaces
     templates: tuple[str, ...]
-    answer_offset: int  # correct answer = item in the slot + answer_offset (mod n_items)
+    # correct answer = item in the slot + answer_offset (mod n_items); None for an offset family, whose templates
+    # ask different steps ("{k} days after {day} is"): then answer_offsets (one per template) holds them
+    answer_offset: int | None
     corrupt_shift: int  # day corruption: item + corrupt_shift
     item_index: list[int]  # [batch] the item in the slot of each clean prompt
     template_index: list[int]  # [batch] the template of each clean prompt
@@ -62,12 +64,13 @@ class PromptSet:
     str_tokens: list[list[str]]  # [batch][seq] clean prompt tokens as strings
     twins: dict[str, Corrupted]  # corruption name -> its twin; "day" always, "relation" where the family has one
     corruption: str = "day"  # which twin the corrupted_* properties hold
-    relation_answer_offset: int | None = None  # relation twin's answer = item + this offset
+    relation_answer_offset: int | tuple[int, ...] | None = None  # relation twin's answer = item + this (per template)
     # [templates][seq] the role of each token of each template (equal token length is not equal roles: the item
     # sits at index 4 in one wording and 3 in another): "start" (BOS), "item" / "item+1" / "item-2" (the slot
     # {day} / {day+1} / {day-2}), "relation" (the token the relation twin changes), "final" (the query position),
     # "other". Empty when the builder did not derive them.
     roles: tuple[tuple[str, ...], ...] = ()
+    answer_offsets: tuple[int, ...] = ()  # the answer's step per template; () = answer_offset for every template
 
     @property
     def n_prompts(self) -> int:
@@ -98,8 +101,13 @@ class PromptSet:
     def corrupted_answer_ids(self) -> torch.Tensor:
         return self.twins[self.corruption].answer_ids
 
+    def prompt_offsets(self) -> list[int]:
+        """[batch] the answer's step from the slot item, per prompt (its template's)."""
+        steps = self.answer_offsets or (self.answer_offset,) * len(self.templates)
+        return [steps[t] for t in self.template_index]
+
     def answer_items(self) -> list[int]:
-        return [(i + self.answer_offset) % self.n_items for i in self.item_index]
+        return [(i + k) % self.n_items for i, k in zip(self.item_index, self.prompt_offsets())]
 
     def shared_roles(self) -> list[str]:
         """Roles held by exactly one position in every template, in the first template's order."""

@@ -189,7 +189,7 @@ def list_(what, families_file):
         for spec in specs:
             twin = "relation twin" if spec.has_relation else "no relation twin"
             click.echo(f"{spec.name:24} {spec.sequence:8} {len(spec.templates)} template(s), {twin:16} "
-                       f"answer = item{spec.answer_offset:+d}   {spec.templates[0]!r}   {spec.description}")
+                       f"answer = item{spec.offset_words}   {spec.templates[0]!r}   {spec.description}")
         click.echo("\nsequences (built in, and any the families file adds under [sequences] and uses):")
         for name, items in {**SEQUENCES, **{spec.sequence: spec.items for spec in specs}}.items():
             click.echo(f"{name:24} {len(items):2} items: {', '.join(items)}")

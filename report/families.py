@@ -52,16 +52,32 @@ class FamilyError(UserError):
 class FamilySpec:
     name: str
     templates: tuple[str, ...]
-    answer_offset: int
+    answer_offset: int | tuple[int, ...]  # one step for every template, or one per template (offset families)
     copy_offset: int = 0
     corrupt_shift: int = 3
     description: str = ""
     sequence: str = "days"
     items: tuple[str, ...] = DAYS
     relation_templates: tuple[str, ...] = ()  # aligned with templates; empty = no relation corruption
-    relation_answer_offset: int | None = None
+    relation_answer_offset: int | tuple[int, ...] | None = None  # like answer_offset
     no_relation: str = ""  # why the family has no relation twin (shown in the report)
     relation_items_differ: str = ""  # why the relation twins name other items than the clean templates
+
+    @property
+    def answer_offsets(self) -> tuple[int, ...]:
+        """The answer's step from the slot item, one per template."""
+        return per_template(self.answer_offset, len(self.templates))
+
+    @property
+    def relation_answer_offsets(self) -> tuple[int, ...]:
+        return per_template(self.relation_answer_offset, len(self.templates)) if self.has_relation else ()
+
+    @property
+    def offset_words(self) -> str:
+        """'+1', or '+1, +2, ... (per template)' for a family whose templates ask different steps."""
+        if isinstance(self.answer_offset, int):
+            return f"{self.answer_offset:+d}"
+        return ", ".join(f"{k:+d}" for k in self.answer_offset) + " (per template)"
 
     def prompt(self, template: str, item: int) -> str:
         """The template with {day} = items[item] and {day±N} = the item N later/earlier (mod the sequence)."""
@@ -75,6 +91,10 @@ class FamilySpec:
     @property
     def has_relation(self) -> bool:
         return bool(self.relation_templates)
+
+
+def per_template(offset: int | tuple[int, ...], n_templates: int) -> tuple[int, ...]:
+    return tuple(offset) if isinstance(offset, tuple) else (offset,) * n_templates
 
 
 def default_families_path() -> Path:
@@ -158,10 +178,8 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
     if missing:
         raise FamilyError(f"{where}: missing key(s) {sorted(missing)}")
     values = {**OPTIONAL_KEYS, **table}
-    for key in ("answer_offset", "copy_offset", "corrupt_shift", "relation_answer_offset"):
-        if key == "relation_answer_offset" and values[key] is None:
-            continue
-        if not isinstance(values[key], int) or isinstance(values[key], bool):
+    for key in ("copy_offset", "corrupt_shift"):
+        if not _whole(values[key]):
             raise FamilyError(f"{where}: '{key}' must be a whole number, got {values[key]!r}")
     for key in ("description", "sequence", "no_relation", "relation_items_differ"):
         if not isinstance(values[key], str):
@@ -176,6 +194,9 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
     if len(templates) * len(items) > MAX_PROMPTS:
         raise FamilyError(f"{where}: {len(templates)} templates x {len(items)} items = "
                           f"{len(templates) * len(items)} prompts; at most {MAX_PROMPTS} per family")
+    for key in ("answer_offset", "relation_answer_offset"):
+        if key != "relation_answer_offset" or values[key] is not None:
+            values[key] = _offset(values[key], key, len(templates), where)
     relation = _relation(values, templates, where, len(items))
     if values["corrupt_shift"] % len(items) == 0:
         raise FamilyError(f"{where}: corrupt_shift {values['corrupt_shift']} is a multiple of {len(items)} "
@@ -185,6 +206,22 @@ def _check_spec(name: str, table: object, path: Path, sequences: dict[str, tuple
                       **{k: values[k] for k in ("answer_offset", "copy_offset", "corrupt_shift", "description",
                                                 "sequence", "relation_answer_offset", "no_relation",
                                                 "relation_items_differ")})
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _offset(value: object, key: str, n_templates: int, where: str) -> int | tuple[int, ...]:
+    """A whole number, or a list of one whole number per template (an offset family: "{k} days after {day} is")."""
+    if _whole(value):
+        return value
+    if isinstance(value, list) and value and all(_whole(v) for v in value):
+        if len(value) != n_templates:
+            raise FamilyError(f"{where}: '{key}' lists {len(value)} offsets for {n_templates} template(s); give one "
+                              "per template, in the same order, or one whole number for all")
+        return tuple(value)
+    raise FamilyError(f"{where}: '{key}' must be a whole number or a list of them (one per template), got {value!r}")
 
 
 def _templates(table: dict, where: str) -> tuple[str, ...]:
@@ -238,9 +275,12 @@ def _relation(values: dict, templates: tuple[str, ...], where: str, n_items: int
         if _same_prompts(template, twin, n_items):
             raise FamilyError(f"{where}: relation template {twin!r} gives the same prompts as its template "
                               f"{template!r}, so the twin could not change the answer")
-    if (offset - values["answer_offset"]) % n_items == 0:
-        raise FamilyError(f"{where}: relation_answer_offset {offset} gives the same answer as answer_offset "
-                          f"{values['answer_offset']}, so the relation twin would not change the answer")
+    for template, step, relation_step in zip(templates, per_template(values["answer_offset"], len(templates)),
+                                             per_template(offset, len(templates))):
+        if (relation_step - step) % n_items == 0:
+            raise FamilyError(f"{where}: relation_answer_offset {relation_step} gives the same answer as "
+                              f"answer_offset {step} (template {template!r}), so the relation twin would not change "
+                              "the answer")
     return tuple(relation)
 
 
@@ -300,11 +340,12 @@ def build_prompt_set(spec: FamilySpec, tokenizer, prepend_bos: bool = True) -> P
         return torch.tensor([item_token_id(tokenizer, spec.items[k % n], spec.name, p)
                              for k, p in zip(offset_items, prompts)])
 
+    steps, relation_steps = spec.answer_offsets, spec.relation_answer_offsets
     twin_specs = {"day": ([spec.prompt(spec.templates[t], i + spec.corrupt_shift) for t, i in cells],
-                          [i + spec.corrupt_shift + spec.answer_offset for _, i in cells])}
+                          [i + spec.corrupt_shift + steps[t] for t, i in cells])}
     if spec.has_relation:
         twin_specs["relation"] = ([spec.prompt(spec.relation_templates[t], i) for t, i in cells],
-                                  [i + spec.relation_answer_offset for _, i in cells])
+                                  [i + relation_steps[t] for t, i in cells])
     # Answers first: an answer that is not one token explains an unequal length better than the length does.
     item_ids = [item_token_id(tokenizer, item, spec.name, clean[0]) for item in spec.items]
     twin_answers = {name: token(answers, prompts) for name, (prompts, answers) in twin_specs.items()}
@@ -318,10 +359,11 @@ def build_prompt_set(spec: FamilySpec, tokenizer, prepend_bos: bool = True) -> P
              for name, (prompts, _) in twin_specs.items()}
     return PromptSet(
         family=spec.name, description=spec.description, sequence=spec.sequence, items=spec.items,
-        templates=spec.templates, answer_offset=spec.answer_offset, corrupt_shift=spec.corrupt_shift,
+        templates=spec.templates, corrupt_shift=spec.corrupt_shift,
+        answer_offset=spec.answer_offset if isinstance(spec.answer_offset, int) else None, answer_offsets=steps,
         item_index=[i for _, i in cells], template_index=[t for t, _ in cells],
         clean_prompts=clean, clean_tokens=torch.tensor(clean_ids),
-        answer_ids=token([i + spec.answer_offset for _, i in cells], clean),
+        answer_ids=token([i + steps[t] for t, i in cells], clean),
         copy_ids=token([i + spec.copy_offset for _, i in cells], clean),
         item_token_ids=torch.tensor(item_ids), str_tokens=[_str_tokens(tokenizer, ids) for ids in clean_ids],
         twins=twins, relation_answer_offset=spec.relation_answer_offset,

@@ -341,9 +341,15 @@ def _model_info(loaded, load_seconds: float) -> dict:
 
 def _spec_info(spec: FamilySpec) -> dict:
     return {"templates": list(spec.templates), "description": spec.description, "sequence": spec.sequence,
-            "answer_offset": spec.answer_offset, "copy_offset": spec.copy_offset, "corrupt_shift": spec.corrupt_shift,
-            "relation_templates": list(spec.relation_templates), "relation_answer_offset": spec.relation_answer_offset,
+            "answer_offset": _jsonable(spec.answer_offset), "copy_offset": spec.copy_offset,
+            "corrupt_shift": spec.corrupt_shift, "relation_templates": list(spec.relation_templates),
+            "relation_answer_offset": _jsonable(spec.relation_answer_offset),
             "no_relation": spec.no_relation}
+
+
+def _jsonable(offset):
+    """An offset family's per-template offsets as a JSON list; a single offset as it is."""
+    return list(offset) if isinstance(offset, tuple) else offset
 
 
 def _prompt_info(prompts) -> dict:

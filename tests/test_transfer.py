@@ -62,10 +62,10 @@ def _behaviour(acc, n, above):
     return _result({"day7_acc": acc, "chance_acc": 1 / n, "day7_above_chance": above})
 
 
-def _family(sequence, patching=None, successor=None, behaviour=None, geometry=None):
+def _family(sequence, patching=None, successor=None, behaviour=None, geometry=None, informative=True):
     units = {}
     if patching is not None:
-        units["patching_heads-day"] = _result(arrays={"z_exact": patching})
+        units["patching_heads-day"] = _result({"normalised": informative}, arrays={"z_exact": patching})
     if successor is not None:
         units["successor_heads"] = _result(arrays={"successor_score": successor})
     if behaviour is not None:
@@ -93,6 +93,7 @@ def test_table_names_the_same_heads_when_days_and_months_share_them():
     assert days.top_heads == {"patching": ["L1H2", "L2H0", "L0H3"]}  # no successor results: no successor column
     (comparison,) = table.comparisons
     assert comparison.kind == "patching" and comparison.overlap.jaccard == 1.0
+    assert comparison.overlap.chance == pytest.approx(transfer.chance_jaccard(12, 3, 3))
     assert comparison.sentence.startswith("By head patching") and "the same heads carry days and months" in \
         comparison.sentence
 
@@ -114,3 +115,56 @@ def test_index_shows_the_transfer_section_for_the_tiny_report(tiny_report):
     index = (site / "index.html").read_text(encoding="utf-8")
     assert "Transfer across sequences" in index
     assert "days vs months" in index and "By head patching" in index
+
+
+# --- issue 18: notable heads only, beside the chance level -------------------------------------------------------
+
+def test_chance_jaccard_is_the_mean_over_random_sets_of_the_same_sizes():
+    assert transfer.chance_jaccard(12, 5, 5) == pytest.approx(0.2794, abs=1e-4)  # issue 18's "0.28"
+    rng = np.random.default_rng(0)
+    draws = [transfer.jaccard(rng.choice(12, 5, replace=False), rng.choice(12, 3, replace=False))
+             for _ in range(20000)]
+    assert transfer.chance_jaccard(12, 5, 3) == pytest.approx(np.mean(draws), abs=4 * np.std(draws) / np.sqrt(20000))
+    assert transfer.overlap_p_value(12, 3, 3, 3) == pytest.approx(1 / 220)  # one of C(12, 3) sets
+    assert transfer.overlap_p_value(12, 5, 5, 0) == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_real_head_against_noise_heads_reports_no_sharing(seed):
+    """Days: one real head (0.95 of the gap) over noise; months: an informative gap but only noise heads. The old
+    top-5 overlap named shared noise heads; over notable heads there is nothing on the months side to share."""
+    rng = np.random.default_rng(seed)
+    days, months = rng.normal(0, 0.02, (3, 4)), rng.normal(0, 0.03, (3, 4))
+    days[1, 2] = 0.95
+    assert transfer.compare(days, months, NAMES).jaccard > 0  # top 5 of 12 always overlap: the trap
+    families = {"tomorrow": _family("days", patching=days, behaviour=_behaviour(1.0, 7, True)),
+                "next_month": _family("months", patching=months, behaviour=_behaviour(1 / 12, 12, False))}
+    table = transfer_page.transfer_table(families)
+    assert table.sequences[0].top_heads["patching"] == ["L1H2"] and table.sequences[1].top_heads["patching"] == []
+    (comparison,) = table.comparisons
+    assert comparison.overlap is None and "months: no head reaches the naming threshold" in comparison.skipped
+    assert "share" not in comparison.sentence and "not compared" in comparison.sentence
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_planted_day_head_shares_nothing_with_a_sequence_it_does_not_do(tmp_path, seed):
+    """Through the model: the planted next-day head (L1H2) patched on a day family and on a month family, which it
+    does not do (no day token to read: the months' gap is not informative)."""
+    from planted_circuit import save_planted_gpt2
+
+    from analyses import patching_heads
+    from report.families import build_prompt_set, load_family_specs
+    from report.model import load_model
+
+    model = load_model(str(save_planted_gpt2(tmp_path / "planted", seed=seed)), device="cpu").model
+    specs = load_family_specs()
+    families = {}
+    for family, sequence in (("tomorrow", "days"), ("next_month", "months")):
+        prompts = build_prompt_set(specs[family], model.tokenizer, model.cfg.default_prepend_bos)
+        families[family] = (sequence, {"patching_heads-day": patching_heads.PATCHING_HEADS.compute(model, prompts)})
+    assert families["tomorrow"][1]["patching_heads-day"].summary["normalised"]
+    assert not families["next_month"][1]["patching_heads-day"].summary["normalised"]
+    table = transfer_page.transfer_table(families)
+    assert table.sequences[0].top_heads["patching"] == ["L1H2"]
+    (comparison,) = table.comparisons
+    assert comparison.overlap is None and comparison.skipped.startswith("months: no family has an informative")
