@@ -203,7 +203,8 @@ def _components_sentence(findings: Findings, summaries: dict) -> Sentence:
     described = []
     for name, evidence in list(findings.components.items())[:LISTED]:
         methods = "; ".join(f"{e.method}, {e.value}" for e in evidence)
-        agree = f"{len(evidence)} methods agree" if len(evidence) > 1 else "one method"
+        # "named by": the methods name the same component; their signs, shown, say whether they agree on its role
+        agree = f"named by {len(evidence)} methods" if len(evidence) > 1 else "named by one method"
         described.append(f"{name} ({agree}: {methods})")
     rest = len(findings.components) - len(described)
     more = f", and {rest} more" if rest > 0 else ""

@@ -94,7 +94,7 @@ def test_planted_head_is_named_first_with_the_methods_that_agree(planted_report)
     assert {"activation patching (day corruption)", "direct logit attribution"} <= methods, methods
     index = (site / "index.html").read_text(encoding="utf-8")
     abstract = index[index.index('id="abstract"'):index.index("</section>", index.index('id="abstract"'))]
-    assert re.search(r"L1H2 \(\d methods agree: activation patching \(day corruption\)", abstract), abstract
+    assert re.search(r"L1H2 \(named by \d methods: activation patching \(day corruption\)", abstract), abstract
     assert "Nothing was found" not in abstract
 
 

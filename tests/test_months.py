@@ -89,7 +89,7 @@ def test_the_readme_example_adds_a_sequence_that_gpt2_can_use(tmp_path, tokenize
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parent.parent / "docs" / "methods.md").read_text(encoding="utf-8")  # moved from README
     (example,) = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
     path = tmp_path / "hours.toml"
     path.write_text(example, encoding="utf-8")
