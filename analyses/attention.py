@@ -66,8 +66,11 @@ def compute(model, prompts: PromptSet) -> Result:
 
 def _widget(title: str, pattern: torch.Tensor, prompts: PromptSet, heads: list[dict]) -> dict:
     stacked = torch.stack([pattern[layer, 0, head] for layer, head in (parse_head_name(h["head"]) for h in heads)])
-    return {"title": title, "tokens": prompts.str_tokens[0], "attention": stacked.tolist(),
-            "head_names": [f"{h['head']} (DLA {signed(h['value'])})" for h in heads]}
+    # the head selector's tiles hold a short name only (a value in the label overflows the tile); the values go in
+    # the widget's title, above it
+    values = ", ".join(f"{h['head']} {signed(h['value'])}" for h in heads)
+    return {"title": f"{title} (DLA: {values})", "tokens": prompts.str_tokens[0], "attention": stacked.tolist(),
+            "head_names": [h["head"] for h in heads]}
 
 
 def figures(result: Result) -> list[Figure]:

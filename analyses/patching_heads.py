@@ -117,11 +117,12 @@ def _widgets(z_effect: np.ndarray, names: np.ndarray, patterns: np.ndarray, prom
         cells.sort(key=lambda c: -np.nan_to_num(abs(z_effect[c]), nan=-1.0))
         chosen = cells[:WIDGET_HEADS]
         widgets.append({
+            # short names on the selector's tiles (a value in the label overflows the tile); values in the title
             "title": f"{label.capitalize()} layers (L{layers[0]}–L{layers[-1]}): top heads by |z patching effect|, "
-                     f"first clean prompt",
+                     f"first clean prompt (z: " + ", ".join(f"{names[c]} {z_effect[c]:+.2f}" for c in chosen) + ")",
             "tokens": list(prompts.str_tokens[0]),
             "attention": [np.round(patterns[layer, head], 4).tolist() for layer, head in chosen],
-            "head_names": [f"{names[c]} (z {z_effect[c]:+.2f})" for c in chosen],
+            "head_names": [str(names[c]) for c in chosen],
         })
     return widgets
 

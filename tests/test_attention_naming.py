@@ -9,6 +9,8 @@ from planted_circuit import save_planted_gpt2
 
 from analyses.attention import ATTENTION
 
+pytestmark = pytest.mark.tiny  # builds tiny checkpoints
+
 SEEDS = (0, 1)
 
 
@@ -47,3 +49,15 @@ def test_a_random_model_names_no_head(tmp_path, seed):
     text = " ".join(ATTENTION.narrative(result))
     assert "nothing stands out" in text and "No head attends to the day token(s)" in text, text
     assert "direct contribution +" not in text and "Heads that attend" not in text, text
+
+
+def test_widget_tiles_hold_short_head_names_and_the_values_sit_in_the_title(tmp_path):
+    """circuitsvis draws each head name on a small selector tile: a value in the name overflows it (issue 16)."""
+    import re
+
+    model = _load(save_planted_gpt2(tmp_path, seed=0))
+    widgets = ATTENTION.compute(model, _prompts(model)).widgets
+    assert widgets
+    for widget in widgets:
+        assert widget["head_names"] and all(re.fullmatch(r"L\d+H\d+", n) for n in widget["head_names"]), widget
+        assert all(f"{n} " in widget["title"] for n in widget["head_names"]), widget["title"]  # values kept
