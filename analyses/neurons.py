@@ -214,7 +214,7 @@ def figures(result: Result) -> list[Figure]:
         rows = [f"n{int(i)}" for i in a["neuron_index"][m]]
         fig = plots.heatmap(a["activation_by_item"][m], lab["items"], rows, f"{mlp}: activation of its top neurons "
                             "(by direct effect) at the final position, by the item in the prompt", "activation",
-                            zmid=None)
+                            floor=0.0)  # neurons of a named MLP only: the pattern over items is the point
         out.append(Figure(f"{NAME}-{mlp}-by-item", fig))
         curve = plots.lines(a["k_grid"].tolist(), {"top k neurons patched": a["top_k_patching"][m],
                                                    "whole MLP patched": np.full(len(a["k_grid"]),

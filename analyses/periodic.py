@@ -128,9 +128,9 @@ def figures(result: Result) -> list[Figure]:
     if "note" in s:
         return []
     periods = [f"period {p:.3g}" for p in s["periods"]]
-    heat = plots.heatmap(np.asarray(s["item_period_share"]).T, s["layer_labels"], periods,
-                         "Item means at the item token: share of variance per Fourier period over the item index",
-                         "share", zmid=None, height=300)
+    heat = plots.score_heatmap(np.asarray(s["item_period_share"]).T, s["layer_labels"], periods,
+                               "Item means at the item token: share of variance per Fourier period over the item "
+                               "index", "share", chance=1 / len(periods), height=300)  # chance: an even spread
     out = [Figure("periodic-item", heat)]
     if s["offset_family"]:
         names = [f"T = {t}" for t in s["sum_periods"]]

@@ -52,7 +52,7 @@ def heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, 
 
 
 def score_heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, *, chance: float,
-                  height: int | None = None) -> go.Figure:
+                  hover: np.ndarray | None = None, height: int | None = None) -> go.Figure:
     """An unsigned score in [0, 1] (a fraction of items): sequential from white at 0, chance marked on the bar.
 
     Up to chance the colour stays near white, so that a head scoring what a head ignoring its input would
@@ -65,7 +65,8 @@ def score_heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar:
     trace = go.Heatmap(z=np.asarray(z, dtype=float), x=list(x), y=list(y), colorscale=colorscale, zmin=0.0,
                        zmax=1.0, colorbar=dict(title=dict(text=colorbar + "<br><sub>scale 0 to 1</sub>"),
                                                tickvals=ticks, ticktext=text),
-                       hovertemplate="%{y}, %{x}<br>score: %{z:.3f}<extra></extra>")
+                       customdata=hover, hovertemplate=("%{customdata}<br>" if hover is not None else "%{y}, %{x}<br>")
+                       + "score: %{z:.3f}<extra></extra>")
     fig = go.Figure(trace)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")

@@ -232,16 +232,16 @@ def _offset_figures(result: Result) -> list[Figure]:
     heads = [f"H{h}" for h in range(s["n_heads"])]
     modal = np.vectorize(lambda k: f"modal offset {int(k):+d}")(a["modal_offset"])
     names = np.array(result.labels["heads"])
-    fig = plots.heatmap(a["modal_frequency"], heads, layers, "How regular each head's OV map is: frequency of its "
-                        f"modal offset over the items (chance {s['chance_score']:.2f}; named at "
-                        f"{s['modal_threshold']:.2f})", "frequency", zmid=None,
-                        hover=np.char.add(np.char.add(names, ": "), modal))
+    fig = plots.score_heatmap(a["modal_frequency"], heads, layers, "How regular each head's OV map is: frequency of "
+                              f"its modal offset over the items (chance {s['chance_score']:.2f}; named at "
+                              f"{s['modal_threshold']:.2f})", "frequency", chance=s["chance_score"],
+                              hover=np.char.add(np.char.add(names, ": "), modal))
     signed = np.array(result.labels["offsets"])
     order = np.argsort(signed, kind="stable")
     flat = a["offset_histogram"].reshape(-1, len(signed))[:, order]
-    histogram = plots.heatmap(flat, [f"{int(k):+d}" for k in signed[order]], names.ravel().tolist(),
-                              "Offset histogram per head: fraction of items whose most promoted item lies k steps on",
-                              "fraction", zmid=None)
+    histogram = plots.score_heatmap(flat, [f"{int(k):+d}" for k in signed[order]], names.ravel().tolist(),
+                                    "Offset histogram per head: fraction of items whose most promoted item lies k "
+                                    "steps on", "fraction", chance=s["chance_score"])
     histogram.update_xaxes(title="offset k (0 = copy, +1 = successor)")
     return [Figure(f"{NAME}-modal-offset", fig), Figure(f"{NAME}-offset-histogram", histogram)]
 
