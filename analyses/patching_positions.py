@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import intervention as core
-from analyses import shared
+from analyses import plots, shared, thresholds
 from analyses import stats as st
 from analyses.patching_display import (
     agreement_scatter,
@@ -160,10 +160,13 @@ def _per_template(result: Result, sweep: str):
 
     values, layers = result.arrays[f"{sweep}_exact_by_template"], result.labels["layers"]
     columns = result.labels["template_positions"]
-    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    unit = unit_label(result.summary)
+    # anchored like every signed map (analyses/plots.py): noise stays pale instead of filling the scale
+    floor = thresholds.SCALE_FRACTION if unit == "fraction restored" else thresholds.SCALE_LOGITS
+    limit = plots.signed_limit(values, floor)
     fig = go.Figure([go.Heatmap(z=z, x=columns[t], y=layers, visible=t == 0, colorscale="RdBu", reversescale=True,
-                                zmin=-limit, zmax=limit, zmid=0, colorbar=dict(title=dict(text=unit_label(
-                                    result.summary)))) for t, z in enumerate(values)])
+                                zmin=-limit, zmax=limit, zmid=0, colorbar=dict(title=dict(
+                                    text=unit + plots.scale_note(limit, floor)))) for t, z in enumerate(values)])
     menu = [dict(label=f"T{t}", method="update", args=[{"visible": [k == t for k in range(len(values))]}])
             for t in range(len(values))]
     fig.update_layout(updatemenus=[dict(buttons=menu, direction="down", x=1.0, y=1.15)],

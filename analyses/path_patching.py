@@ -64,8 +64,10 @@ def _mean(effects: dict) -> dict:
 def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     ctx = shared.context_for(model, context)
     senders, sender_change = top_heads_by_patching(ctx, prompts, SENDERS)
-    ps = paths.setup(model, prompts)
-    ld, answer = (_mean(e) for e in paths.path_effects_both(model, ps, senders))
+    ps = shared.path_setup(ctx, prompts)
+    ld_effects, answer_effects = paths.path_effects_both(model, ps, senders)
+    shared.remember_path_effects(ctx, prompts, senders, ld_effects)  # circuit's diagram reuses them
+    ld, answer = _mean(ld_effects), _mean(answer_effects)
     recompute = _mean(paths.path_effects(model, ps, senders, recompute_mlps=True))
     noised_ld, noised_answer = (_mean(e) for e in paths.path_effects_both(model, paths.setup(model, prompts, True),
                                                                           senders))

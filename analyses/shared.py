@@ -84,6 +84,16 @@ def path_setup(ctx: FamilyContext, prompts: PromptSet) -> paths.PathSetup:
     return ctx.get(("path_setup", prompts.family, prompts.corruption), lambda: paths.setup(ctx.model, prompts))
 
 
+def remember_path_effects(ctx: FamilyContext, prompts: PromptSet, senders: list[tuple[int, int]],
+                          effects: dict[str, torch.Tensor]) -> None:
+    """Keep `paths.path_effects`-shaped effects that an analysis computed itself (path_patching reads them beside
+    the answer's logit in one pass), so that circuit's diagram does not compute them again."""
+    done: dict[tuple[int, int], dict[str, torch.Tensor]] = ctx.get(("path_effects", prompts.family,
+                                                                     prompts.corruption), dict)
+    for k, sender in enumerate(senders):
+        done.setdefault(sender, {name: value[k] for name, value in effects.items()})
+
+
 def path_effects(ctx: FamilyContext, prompts: PromptSet, senders: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
     """`paths.path_effects` for `senders`, each sender's paths computed once whoever asks (batched when missing)."""
     key = ("path_effects", prompts.family, prompts.corruption)

@@ -101,6 +101,10 @@ class PromptSet:
     def corrupted_answer_ids(self) -> torch.Tensor:
         return self.twins[self.corruption].answer_ids
 
+    @property
+    def corrupted_str_tokens(self) -> list[list[str]]:
+        return self.twins[self.corruption].str_tokens
+
     def prompt_offsets(self) -> list[int]:
         """[batch] the answer's step from the slot item, per prompt (its template's)."""
         steps = self.answer_offsets or (self.answer_offset,) * len(self.templates)

@@ -74,7 +74,7 @@ def test_planted_edges_top_exact_edge_patching_of_every_edge(planted):
 
 
 def test_planted_circuit_is_faithful_near_the_maximum_and_beats_random(planted):
-    _, _, result = planted
+    _, prompts, result = planted
     s, a = result.summary, result.arrays
     assert s["cpr_greedy"] >= 0.9 * PERFECT_CPR and s["cmd_greedy"] <= 0.1 * PERFECT_CPR
     assert s["cpr_connected"] >= 0.9 * PERFECT_CPR
@@ -82,8 +82,8 @@ def test_planted_circuit_is_faithful_near_the_maximum_and_beats_random(planted):
     assert a["faithfulness_greedy"][-1] == pytest.approx(1.0, abs=TOLERANCE)  # every edge kept: the clean run
     # the smallest faithful circuit is the planted one (5 edges: the grid's 5% = 6 edges holds it)
     assert s["diagram_edges_kept"] <= 2 * len(PLANTED_EDGES) and s["diagram_faithfulness"] >= 0.95
-    # discovered on two templates, the circuit holds on the third
-    assert s["heldout_template"] == 2
+    # discovered on every template but the last, the circuit holds on the last
+    assert len(prompts.templates) > 1 and s["heldout_template"] == len(prompts.templates) - 1
     assert s["cpr_heldout"] >= 0.9 * PERFECT_CPR
 
 

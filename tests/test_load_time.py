@@ -68,8 +68,10 @@ def test_no_reported_number_depends_on_the_refactoring(both, name):
                 continue
             _compare(results[0].arrays, results[1].arrays, name)  # every number the figures and rankings read
             _compare(results[0].labels, results[1].labels, name)
+            # a *_reason is prose that prints the gap's numbers (3 significant figures of a ~1e-5 noise gap here);
+            # those numbers are compared through the arrays above, within the tolerance
             scalars = [{k: v for k, v in r.summary.items() if not isinstance(v, (list, dict))
-                        and not _fitted_to_noise(k, r.arrays)} for r in results]
+                        and not _fitted_to_noise(k, r.arrays) and not k.endswith("_reason")} for r in results]
             assert scalars[0]
             _compare(scalars[0], scalars[1], name)
 

@@ -60,14 +60,15 @@ def _compare(alone, together, path=""):
 def test_the_analyses_that_share_are_the_interventions():
     assert {a.name for a in SHARING} == {"patching_positions", "patching_heads", "ablations", "path_patching",
                                          "circuit"}
-    assert {a.name for a in REGISTRY if a.intervenes} == {a.name for a in SHARING}
+    # neurons and edge circuits intervene too (so `auto` skips them at chance) but collect their own runs
+    assert {a.name for a in REGISTRY if a.intervenes} == {a.name for a in SHARING} | {"neurons", "edge_circuits"}
 
 
 def test_shared_context_gives_each_analysis_its_own_numbers(planted):
     """Per-analysis path (a fresh context each) against one context for the family, every unit, both corruptions."""
     model, prompts = planted
     work = _all_units(SHARING, prompts)
-    assert len(work) == 9 and {p.corruption for _, _, p in work} == {"day", "relation"}
+    assert len(work) == 10 and {p.corruption for _, _, p in work} == {"day", "relation"}
     context = FamilyContext(model)
     for unit, analysis, unit_prompts in work:
         alone = analysis.compute(model, unit_prompts)
@@ -100,7 +101,8 @@ def test_shared_work_is_done_once_per_family_and_corruption(planted, monkeypatch
         result = analysis.compute(model, unit_prompts, context=context)
         if analysis.name == "circuit":
             circuits[unit_prompts.corruption] = result.summary
-    assert calls["runs"] == 2 and calls["chance"] == 1 and calls["path_setup"] <= 2
+    # path set-ups: the denoising one per corruption (shared with circuit) and path_patching's noising one
+    assert calls["runs"] == 2 and calls["chance"] == 1 and calls["path_setup"] <= 4
     # circuit's diagram follows only the circuit heads that path_patching's 3 senders did not cover
     ranking = {c: shared.head_ranking(context, prompts.with_corruption(c))[:3] for c in circuits}
     new = sum(len({h for h in _circuit_heads(circuits[c]) if h not in ranking[c]}) if circuits[c]["informative"]
