@@ -70,14 +70,16 @@ def test_shared_context_gives_each_analysis_its_own_numbers(planted):
     work = _all_units(SHARING, prompts)
     assert len(work) == 10 and {p.corruption for _, _, p in work} == {"day", "relation"}
     context = FamilyContext(model)
+    named = []
     for unit, analysis, unit_prompts in work:
         alone = analysis.compute(model, unit_prompts)
         together = analysis.compute(model, unit_prompts, context=context)
         _compare(alone.summary, together.summary, unit)
         _compare(alone.arrays, together.arrays, unit)
         _compare(alone.labels, together.labels, unit)
-    circuit = together.summary
-    assert circuit["corruption"] == "relation" and circuit["minimal_circuit"], "the comparison saw a real circuit"
+        if analysis.name == "circuit" and together.summary["minimal_circuit"]:
+            named.append(unit_prompts.corruption)
+    assert named, "the comparison saw a real (named) circuit under at least one corruption"
 
 
 def test_shared_work_is_done_once_per_family_and_corruption(planted, monkeypatch):
@@ -102,7 +104,8 @@ def test_shared_work_is_done_once_per_family_and_corruption(planted, monkeypatch
         if analysis.name == "circuit":
             circuits[unit_prompts.corruption] = result.summary
     # path set-ups: the denoising one per corruption (shared with circuit) and path_patching's noising one
-    assert calls["runs"] == 2 and calls["chance"] == 1 and calls["path_setup"] <= 4
+    # runs: the shared pair once per corruption, and the swapped pair patching_heads' noising denoises (once each)
+    assert calls["runs"] == 4 and calls["chance"] == 1 and calls["path_setup"] <= 4
     # circuit's diagram follows only the circuit heads that path_patching's 3 senders did not cover
     ranking = {c: shared.head_ranking(context, prompts.with_corruption(c))[:3] for c in circuits}
     new = sum(len({h for h in _circuit_heads(circuits[c]) if h not in ranking[c]}) if circuits[c]["informative"]
