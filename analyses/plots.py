@@ -52,7 +52,8 @@ def heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, 
 
 
 def score_heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, *, chance: float,
-                  hover: np.ndarray | None = None, height: int | None = None) -> go.Figure:
+                  named_at: float | None = None, hover: np.ndarray | None = None,
+                  height: int | None = None) -> go.Figure:
     """An unsigned score in [0, 1] (a fraction of items): sequential from white at 0, chance marked on the bar.
 
     Up to chance the colour stays near white, so that a head scoring what a head ignoring its input would
@@ -61,7 +62,13 @@ def score_heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar:
     pale = "#eef1f6"
     colorscale = [[0.0, "#ffffff"], [chance, pale], [1.0, "#08306b"]]
     ticks = sorted({0.0, round(chance, 3), 0.5, 1.0})
-    text = [f"chance {t:.2f}" if t == round(chance, 3) else f"{t:g}" for t in ticks]
+    if named_at is not None and chance < named_at < 1:
+        # scores between chance and the naming threshold are what heads ignoring their input reach by luck: they
+        # stay in the pale band, and the colour deepens only past the threshold
+        colorscale = [[0.0, "#ffffff"], [chance, pale], [named_at, "#c6dbef"], [1.0, "#08306b"]]
+        ticks = sorted({0.0, round(chance, 3), round(named_at, 3), 1.0})
+    text = [f"chance {t:.2f}" if t == round(chance, 3) else f"named at {t:.2f}"
+            if named_at is not None and t == round(named_at, 3) else f"{t:g}" for t in ticks]
     trace = go.Heatmap(z=np.asarray(z, dtype=float), x=list(x), y=list(y), colorscale=colorscale, zmin=0.0,
                        zmax=1.0, colorbar=dict(title=dict(text=colorbar + "<br><sub>scale 0 to 1</sub>"),
                                                tickvals=ticks, ticktext=text),

@@ -205,7 +205,8 @@ def figures(result: Result) -> list[Figure]:
     out = []
     for key, word in (("successor_score", "successor"), ("copy_score", "copy")):
         fig = plots.score_heatmap(a[key], heads, layers, f"{word.capitalize()} score per head (OV circuit, "
-                                  f"chance {s['chance_score']:.2f})", f"{word} score", chance=s["chance_score"])
+                                  f"chance {s['chance_score']:.2f})", f"{word} score", chance=s["chance_score"],
+                                  named_at=s["name_threshold"])
         out.append(Figure(f"{NAME}-{word}", fig))
     if "offset_histogram" in a:
         out += _offset_figures(result)
@@ -235,13 +236,15 @@ def _offset_figures(result: Result) -> list[Figure]:
     fig = plots.score_heatmap(a["modal_frequency"], heads, layers, "How regular each head's OV map is: frequency of "
                               f"its modal offset over the items (chance {s['chance_score']:.2f}; named at "
                               f"{s['modal_threshold']:.2f})", "frequency", chance=s["chance_score"],
+                              named_at=s["modal_threshold"],
                               hover=np.char.add(np.char.add(names, ": "), modal))
     signed = np.array(result.labels["offsets"])
     order = np.argsort(signed, kind="stable")
     flat = a["offset_histogram"].reshape(-1, len(signed))[:, order]
     histogram = plots.score_heatmap(flat, [f"{int(k):+d}" for k in signed[order]], names.ravel().tolist(),
                                     "Offset histogram per head: fraction of items whose most promoted item lies k "
-                                    "steps on", "fraction", chance=s["chance_score"])
+                                    "steps on", "fraction", chance=s["chance_score"],
+                                    named_at=s["modal_threshold"])
     histogram.update_xaxes(title="offset k (0 = copy, +1 = successor)")
     return [Figure(f"{NAME}-modal-offset", fig), Figure(f"{NAME}-offset-histogram", histogram)]
 

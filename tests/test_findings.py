@@ -51,6 +51,9 @@ def intensity(z: np.ndarray, trace: dict, axis: dict) -> np.ndarray:
     if trace.get("coloraxis"):  # the paired patching maps share one diverging axis
         return np.abs(z) / axis["cmax"]
     scale = trace.get("colorscale")
+    if isinstance(scale, list) and len(scale) == 4 and trace.get("zmin") == 0:  # a score: pale up to its naming bar
+        named_at = scale[2][0]
+        return np.clip((z - named_at) / (trace["zmax"] - named_at), 0, None)
     if isinstance(scale, list) and len(scale) == 3 and trace.get("zmin") == 0:  # a score: pale up to chance
         chance = scale[1][0]
         return np.clip((z - chance) / (trace["zmax"] - chance), 0, None)
