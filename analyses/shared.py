@@ -44,21 +44,22 @@ def runs(ctx: FamilyContext, prompts: PromptSet) -> engine.Runs:
 
 
 def exact(ctx: FamilyContext, prompts: PromptSet, sweeps) -> dict[str, torch.Tensor]:
-    missing = tuple(s for s in sweeps if ("exact", prompts.family, prompts.corruption, s) not in ctx.memo)
-    if missing:
-        computed = engine.exact_sweeps(ctx.model, runs(ctx, prompts), missing)
-        for sweep in missing:
-            ctx.memo[("exact", prompts.family, prompts.corruption, sweep)] = computed[sweep]
-    return {s: ctx.memo[("exact", prompts.family, prompts.corruption, s)] for s in sweeps}
+    return _memoised_sweeps(ctx, prompts, sweeps, "exact", engine.exact_sweeps)
 
 
 def attribution(ctx: FamilyContext, prompts: PromptSet, sweeps) -> dict[str, torch.Tensor]:
-    missing = tuple(s for s in sweeps if ("attribution", prompts.family, prompts.corruption, s) not in ctx.memo)
+    return _memoised_sweeps(ctx, prompts, sweeps, "attribution", engine.attribution_sweeps)
+
+
+def _memoised_sweeps(ctx: FamilyContext, prompts: PromptSet, sweeps, kind: str, compute) -> dict[str, torch.Tensor]:
+    """sweep -> `compute(model, runs, sweeps)`'s result, each sweep computed once per (family, corruption)."""
+    key = lambda sweep: (kind, prompts.family, prompts.corruption, sweep)  # noqa: E731
+    missing = tuple(s for s in sweeps if key(s) not in ctx.memo)
     if missing:
-        computed = engine.attribution_sweeps(ctx.model, runs(ctx, prompts), missing)
+        computed = compute(ctx.model, runs(ctx, prompts), missing)
         for sweep in missing:
-            ctx.memo[("attribution", prompts.family, prompts.corruption, sweep)] = computed[sweep]
-    return {s: ctx.memo[("attribution", prompts.family, prompts.corruption, s)] for s in sweeps}
+            ctx.memo[key(sweep)] = computed[sweep]
+    return {s: ctx.memo[key(s)] for s in sweeps}
 
 
 def sweep_results(ctx: FamilyContext, prompts: PromptSet, sweeps):
