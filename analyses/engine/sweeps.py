@@ -90,7 +90,8 @@ class Runs:
 
     @property
     def base(self) -> Base:
-        """The corrupted run as the engine's base (the same tensors, not copies)."""
+        """The corrupted run as the engine's base for `rows.map_rows` / `run_rows` (the same tensors, not copies;
+        without the last resid_post that prefix sharing reads for rows with no edit)."""
         return Base(tokens=self.corrupted_tokens, cache=self.corrupted, block_args=self.block_args,
                     n_layers=self.n_layers)
 
