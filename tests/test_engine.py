@@ -77,7 +77,8 @@ def mixed_rows(runs):
     direction, a row editing two layers, and a row with no edit (the base run)."""
     clean, corrupted = runs.clean, runs.corrupted
     z0, z1, mlp = "blocks.0.attn.hook_z", "blocks.1.attn.hook_z", "blocks.0.hook_mlp_out"
-    shift = 0.3 * torch.ones_like(clean[mlp][0, -1])
+    d_model = clean[mlp].shape[-1]
+    shift = torch.linspace(-1.0, 1.0, d_model, dtype=clean[mlp].dtype)  # not uniform: a norm would centre that away
     return [
         sweeps.patch_row(runs, sweeps.Patch(1, (("z", 1),))),
         Row((Edit(z0, (slice(None), 3), corrupted[z0][:, :, 3].mean(0)),)),
@@ -98,7 +99,7 @@ def test_rows_and_prefix_shared_rows_equal_one_forward_per_row(setting):
     shared = run_rows_sharing_prefixes(model, base, rows)
     torch.testing.assert_close(final_logits(model, shared), looped, atol=TOL, rtol=TOL)
     torch.testing.assert_close(final_logits(model, final[-1]), looped[-1], atol=TOL, rtol=TOL)  # the base run
-    assert (looped[0] - looped[-1]).abs().max() > 10 * TOL  # the edits move the logits: the comparison has teeth
+    assert (looped[2] - looped[-1]).abs().max() > 10 * TOL  # the added direction moves the logits: the check has teeth
 
 
 # ---- deliberately broken maths fails ---------------------------------------------------------------------------------
