@@ -54,9 +54,10 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from analyses import intervention as engine
 from analyses import necessity, plots, shared, thresholds
 from analyses.attribution import head_outputs, metric_terms, project
+from analyses.engine.readout import final_logits
+from analyses.engine.rows import Base, Row, collect_base, run_rows
 from analyses.mechanism import (
     ABLATION_TEXT,
     ABLATIONS,
@@ -84,12 +85,12 @@ READOUT_ROWS = 64  # rows unembedded over the whole vocabulary at once (P(correc
 
 
 def ablation_rows(node_list, clean: dict, corrupted: dict, kinds=ABLATIONS, corruption: str = "day",
-                  template_index: list[int] | None = None) -> list[engine.Row]:
+                  template_index: list[int] | None = None) -> list[Row]:
     """One row per (kind, node), kind-major: the node's activation replaced by that ablation's values (the twin
     and the mean reference of `corruption`, per template)."""
     sources = {kind: {h: ablation_source(kind, clean[h], corrupted[h], corruption, template_index)
                       for h in {node_hook(n) for n in node_list}} for kind in kinds}
-    return [engine.Row((node_edit(node, sources[kind][node_hook(node)]),)) for kind in kinds for node in node_list]
+    return [Row((node_edit(node, sources[kind][node_hook(node)]),)) for kind in kinds for node in node_list]
 
 
 def readouts(model, final: torch.Tensor, prompts: PromptSet) -> dict[str, torch.Tensor]:
@@ -99,7 +100,7 @@ def readouts(model, final: torch.Tensor, prompts: PromptSet) -> dict[str, torch.
     copy = prompts.copy_ids.to(device)
     out = {"logit_diff": [], "copy_logit_diff": [], "p_correct": [], "answer_logit": []}
     for start in range(0, final.shape[0], READOUT_ROWS):
-        logits = engine.final_logits(model, final[start:start + READOUT_ROWS])  # [r, B, V]
+        logits = final_logits(model, final[start:start + READOUT_ROWS])  # [r, B, V]
         out["logit_diff"].append(_pick(logits, pos) - _pick(logits, neg))
         out["answer_logit"].append(_pick(logits, pos))
         out["copy_logit_diff"].append(_pick(logits, pos) - _pick(logits, copy))
@@ -135,12 +136,12 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     cfg = model.cfg
     node_list = nodes(cfg.n_layers, cfg.n_heads)
     names = sorted({node_hook(n) for n in node_list})
-    base = engine.collect_base(model, prompts.clean_tokens, names)
-    corrupted_base = engine.collect_base(model, prompts.corrupted_tokens, names)
+    base = collect_base(model, prompts.clean_tokens, names)
+    corrupted_base = collect_base(model, prompts.corrupted_tokens, names)
     corrupted = corrupted_base.cache
     rows = ablation_rows(node_list, base.cache, corrupted, corruption=prompts.corruption,
                          template_index=prompts.template_index)
-    final, _ = engine.run_rows(model, base, rows)
+    final, _ = run_rows(model, base, rows)
     shape = (len(ABLATIONS), len(node_list), -1)
     reads = {k: numpy(v).reshape(shape) for k, v in readouts(model, final, prompts).items()}
     clean_final = base.cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][None, :, -1]  # [1, B, d]
@@ -164,14 +165,14 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
-def noising_and_denoising(model, prompts: PromptSet, node_list, clean: engine.Base,
-                          corrupted: engine.Base) -> dict[str, np.ndarray]:
+def noising_and_denoising(model, prompts: PromptSet, node_list, clean: Base,
+                          corrupted: Base) -> dict[str, np.ndarray]:
     """Each node noised (clean run, its output from the corrupted twin) and denoised (corrupted run, its output from
     the clean prompt): LD and logit(clean answer) [N, B] each, and their shares of the gap [N]."""
     out = {}
     for word, base, source in (("noising", clean, corrupted), ("denoising", corrupted, clean)):
-        rows = [engine.Row((node_edit(node, source.cache[node_hook(node)]),)) for node in node_list]
-        final, _ = engine.run_rows(model, base, rows)
+        rows = [Row((node_edit(node, source.cache[node_hook(node)]),)) for node in node_list]
+        final, _ = run_rows(model, base, rows)
         reads = readouts(model, final, prompts)
         out[f"{word}_logit_diff"], out[f"{word}_answer_logit"] = numpy(reads["logit_diff"]), numpy(
             reads["answer_logit"])

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analyses.intervention import Edit, Row, collect_base, final_logits, hook_name, run_rows
+from analyses.engine.readout import final_logits
+from analyses.engine.rows import Edit, Row, collect_base, run_rows
+from analyses.engine.sweeps import hook_name
 from analyses.types import PromptSet
 
 VARIANTS = ("plane-2", "rotate-2", "plane-5", "random-2", "random-5", "whole", "none")

@@ -51,8 +51,11 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from analyses import intervention as engine
 from analyses import paths, plots, shared, thresholds
+from analyses.engine.prefixes import run_rows_sharing_prefixes
+from analyses.engine.readout import final_logits
+from analyses.engine.rows import Row, collect_base
+from analyses.engine.sweeps import Patch, Runs, patched_logit_diffs
 from analyses.mechanism import (
     ABLATION_TEXT,
     NAME_FRACTION,
@@ -94,7 +97,7 @@ def patching_effects(ctx: FamilyContext, prompts: PromptSet, node_list):
     S = runs.corrupted_tokens.shape[1]
     z = shared.exact(ctx, prompts, ("z",))["z"]  # [L, H, B]
     mlps = [layer for kind, layer, _ in node_list if kind == "mlp"]
-    mlp_ld = engine.patched_logit_diffs(model, runs, [engine.Patch(layer, tuple(("mlp_out", p) for p in range(S)))
+    mlp_ld = patched_logit_diffs(model, runs, [Patch(layer, tuple(("mlp_out", p) for p in range(S)))
                                                       for layer in mlps])
     mlp_row = {layer: i for i, layer in enumerate(mlps)}
     patched = torch.stack([z[layer, head] if kind == "head" else mlp_ld[mlp_row[layer]]
@@ -106,14 +109,14 @@ def patching_effects(ctx: FamilyContext, prompts: PromptSet, node_list):
     return runs, exact, numpy(torch.stack(attr).mean(-1))
 
 
-def circuit_rows(node_list, keep_sets, sources) -> list[engine.Row]:
+def circuit_rows(node_list, keep_sets, sources) -> list[Row]:
     """One row per kept set: every node outside it replaced by its part of `sources` (hook name -> the ablation's
     values, [B, ...] per prompt or [...] shared)."""
-    return [engine.Row(tuple(node_edit(node, sources[node_hook(node)]) for i, node in enumerate(node_list)
+    return [Row(tuple(node_edit(node, sources[node_hook(node)]) for i, node in enumerate(node_list)
                              if i not in keep)) for keep in keep_sets]
 
 
-def ablation_sources(kind: str, runs: engine.Runs, prompts: PromptSet, hooks) -> dict[str, torch.Tensor]:
+def ablation_sources(kind: str, runs: Runs, prompts: PromptSet, hooks) -> dict[str, torch.Tensor]:
     """hook -> what replaces its nodes under ablation `kind`, matched to the contrast of `prompts.corruption`."""
     return {h: ablation_source(kind, runs.clean[h], runs.corrupted[h], prompts.corruption, prompts.template_index)
             for h in hooks}
@@ -122,7 +125,7 @@ def ablation_sources(kind: str, runs: engine.Runs, prompts: PromptSet, hooks) ->
 def _lds_and_p(model, final: torch.Tensor, prompts: PromptSet) -> tuple[np.ndarray, np.ndarray]:
     """[n, B, d] -> LD [n, B] and P(correct) [n, B]."""
     pos, neg = (t.to(final.device) for t in answer_pair(prompts, "clean_vs_corrupted"))
-    logits = engine.final_logits(model, final)
+    logits = final_logits(model, final)
     n = final.shape[0]
     pick = torch.stack([pos, neg])[:, None, :, None].expand(2, n, -1, 1)
     ld = logits.gather(-1, pick[0])[..., 0] - logits.gather(-1, pick[1])[..., 0]
@@ -153,7 +156,7 @@ def smallest_reaching(grid: list[int], curve: np.ndarray, limit: int) -> int | N
 
 def _run(model, base, node_list, keep_sets, sources, prompts):
     # rows that ablate the same early nodes share those blocks (the engine's prefix sharing; same numbers)
-    final = engine.run_rows_sharing_prefixes(model, base, circuit_rows(node_list, keep_sets, sources))
+    final = run_rows_sharing_prefixes(model, base, circuit_rows(node_list, keep_sets, sources))
     return _lds_and_p(model, final, prompts)
 
 
@@ -171,7 +174,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     notable = n_notable(exact, ranking_gap.mean, ranking_gap.informative)
     grid = sorted({*size_grid(N), notable})
     hooks = sorted({node_hook(n) for n in node_list})
-    base = engine.collect_base(model, prompts.clean_tokens, hooks)
+    base = collect_base(model, prompts.clean_tokens, hooks)
     sources = {kind: ablation_sources(kind, runs, prompts, hooks) for kind in (PRIMARY_ABLATION, "mean")}
     curves, lds = {}, {}
     for key, ranking, kind in (("exact", "exact", PRIMARY_ABLATION), ("attribution", "attribution", PRIMARY_ABLATION),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses.edge_engine import QKV, EdgeSet
+from analyses.engine.edges import QKV, EdgeSet
 
 
 def node_name(es: EdgeSet, kind: str, layer: int, index: int) -> str:

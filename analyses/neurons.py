@@ -37,9 +37,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analyses import intervention as engine
 from analyses import plots
 from analyses.attribution import norm_gain
+from analyses.engine.readout import final_logit_diff
+from analyses.engine.rows import Edit, Row, collect_base, run_rows
+from analyses.engine.sweeps import Patch, Runs, collect_runs, patched_logit_diffs
 from analyses.mechanism import (
     NAME_FRACTION,
     at_chance_lead,
@@ -70,12 +72,12 @@ def _mlp_out(layer: int) -> str:
     return f"blocks.{layer}.hook_mlp_out"
 
 
-def mlp_patching(model, prompts: PromptSet) -> tuple[np.ndarray, engine.Runs]:
+def mlp_patching(model, prompts: PromptSet) -> tuple[np.ndarray, Runs]:
     """[L] mean LD change when each MLP's whole output is patched clean → corrupted, and the runs (for their LDs)."""
-    runs = engine.collect_runs(model, prompts, ("mlp_out",))
+    runs = collect_runs(model, prompts, ("mlp_out",))
     S = runs.corrupted_tokens.shape[1]
-    patches = [engine.Patch(layer, tuple(("mlp_out", p) for p in range(S))) for layer in range(model.cfg.n_layers)]
-    return numpy(engine.patched_logit_diffs(model, runs, patches).mean(-1) - runs.corrupted_ld.mean()), runs
+    patches = [Patch(layer, tuple(("mlp_out", p) for p in range(S))) for layer in range(model.cfg.n_layers)]
+    return numpy(patched_logit_diffs(model, runs, patches).mean(-1) - runs.corrupted_ld.mean()), runs
 
 
 def _post_norm(model, cache, layer: int, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,17 +131,17 @@ def promoted_items(model, prompts: PromptSet, layer: int, neurons: np.ndarray) -
 
 @torch.no_grad()
 def top_k_patching(model, prompts: PromptSet, layer: int, order: np.ndarray, grid: list[int],
-                   runs: engine.Runs) -> tuple[np.ndarray, float]:
+                   runs: Runs) -> tuple[np.ndarray, float]:
     """([G] LD change with the top k neurons' clean activations at every position of the corrupted run, whole MLP's)."""
     names = [_post(layer), _mlp_out(layer)]
-    clean = engine.collect_base(model, prompts.clean_tokens, names).cache
-    base = engine.collect_base(model, prompts.corrupted_tokens, names)
-    rows = [engine.Row((engine.Edit(_post(layer), (slice(None), torch.as_tensor(order[:k].copy())),
+    clean = collect_base(model, prompts.clean_tokens, names).cache
+    base = collect_base(model, prompts.corrupted_tokens, names)
+    rows = [Row((Edit(_post(layer), (slice(None), torch.as_tensor(order[:k].copy())),
                                     clean[_post(layer)][:, :, torch.as_tensor(order[:k].copy())]),)) for k in grid]
-    rows.append(engine.Row((engine.Edit(_mlp_out(layer), (), clean[_mlp_out(layer)]),)))
-    final, _ = engine.run_rows(model, base, rows)
+    rows.append(Row((Edit(_mlp_out(layer), (), clean[_mlp_out(layer)]),)))
+    final, _ = run_rows(model, base, rows)
     n = len(rows)
-    ld = engine.final_logit_diff(model, final.flatten(0, 1), runs.pos_ids.repeat(n), runs.neg_ids.repeat(n))
+    ld = final_logit_diff(model, final.flatten(0, 1), runs.pos_ids.repeat(n), runs.neg_ids.repeat(n))
     change = numpy(ld.view(n, -1).mean(-1) - runs.corrupted_ld.mean())
     return change[:-1], float(change[-1])
 

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses import plots, thresholds
-from analyses.intervention import SWEEPS
+from analyses.engine.sweeps import SWEEPS
 from analyses.plots import LAYOUT
 from analyses.types import Result
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import intervention as core
 from analyses import necessity, plots, shared
 from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
+from analyses.engine.sweep_runs import run_sweeps
+from analyses.engine.sweeps import HEAD_SWEEPS
 from analyses.patching_display import (
     INSTEAD,
     agreement_scatter,
@@ -65,16 +66,16 @@ def z_to_kv(n_heads: int, n_kv: int) -> np.ndarray:
 
 def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     ctx = shared.context_for(model, context)
-    results = shared.sweep_results(ctx, prompts, core.HEAD_SWEEPS)
+    results = shared.sweep_results(ctx, prompts, HEAD_SWEEPS)
     n_layers = model.cfg.n_layers
-    stats = {s: st.sweep_stats(results, s, prompts.template_index) for s in core.HEAD_SWEEPS}
-    names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in core.HEAD_SWEEPS}
+    stats = {s: st.sweep_stats(results, s, prompts.template_index) for s in HEAD_SWEEPS}
+    names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in HEAD_SWEEPS}
     summary = st.common_summary(results, prompts, n_layers, shared.above_chance(ctx, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
-    for sweep in core.HEAD_SWEEPS:
+    for sweep in HEAD_SWEEPS:
         arrays.update(st.stats_arrays(sweep, stats[sweep], results))
         summary.update(st.agreement_summary(sweep, stats[sweep]))
-    noising = st.sweep_stats(core.run_sweeps(model, necessity.swapped(prompts), ("z",)), "z")
+    noising = st.sweep_stats(run_sweeps(model, necessity.swapped(prompts), ("z",)), "z")
     arrays["z_noising"] = noising.exact
     summary["n_heads"], summary["n_kv_heads"] = int(names["z"].shape[1]), int(names["v"].shape[1])
     by_template = dict(results=results, template_index=prompts.template_index)
@@ -146,7 +147,7 @@ def figures(result: Result) -> list[Figure]:
                             f"Head output (z) against {SHORT[sweep]}, exact patching",
                             f"z effect ({unit})", f"{sweep} effect ({unit})")
         out.append(Figure(f"{NAME}-z-vs-{sweep}", fig))
-    out.append(Figure(f"{NAME}-attribution-vs-exact", agreement_scatter(result, core.HEAD_SWEEPS, heads)))
+    out.append(Figure(f"{NAME}-attribution-vs-exact", agreement_scatter(result, HEAD_SWEEPS, heads)))
     return out
 
 
@@ -157,7 +158,7 @@ def narrative(result: Result) -> list[str]:
     best = dict(s["top_heads"][0], name_phrase=f"head {s['top_heads'][0]['head']}'s output")
     sentences.append(top_sentence(best, s, "any head's output"))
     if not notable(best, s):
-        return sentences + [sentence for sentence in [agreement_sentence(s, core.HEAD_SWEEPS, SHORT)] if sentence]
+        return sentences + [sentence for sentence in [agreement_sentence(s, HEAD_SWEEPS, SHORT)] if sentence]
     others = [e for e in s["top_heads"][1:3] if notable(e, s)]
     if others:
         sentences.append("The next largest are " + " and ".join(
@@ -175,7 +176,7 @@ def narrative(result: Result) -> list[str]:
     if best.get("value_by_template"):
         sentences.append(f"Per template, {best['head']}'s effect is " + ", ".join(
             f"T{t} {percent(v, normalised)}" for t, v in enumerate(best["value_by_template"])) + ".")
-    agreement = agreement_sentence(s, core.HEAD_SWEEPS, SHORT)
+    agreement = agreement_sentence(s, HEAD_SWEEPS, SHORT)
     if agreement:
         sentences.append(agreement)
     return sentences

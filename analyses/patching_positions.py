@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import intervention as core
 from analyses import plots, shared, thresholds
 from analyses import stats as st
+from analyses.engine.sweeps import POSITION_SWEEPS
 from analyses.patching_display import (
     agreement_scatter,
     agreement_sentence,
@@ -74,14 +74,14 @@ def position_labels(prompts: PromptSet) -> list[str]:
 
 def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     ctx = shared.context_for(model, context)
-    results = shared.sweep_results(ctx, prompts, core.POSITION_SWEEPS)
+    results = shared.sweep_results(ctx, prompts, POSITION_SWEEPS)
     positions = position_labels(prompts)
     n_layers = model.cfg.n_layers
     names = np.array([[f"L{layer} pos{p[:p.index(':')]} {p[p.index(':') + 1:]}" for p in positions]
                       for layer in range(n_layers)])
     summary = st.common_summary(results, prompts, n_layers, shared.above_chance(ctx, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
-    for sweep in core.POSITION_SWEEPS:
+    for sweep in POSITION_SWEEPS:
         stats = st.sweep_stats(results, sweep, prompts.template_index)
         arrays.update(st.stats_arrays(sweep, stats, results))
         summary[f"{sweep}_top"] = st.ranked(stats, names, TOP_K, results=results, sweep=sweep,
@@ -93,7 +93,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     if roles:
         role_results = by_role(results, prompts, roles)
         role_names = np.array([[f"L{layer} {r}" for r in roles] for layer in range(n_layers)])
-        for sweep in core.POSITION_SWEEPS:
+        for sweep in POSITION_SWEEPS:
             stats = st.sweep_stats(role_results, sweep, prompts.template_index)
             arrays.update({f"{sweep}_role_exact": stats.exact, f"{sweep}_role_attribution": stats.attribution,
                            f"{sweep}_role_ci_low": stats.ci_low, f"{sweep}_role_ci_high": stats.ci_high})
@@ -121,7 +121,7 @@ def by_role(results: st.SweepResults, prompts: PromptSet, roles: list[str]) -> s
     index = np.array([prompts.role_positions(r) for r in roles])[None]  # [1, R, B]
 
     def pick(values: dict) -> dict:
-        return {s: np.take_along_axis(values[s], index, axis=1) for s in core.POSITION_SWEEPS}
+        return {s: np.take_along_axis(values[s], index, axis=1) for s in POSITION_SWEEPS}
 
     return st.SweepResults(exact=pick(results.exact), attribution=pick(results.attribution),
                            clean_ld=results.clean_ld, corrupted_ld=results.corrupted_ld)
@@ -131,14 +131,14 @@ def figures(result: Result) -> list[Figure]:
     positions, layers = result.labels["positions"], result.labels["layers"]
     names = np.array([[f"{layer} pos {p}" for p in positions] for layer in layers])
     out = []
-    for sweep in core.POSITION_SWEEPS:
+    for sweep in POSITION_SWEEPS:
         title = f"Patching the {SHORT[sweep]}, per layer and position (clean → corrupted)"
         fig = paired_heatmap(result.arrays[f"{sweep}_exact"], result.arrays[f"{sweep}_attribution"], positions,
                              layers, hover_text(result, sweep, names), title, unit_label(result.summary),
                              "position (* differs between prompts)")
         out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}", fig))
     roles = result.labels.get("roles") or []
-    for sweep in core.POSITION_SWEEPS if roles else ():
+    for sweep in POSITION_SWEEPS if roles else ():
         role_names = np.array([[f"{layer} {r}" for r in roles] for layer in layers])
         lo, hi = result.arrays[f"{sweep}_role_ci_low"], result.arrays[f"{sweep}_role_ci_high"]
         over = spread_over(result.summary)
@@ -150,7 +150,7 @@ def figures(result: Result) -> list[Figure]:
         out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-by-role", fig))
         if f"{sweep}_exact_by_template" in result.arrays:
             out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-per-template", _per_template(result, sweep)))
-    out.append(Figure(f"{NAME}-attribution-vs-exact", agreement_scatter(result, core.POSITION_SWEEPS, names)))
+    out.append(Figure(f"{NAME}-attribution-vs-exact", agreement_scatter(result, POSITION_SWEEPS, names)))
     return out
 
 
@@ -180,14 +180,14 @@ def _per_template(result: Result, sweep: str):
 def narrative(result: Result) -> list[str]:
     s = result.summary
     sentences = baseline_sentences(s)
-    for sweep in core.POSITION_SWEEPS:
+    for sweep in POSITION_SWEEPS:
         top = dict(s[f"{sweep}_top"][0])
         layer, pos, token = _parse_component(top["component"])
         if token.endswith("*"):
             token = f"{token[:-1]}, the token that differs between the prompts"
         top["name_phrase"] = f"{WHAT[sweep].format(layer=layer)} at position {pos} ({token})"
         sentences.append(top_sentence(top, s, f"the {SHORT[sweep]}"))
-    for sweep in core.POSITION_SWEEPS:
+    for sweep in POSITION_SWEEPS:
         if f"{sweep}_role_top" not in s:
             continue
         top = dict(s[f"{sweep}_role_top"][0])
@@ -200,7 +200,7 @@ def narrative(result: Result) -> list[str]:
             sentence = sentence[:-1] + " (per template: " + ", ".join(
                 f"T{t} {percent(v, True)}" for t, v in enumerate(by_template)) + ")."
         sentences.append(sentence)
-    agreement = agreement_sentence(s, core.POSITION_SWEEPS, SHORT)
+    agreement = agreement_sentence(s, POSITION_SWEEPS, SHORT)
     if agreement:
         sentences.append(agreement)
     sentences.append("As a check, patching the whole residual stream before layer 0 reproduces the clean run to within "

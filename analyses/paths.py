@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 import torch
 
-from analyses.intervention import Base, Edit, Row, collect_base, final_answer_logits, final_logit_diff, run_rows
+from analyses.engine.readout import final_answer_logits, final_logit_diff
+from analyses.engine.rows import Base, Edit, Row, collect_base, run_rows
 from analyses.metrics import answer_pair, model_device
 from analyses.types import PromptSet
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from analyses import plots
-from analyses.intervention import final_logits
+from analyses.engine.readout import final_logits
 from analyses.item_states import item_positions, residual_streams
 from analyses.metrics import model_device
 from analyses.types import Analysis, Figure, PromptSet, Result

@@ -10,6 +10,7 @@ from conftest import invoke, save_tiny_gpt2
 
 from analyses import intervention as core
 from analyses.chunking import map_chunks
+from analyses.engine import rows as engine_rows
 
 OOM = torch.cuda.OutOfMemoryError
 
@@ -44,15 +45,15 @@ def test_patching_under_a_tiny_memory_budget_equals_the_unchunked_sweep(tiny_mod
     assert len(patches) > 8
     reference = core.patched_logit_diffs(tiny_model, runs, patches, chunk_rows=len(patches) * runs.n_prompts)
     budget = 3  # patches per block call the "device" can hold
-    real_run_chunk, sizes = core._run_chunk, []
+    real_run_chunk, sizes = engine_rows._run_chunk, []  # one chunk of the engine's rows: a patch is one row
 
-    def tight(model, runs_, chunk, scale):
+    def tight(model, base, chunk, capture, last):
         sizes.append(len(chunk))
         if len(chunk) > budget:
             raise OOM("forced by the test")
-        return real_run_chunk(model, runs_, chunk, scale)
+        return real_run_chunk(model, base, chunk, capture, last)
 
-    monkeypatch.setattr(core, "_run_chunk", tight)
+    monkeypatch.setattr(engine_rows, "_run_chunk", tight)
     squeezed = core.patched_logit_diffs(tiny_model, runs, patches, chunk_rows=10**6)
     assert sizes[0] == len(patches) and max(s for s in sizes if s <= budget) <= budget
     assert any(s > budget for s in sizes) and sum(s for s in sizes if s <= budget) == len(patches)

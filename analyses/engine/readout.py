@@ -1,0 +1,37 @@
+"""Reading the final position's residual stream out as logits: all of them, or only the answer columns."""
+
+from __future__ import annotations
+
+import torch
+
+from analyses.precision import widen
+
+
+def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
+    """[rows, d_model] final-position residual -> [rows] LD, unembedding only the two answer columns."""
+    return final_answer_logits(model, resid_final, pos_ids) - final_answer_logits(model, resid_final, neg_ids)
+
+
+def final_answer_logits(model, resid_final: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[rows, d_model] final-position residual -> [rows] logit of token ids[row], unembedding only that column."""
+    x = widen(model.ln_final(resid_final[:, None, :])[:, 0])  # [rows, d_model]; the products in float32 at least
+    W_U, b_U = model.W_U, model.b_U
+    logit = (x * widen(W_U[:, ids].T)).sum(-1) + widen(b_U[ids])
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:  # Gemma-2/3-style final soft-capping acts on each logit, not on their difference
+        logit = cap * torch.tanh(logit / cap)
+    return logit
+
+
+def final_logits(model, resid_final: torch.Tensor) -> torch.Tensor:
+    """[..., d_model] final-position residual -> [..., d_vocab] logits (final norm, unembedding, soft-capping)."""
+    shape = resid_final.shape[:-1]
+    W_U = model.W_U
+    x = model.ln_final(resid_final.reshape(-1, 1, resid_final.shape[-1]).to(W_U.dtype))[:, 0]
+    # metrics accumulate in float32 (at least): a bfloat16 model's logits are compared in float32
+    precision = torch.promote_types(W_U.dtype, torch.float32)
+    logits = x.to(precision) @ W_U.to(precision) + model.b_U.to(precision)
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits.reshape(*shape, -1)
