@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from analyses.text import num
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import abstract, names, results
+from report import abstract, names
 from report.loader import Problem
+from report.units import unit_name
 
 PARTS = ("behaviour", "evidence", "mechanism", "representation")
 PART_TITLES = {"behaviour": "Behaviour", "evidence": "Evidence", "mechanism": "Mechanism",
@@ -72,7 +73,7 @@ class FamilyPage:
 
     def summary(self, analysis: str) -> dict | None:
         """The analysis's summary; for a per-corruption analysis the first corruption's (day before relation)."""
-        for key in (results.unit_name(analysis, c) for c in (None, *CORRUPTIONS)):
+        for key in (unit_name(analysis, c) for c in (None, *CORRUPTIONS)):
             for section in self.sections:
                 if section.key == key and section.result is not None:
                     return section.result.summary

@@ -13,11 +13,12 @@ import plotly.io as pio
 
 from analyses import REGISTRY
 from analyses.types import CORRUPTIONS, Analysis
-from report import names, results
+from report import names
 from report.figure_html import as_text
 from report.loader import MissingArray, Problem, figures_problem, read_result
 from report.merge import Merged
 from report.pages import MUTED_PARTS, FamilyPage, Section, headline, part_of
+from report.units import unit_name, unit_of
 
 
 def load_pages(merged: Merged, folders: dict[str, str], labels: dict[str, str] | None = None) -> list[FamilyPage]:
@@ -49,7 +50,7 @@ def _not_computed(manifest: dict, info: dict, shown: set[str]) -> list[Section]:
     for analysis in REGISTRY:
         if analysis.name not in (manifest.get("analyses_requested") or []):
             continue
-        keys = ([(results.unit_name(analysis.name, c), c) for c in info.get("corruptions") or ["day"]]
+        keys = ([(unit_name(analysis.name, c), c) for c in info.get("corruptions") or ["day"]]
                 if getattr(analysis, "per_corruption", False) else [(analysis.name, None)])
         for key, corruption in keys:
             if key not in shown:
@@ -73,12 +74,12 @@ def _sections(family_dirs: list[Path], locate, family: str, recorded: dict, iden
         return next((d / key for d in family_dirs if (d / key).is_dir()), family_dirs[0] / key)
 
     sections, known = [], set()
-    units = {key: results.unit_of(key) for key in present}
+    units = {key: unit_of(key) for key in present}
     for analysis in REGISTRY:
         if getattr(analysis, "per_corruption", False):
             found = {c for a, c in units.values() if a == analysis.name and c is not None}
             variants = [c for c in CORRUPTIONS if c in found] + sorted(found - set(CORRUPTIONS))
-            keys = [(results.unit_name(analysis.name, c), c) for c in variants]
+            keys = [(unit_name(analysis.name, c), c) for c in variants]
             if analysis.name in present:  # saved before the analysis ran once per corruption
                 keys.insert(0, (analysis.name, None))
         else:
@@ -90,7 +91,7 @@ def _sections(family_dirs: list[Path], locate, family: str, recorded: dict, iden
     for key, entry in sorted(recorded.items()):
         name = key.split("/", 1)[1] if key.startswith(f"{family}/") else None
         if name and isinstance(entry, dict) and entry.get("status") == "skipped" and name not in known:
-            analysis = next((a for a in REGISTRY if a.name == results.unit_of(name)[0]), None)
+            analysis = next((a for a in REGISTRY if a.name == unit_of(name)[0]), None)
             known.add(name)
             sections.append(Section(name, analysis.title if analysis else name, part_of(analysis) if analysis
                                     else "evidence", analysis, skipped=str(entry.get("reason", ""))))
