@@ -170,7 +170,7 @@ def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_fami
     run = copy_run(two_families, tmp_path / "run")
     edit_summary(run / "tiny-gpt20" / "tomorrow" / "behaviour", day7_above_chance=False)
     edit_summary(run / "tiny-gpt20" / "day_after" / "behaviour", day7_above_chance=True)
-    restamp(run)  # a run that computed these values (edits without it are refused: test_hardening_results.py)
+    restamp(run)  # a run that computed these values (edits without it are refused: test_damaged_results.py)
     invoke("build", run, "--site", tmp_path / "site")
     chance = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
     above = (tmp_path / "site" / "tiny-gpt20" / "day_after.html").read_text(encoding="utf-8")
