@@ -1,7 +1,7 @@
 """Behaviour: does the model name the right item at all, and if not, what does it do instead?
 
 For each clean prompt (templates x items), read the final-position logits [batch, vocab]:
-  - the top-k tokens of the family's first prompt (token, logit, probability), as in the notebook;
+  - the top-k tokens of the family's first prompt (token, logit, probability), as in the seed notebook;
   - per prompt: the rank of the correct answer in the whole vocabulary (1 = top), P(correct),
     and the argmax among the sequence's n items (7 days, 12 months, ...);
   - per family: top-1 accuracy over the vocabulary, accuracy of the argmax over the n items (`day7_acc`, named

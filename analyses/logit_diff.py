@@ -1,7 +1,7 @@
 """Logit differences: how strongly the model prefers the right item, and how far apart clean and corrupted runs are.
 
 Per prompt, at the final position:
-  copy:      logit(correct) - logit(item named in the prompt), clean run (the notebook's comparison);
+  copy:      logit(correct) - logit(item named in the prompt), clean run (the seed notebook's comparison);
 and for each corruption c of the family (`day`: another item named; `relation`: another step applied):
   {c} clean:     logit(clean answer) - logit(c's corrupted answer), clean run;
   {c} corrupted: the same difference on c's corrupted prompts (expected negative).
@@ -97,7 +97,7 @@ def narrative(result: Result) -> list[str]:
 LOGIT_DIFF = Analysis(
     name="logit_diff",
     title="Logit difference",
-    definition="At the final position: logit(correct) − logit(item named in the prompt), the notebook's copy "
+    definition="At the final position: logit(correct) − logit(item named in the prompt), the seed notebook's copy "
                "comparison; and, for each corruption, logit(clean answer) − logit(corrupted answer) on the clean and "
                "on the corrupted prompts. A difference d means the first token is e^d times as likely as the other. "
                "Rule for patching: " + thresholds.RULES + ".",
