@@ -152,7 +152,7 @@ def relation_behaviour(model, prompts: PromptSet, clean_logits: torch.Tensor, cl
         "relation_discrimination_state": gap.state, "ignores_relation": ignores,
         "relation_first_twin": twin.corrupted_prompts[0],
     }
-    if ignores and follows_clean.mean() >= 0.5 and isinstance(prompts.answer_offset, int):
+    if ignores and follows_clean.mean() >= thresholds.FOLLOWS_RULE_FRACTION and isinstance(prompts.answer_offset, int):
         out["relation_lead"] = (f"The model answers {offset_phrase(prompts.answer_offset, prompts.sequence)}, "
                                 f"whatever the relation word says")
     elif ignores:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import plots, thresholds
+from analyses import phrases, plots, thresholds
 from analyses.metrics import answer_pair, logit_diff, model_device
 from analyses.text import num, signed
 from analyses.types import Analysis, Figure, PromptSet, Result
@@ -87,9 +87,9 @@ def narrative(result: Result) -> list[str]:
         if s[f"{corruption}_gap_informative"]:
             text += " The runs are clearly apart, so patching under this corruption is normalised by this gap."
         else:
-            clause = thresholds.gap_clause(s.get(f"{corruption}_gap_state"))
-            text += (f" {clause} ({s[f'{corruption}_gap_reason']}), so patching under this corruption reports raw "
-                     "changes in logits, not fractions of the gap.")
+            text += " " + phrases.not_informative(
+                s.get(f"{corruption}_gap_state"), s[f"{corruption}_gap_reason"],
+                "patching under this corruption reports raw changes in logits, not fractions of the gap")
         sentences.append(text)
     return sentences
 

@@ -33,7 +33,6 @@ from analyses import necessity, plots, shared
 from analyses import stats as st
 from analyses.attribution import head_name, parse_head_name
 from analyses.patching_display import (
-    INSTEAD,
     agreement_scatter,
     agreement_sentence,
     baseline_sentences,
@@ -44,6 +43,7 @@ from analyses.patching_display import (
     top_sentence,
     unit_label,
 )
+from analyses.phrases import INSTEAD
 from analyses.thresholds import RULES
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analyses import thresholds
+from analyses import phrases, thresholds
 from analyses.text import signed
 from analyses.types import CORRUPTIONS
 from report.bundled import BUNDLED_MODEL_NAME
@@ -197,10 +197,11 @@ def _components_sentence(findings: Findings, summaries: dict) -> Sentence:
         return Sentence("Nothing was found: no component is named, because the model does not do the task.",
                         "behaviour")
     if not findings.components:
-        return Sentence("Nothing stands out: no component passes a method's naming threshold ("
+        return Sentence(phrases.nothing_stands_out_for("", (
+                        "no component passes a method's naming threshold ("
                         f"{thresholds.MIN_EFFECT_FRACTION:.0%} of an informative gap, or "
                         f"{thresholds.MIN_EFFECT_LOGITS:g} logit and {thresholds.MIN_EFFECT_FRACTION:.0%} of the "
-                        "logit difference).",
+                        "logit difference)")),
                         _first_present(summaries, [unit_name("patching_heads", "day"), "dla_heads"]))
     described = []
     for name, evidence in list(findings.components.items())[:LISTED]:

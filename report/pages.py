@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from analyses import phrases
 from analyses.text import num
 from analyses.types import CORRUPTIONS, Analysis, Result
 from report import abstract, names
@@ -143,8 +144,9 @@ class Build:
                                f"{len(pages)} famil{'y' if len(pages) == 1 else 'ies'} computed, so no component "
                                "is named.")
                 elif not found:
-                    verdict = (f"{shown['name']} does the task on {abstract.listing(does, 20)}, but no component "
-                               "passes a naming threshold: nothing stands out.")
+                    verdict = phrases.nothing_stands_out(f"{shown['name']} does the task on "
+                                                         f"{abstract.listing(does, 20)}, but no component passes a "
+                                                         "naming threshold")
                 else:
                     verdict = (f"{shown['name']} does the task on {len(does)} of {len(pages)} families "
                                f"({abstract.listing(does, 20)}); components are named on "
