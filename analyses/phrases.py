@@ -52,5 +52,6 @@ def share(fraction: float) -> str:
 
 
 def restores(fraction: float, of: str = "of the gap") -> str:
-    """'restores 61% of the gap': what patching (denoising) a component brings back of the clean − corrupted gap."""
-    return f"restores {share(fraction)} {of}"
+    """'restores 61% of the gap' (`of=""`: 'restores 61%'): what patching (denoising) a component brings back of the
+    clean − corrupted gap."""
+    return f"restores {share(fraction)}" + (f" {of}" if of else "")

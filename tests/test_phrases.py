@@ -30,7 +30,7 @@ def test_the_sentences_keep_their_reason_and_consequence_and_end_once():
 
 def test_shares_round_to_whole_percent_and_never_print_minus_zero():
     assert phrases.share(0.613) == "61%" and phrases.share(-0.001) == "0%" and phrases.share(-0.2) == "-20%"
-    assert phrases.restores(0.5) == "restores 50% of the gap"
+    assert phrases.restores(0.5) == "restores 50% of the gap" and phrases.restores(0.5, of="") == "restores 50%"
 
 
 def test_no_narrative_writes_the_recurring_sentences_by_hand():
