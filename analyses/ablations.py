@@ -54,7 +54,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from analyses import necessity, plots, shared, thresholds
+from analyses import necessity, phrases, plots, shared, thresholds
 from analyses.attribution import head_outputs, metric_terms, project
 from analyses.engine.readout import final_logits
 from analyses.engine.rows import Base, Row, collect_base, run_rows
@@ -287,14 +287,15 @@ def narrative(result: Result) -> list[str]:
                  f"The clean run's mean LD is {s['clean_logit_diff_mean']:+.2f} "
                  f"and its mean P(correct) {100 * s['clean_p_correct_mean']:.1f}%."]
     if not s["informative"]:
-        sentences.append(f"{thresholds.gap_clause(s.get('gap_state'))} ({s['gap_reason']}), so no ablation effect is "
-                         "named as a finding.")
+        sentences.append(phrases.not_informative(s.get("gap_state"), s["gap_reason"],
+                                                 "no ablation effect is named as a finding"))
         return sentences
     top = s.get(f"{primary}_top") if primary != "mean" else s["mean_ablation_top"]
     named = [e for e in top if abs(e["value"]) >= s["name_threshold_logits"]]
     if not named:
-        sentences.append(f"No single node's {primary} ablation moves the LD by {100 * NAME_FRACTION:.0f}% of the "
-                         f"clean − corrupted gap ({s['name_threshold_logits']:.2f} logits): nothing stands out.")
+        sentences.append(phrases.nothing_stands_out(
+            f"No single node's {primary} ablation moves the LD by {phrases.share(NAME_FRACTION)} of the clean − "
+            f"corrupted gap ({s['name_threshold_logits']:.2f} logits)"))
     else:
         listed = ", ".join(f"{e['node']} ({e['value']:+.2f} logits"
                            + (f", P(correct) {100 * e['p_correct']:+.1f} points" if "p_correct" in e else "") + ")"

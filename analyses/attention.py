@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from analyses import phrases
 from analyses.attribution import head_attributions, parse_head_name, ranked_heads, run_clean_with_cache
 from analyses.metrics import logit_diff
 from analyses.text import signed
@@ -95,7 +96,7 @@ def narrative(result: Result) -> list[str]:
                          + (f" (under {ATTENTION_OVER_UNIFORM:g}× the uniform baseline)."
                             if not _attends(e["day_attention"], uniform) else "."))
     if not named:
-        sentences.append("No head's direct contribution passes the naming threshold: nothing stands out.")
+        sentences.append(phrases.nothing_stands_out("No head's direct contribution passes the naming threshold"))
     attending = [e for e in s["top_day_attention"] if _attends(e["value"], uniform)]
     if attending:
         listed = ", ".join(f"{e['head']} ({100 * e['value']:.0f}%)" for e in attending)

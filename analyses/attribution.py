@@ -6,7 +6,7 @@ value of this run (weights folded in, so only the scale remains):
 where c runs over the components that write to the residual stream at the final position
 (embeddings, each attention layer, each MLP; an attention layer splits further into its heads plus
 its output bias). Method: Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits";
-the notebook's `residual_stack_to_logit_diff`.
+the seed notebook's `residual_stack_to_logit_diff`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Behaviour: does the model name the right item at all, and if not, what does it do instead?
 
 For each clean prompt (templates x items), read the final-position logits [batch, vocab]:
-  - the top-k tokens of the family's first prompt (token, logit, probability), as in the notebook;
+  - the top-k tokens of the family's first prompt (token, logit, probability), as in the seed notebook;
   - per prompt: the rank of the correct answer in the whole vocabulary (1 = top), P(correct),
     and the argmax among the sequence's n items (7 days, 12 months, ...);
   - per family: top-1 accuracy over the vocabulary, accuracy of the argmax over the n items (`day7_acc`, named
@@ -152,7 +152,7 @@ def relation_behaviour(model, prompts: PromptSet, clean_logits: torch.Tensor, cl
         "relation_discrimination_state": gap.state, "ignores_relation": ignores,
         "relation_first_twin": twin.corrupted_prompts[0],
     }
-    if ignores and follows_clean.mean() >= 0.5 and isinstance(prompts.answer_offset, int):
+    if ignores and follows_clean.mean() >= thresholds.FOLLOWS_RULE_FRACTION and isinstance(prompts.answer_offset, int):
         out["relation_lead"] = (f"The model answers {offset_phrase(prompts.answer_offset, prompts.sequence)}, "
                                 f"whatever the relation word says")
     elif ignores:

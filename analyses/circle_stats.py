@@ -5,7 +5,7 @@ orthogonal day features, each mixed with a little of the next day (a head that w
 exactly that), have a circulant Gram matrix, and the top two principal components of ANY circulant Gram matrix are
 the period-n Fourier pair, i.e. a perfect n-gon in sequence order. So the circle-order score (analyses.geometry) is
 1 under that null too, and random angles are far too weak a null for it. What a circle has that neighbour mixing
-lacks is concentration: the plane holds nearly all the variance. Three checks, each with its threshold here:
+lacks is concentration: the plane holds nearly all the variance. Three checks (thresholds in analyses.thresholds):
 
   1. Floor. n centred points span n - 1 dimensions; spread evenly, any plane holds 2 / (n - 1) of their variance
      (1/3 for the days, 2/11 for the months). The plane must hold at least PLANE_DOMINANCE times that.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-PLANE_DOMINANCE = 1.5  # the plane must hold >= 1.5 x the 2/(n-1) floor of n evenly spread centred points
 NULL_DIMS = 64  # independent feature dimensions of the circulant null's items
 NULL_DRAWS = 2000
 NULL_SEED = 0

@@ -17,13 +17,13 @@ with LD = logit(clean answer) − logit(corrupted answer) at the final position,
 faithfulness(0) = 0 and faithfulness(N) = 1 by construction. Area under the curve: trapezoid over n / N in [0, 1].
 
 Naming. A node whose |patching effect| is under the naming threshold (NAME_FRACTION of the clean − corrupted gap)
-never enters a named circuit. The minimal circuit is the smallest n on the grid, among the notable nodes only,
-with faithfulness >= TARGET; `named` is true only when that exists and both gaps (clean − corrupted, which ranks;
-full − all ablated, which normalises) are informative. When the notable nodes do not reach TARGET the text says
-"the contrast's notable nodes are not sufficient under this ablation"; when nothing is named `minimal_circuit` is
-empty and the curve stays for the reader. Faithfulness above 1 names the ablated nodes whose removal helps the
-answer: of the ablated nodes with a negative patching effect (at most HELPFUL_CHECKED), those whose restoring
-beside the circuit lowers its faithfulness.
+never enters a named circuit. The minimal circuit is the smallest n on the grid, among the notable nodes only, with
+faithfulness >= FAITHFUL_TARGET; `named` is true only when that exists and both gaps (clean − corrupted, which
+ranks; full − all ablated, which normalises) are informative. When the notable nodes do not reach FAITHFUL_TARGET
+the text says "the contrast's notable nodes are not sufficient under this ablation"; when nothing is named
+`minimal_circuit` is empty and the curve stays for the reader. Faithfulness above 1 names the ablated nodes whose
+removal helps the answer: of the ablated nodes with a negative patching effect (at most HELPFUL_CHECKED), those
+whose restoring beside the circuit lowers its faithfulness.
 
 Held-out wordings (leave-one-template-out). With two or more templates, for each template t the nodes are ranked
 and the minimal circuit chosen on the other templates' prompts (same rules), then its faithfulness is read on
@@ -51,7 +51,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from analyses import paths, plots, shared, thresholds
+from analyses import paths, phrases, plots, shared, thresholds
 from analyses.engine.prefixes import run_rows_sharing_prefixes
 from analyses.engine.readout import final_logits
 from analyses.engine.rows import Row, collect_base
@@ -72,14 +72,13 @@ from analyses.mechanism import (
 )
 from analyses.metrics import answer_pair
 from analyses.plots import LAYOUT
+from analyses.thresholds import FAITHFUL_TARGET, FAITHFULNESS_EXCESS
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "circuit"
-TARGET = 0.8
 DENSE_UP_TO = 16  # every circuit size up to this, then a geometric grid up to all nodes
 LISTED = 10  # nodes named in the narrative; the summary holds the whole circuit
 HELPFUL_CHECKED = 5  # ablated nodes with a negative patching effect tested when faithfulness exceeds 1
-EXCESS = 0.05  # faithfulness above 1 + EXCESS is explained: which ablated nodes help the answer
 NOT_SUFFICIENT = "the contrast's notable nodes are not sufficient under this ablation"
 
 
@@ -150,8 +149,8 @@ def n_notable(effect: np.ndarray, gap: float, informative: bool) -> int:
 
 
 def smallest_reaching(grid: list[int], curve: np.ndarray, limit: int) -> int | None:
-    """The smallest n <= limit on the grid (n >= 1) whose faithfulness reaches TARGET, or None."""
-    return next((n for n, f in zip(grid, curve) if 1 <= n <= limit and np.isfinite(f) and f >= TARGET), None)
+    """The smallest n <= limit on the grid (n >= 1) whose faithfulness reaches FAITHFUL_TARGET, or None."""
+    return next((n for n, f in zip(grid, curve) if 1 <= n <= limit and np.isfinite(f) and f >= FAITHFUL_TARGET), None)
 
 
 def _run(model, base, node_list, keep_sets, sources, prompts):
@@ -193,8 +192,9 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     templates = sorted(set(prompts.template_index))
     by_template = ([_finite(faithfulness(lds["exact"][grid.index(size)][None, template == t], full_ld[template == t],
                                          ablated[template == t])[0]) for t in templates] if named else [])
+    excess = named and curves["exact"][grid.index(size)] > 1 + FAITHFULNESS_EXCESS
     helpful = helpful_ablations(model, base, node_list, sources[PRIMARY_ABLATION], prompts, circuit, exact,
-                                full_ld, ablated) if named and curves["exact"][grid.index(size)] > 1 + EXCESS else []
+                                full_ld, ablated) if excess else []
     heldout = leave_one_template_out(model, base, node_list, sources[PRIMARY_ABLATION], prompts, exact_pp, grid,
                                      full_ld, ablated, clean_ld, corrupted_ld) if len(templates) > 1 else None
     mlps = [i for i in circuit if node_list[i][0] == "mlp"]
@@ -216,7 +216,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     reason = _not_named_reason(gap, ranking_gap, notable, size)
     summary = {
         "family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
-        "n_nodes": N, "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads), "target": TARGET,
+        "n_nodes": N, "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads), "target": FAITHFUL_TARGET,
         "ablation": PRIMARY_ABLATION, "ablation_text": ABLATION_TEXT[PRIMARY_ABLATION].format(
             corruption=prompts.corruption),
         "named": named, "not_named_reason": reason,
@@ -427,11 +427,10 @@ def narrative(result: Result) -> list[str]:
                          "not defined meaningfully and no circuit is named.")
         return sentences
     if not s.get("ranking_informative", True):
-        clause = thresholds.gap_clause(s.get("ranking_gap_state")).replace(
-            "The clean and corrupted runs", "The clean and corrupted runs that rank the nodes")
-        sentences.append(f"{clause} ({s['ranking_gap_reason']}): the order of the nodes is not a finding, so no "
-                         f"circuit is named; the curve shows what keeping the top n of that order does (area "
-                         f"{s['faithfulness_auc']:.2f}).")
+        sentences.append(phrases.not_informative(
+            s.get("ranking_gap_state"), s["ranking_gap_reason"],
+            "the order of the nodes is not a finding, so no circuit is named; the curve shows what keeping the top n "
+            f"of that order does (area {s['faithfulness_auc']:.2f})", runs=f"{phrases.RUNS} that rank the nodes"))
         return sentences
     if not _named(s):
         notable = s.get("n_notable", 0)
@@ -441,8 +440,9 @@ def narrative(result: Result) -> list[str]:
                              f"of the gap) keep {100 * s['notable_nodes_faithfulness']:.0f}% of the LD: "
                              f"{NOT_SUFFICIENT}, so no circuit is named (target {100 * s['target']:.0f}%).")
         else:
-            sentences.append(f"No node's patching effect reaches the naming threshold "
-                             f"({100 * NAME_FRACTION:.0f}% of the gap): nothing stands out and no circuit is named.")
+            sentences.append(phrases.nothing_stands_out(
+                f"No node's patching effect reaches the naming threshold ({phrases.share(NAME_FRACTION)} of the gap)",
+                " and no circuit is named"))
         sentences.append(f"Area under the faithfulness curve (every node, for the reader): "
                          f"{s['faithfulness_auc']:.2f}.")
         return sentences
@@ -461,7 +461,7 @@ def narrative(result: Result) -> list[str]:
                      f"{sizes} node{'s' if size > 1 else ''} ({listed}) and keeps "
                      f"{100 * s['minimal_circuit_faithfulness']:.0f}% of the full model's LD over the ablated one"
                      f"{per}{instead(s)}.")
-    if s["minimal_circuit_faithfulness"] > 1 + EXCESS:
+    if s["minimal_circuit_faithfulness"] > 1 + FAITHFULNESS_EXCESS:
         helpful = s.get("helpful_ablations") or []
         if helpful:
             listed = ", ".join(f"{e['node']} (restoring it lowers faithfulness by {-100 * e['value']:.0f} points)"

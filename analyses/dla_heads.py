@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import plots
+from analyses import phrases, plots
 from analyses.attribution import (
     METRIC_LABELS,
     head_attributions,
@@ -79,8 +79,9 @@ def narrative(result: Result) -> list[str]:
         sentences.append("The heads that write most against it are "
                          + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in negative) + ".")
     if not positive and not negative:
-        sentences.append(f"No head stands out: none writes at least {MIN_EFFECT_LOGITS:g} logits and "
-                         f"{MIN_EFFECT_FRACTION:.0%} of the logit difference ({signed(reference)}) directly.")
+        sentences.append(phrases.nothing_stands_out_for("the heads", (
+            f"none writes at least {MIN_EFFECT_LOGITS:g} logits and {MIN_EFFECT_FRACTION:.0%} of the logit difference "
+            f"({signed(reference)}) directly")))
     other = s["clean_vs_corrupted_top_positive"][0]
     if notable_logits(other["value"], s["clean_vs_corrupted_logit_diff_mean"]):
         same = "the same head" if other["head"] == pos[0]["head"] else "a different head"

@@ -7,7 +7,7 @@ added to the unembedding bias term b_U[a_i] - b_U[b_i], it gives the model's log
 
 from __future__ import annotations
 
-from analyses import plots
+from analyses import phrases, plots
 from analyses.attribution import METRIC_LABELS, layer_attributions, metric_terms, run_clean_with_cache
 from analyses.metrics import answer_pair, logit_diff
 from analyses.precision import dtype_name, identity_tolerance, soft_cap, uncapped
@@ -61,9 +61,10 @@ def narrative(result: Result) -> list[str]:
         sentences = [f"Against the item in the prompt, {s['top_component']} writes the most "
                      f"({signed(s['top_value'])} of {signed(reference)}) directly into the answer."]
     else:
-        sentences = [f"Against the item in the prompt, no component writes a positive direct contribution of at least "
-                     f"{MIN_EFFECT_LOGITS:g} logits and {MIN_EFFECT_FRACTION:.0%} of the logit difference "
-                     f"({signed(reference)}): nothing stands out."]
+        sentences = [phrases.nothing_stands_out(
+            f"Against the item in the prompt, no component writes a positive direct contribution of at least "
+            f"{MIN_EFFECT_LOGITS:g} logits and {MIN_EFFECT_FRACTION:.0%} of the logit difference "
+            f"({signed(reference)})")]
     if s["bottom_value"] < 0 and notable_logits(s["bottom_value"], reference):
         sentences.append(f"{s['bottom_component']} pushes the other way most ({signed(s['bottom_value'])}).")
     sentences.append(f"The components plus the unembedding bias ({signed(s['bias_mean'])}) reconstruct the logit "

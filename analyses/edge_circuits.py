@@ -39,12 +39,13 @@ import plotly.graph_objects as go
 import torch
 
 from analyses import edge_engine as ee
-from analyses import plots
+from analyses import phrases, plots
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
 from analyses.metrics import answer_pair, does_the_task
 from analyses.mib_circuit import circuit_document
 from analyses.plots import LAYOUT
 from analyses.stats import agreement
+from analyses.thresholds import FAITHFUL_TARGET
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "edge_circuits"
@@ -52,7 +53,6 @@ FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's
 STEPS = 5  # EAP-IG interpolation steps (MIB's default for EAP-IG is 5)
 EXACT_EDGES = 24  # edges patched exactly, by |EAP-IG|: the check of the estimates
 TOP_K = 10  # edges listed in the summary
-TARGET = 0.8  # the diagram shows the smallest greedy circuit reaching this faithfulness (as the node circuit does)
 DIAGRAM_EDGES = 40  # at most this many edges drawn (the largest |score|), so the diagram stays readable
 RANDOM_SEED = 0
 
@@ -213,7 +213,7 @@ def compute(model, prompts: PromptSet, steps: int = STEPS) -> Result:
              if informative and abs(exact_of[(u, v)]) >= NAME_FRACTION]
     top = [{"edge": es.edge_name(int(u), int(v)), "value": float(eap_ig[u, v]), "eap": float(eap[u, v]),
             **({"exact": exact_of[(u, v)]} if (u, v) in exact_of else {})} for u, v in patched[:TOP_K]]
-    reached = [i for i, f in enumerate(curves.get("greedy", [])) if np.isfinite(f) and f >= TARGET]
+    reached = [i for i, f in enumerate(curves.get("greedy", [])) if np.isfinite(f) and f >= FAITHFUL_TARGET]
     chosen = reached[0] if (reached and informative) else None
     diagram_edges = _diagram_edges(es, eap_ig, circuits["greedy"][chosen]) if chosen is not None else []
     arrays["diagram_score"] = np.array([eap_ig[u, v] for u, v in diagram_edges])
@@ -227,7 +227,7 @@ def compute(model, prompts: PromptSet, steps: int = STEPS) -> Result:
         "clean_logit_diff_mean": float(s["clean_ld"].mean()),
         "corrupted_logit_diff_mean": float(s["corrupted_ld"].mean()),
         "name_threshold": NAME_FRACTION, "top_edges": top, "named_edges": named, "exact_edges_patched": len(patched),
-        "fractions": list(FRACTIONS), "edges_kept": ks, "target": TARGET,
+        "fractions": list(FRACTIONS), "edges_kept": ks, "target": FAITHFUL_TARGET,
         "day7_above_chance": does_the_task(model, prompts), "heldout_reason": heldout_reason,
     }
     for method, numbers in agree.items():
@@ -360,8 +360,9 @@ def narrative(result: Result) -> list[str]:
                  f"the {s['corruption']} corruption; the {s['exact_edges_patched']} edges with the largest |EAP-IG| "
                  "were also patched exactly."]
     if not s["informative"]:
-        sentences.append(f"The clean and corrupted runs barely differ ({s['gap_reason']}): scores are raw changes in "
-                         "LD, faithfulness is not meaningful and no edge or circuit is named.")
+        sentences.append(phrases.not_informative(
+            None, s["gap_reason"],
+            "scores are raw changes in LD, faithfulness is not meaningful and no edge or circuit is named"))
         return sentences
     if "eap_ig_slope" in s:
         sentences.append(f"Against exact edge patching EAP-IG has slope {s['eap_ig_slope']:.2f}, mean error "
@@ -373,8 +374,9 @@ def narrative(result: Result) -> list[str]:
         sentences.append(f"Edges that alone move the LD by at least {100 * s['name_threshold']:.0f}% of the gap "
                          f"when patched exactly: {listed}{instead(s)}.")
     else:
-        sentences.append(f"No single edge moves the LD by {100 * s['name_threshold']:.0f}% of the gap when patched "
-                         "exactly: nothing stands out edge by edge.")
+        sentences.append(phrases.nothing_stands_out(
+            f"No single edge moves the LD by {phrases.share(s['name_threshold'])} of the gap when patched exactly",
+            " edge by edge"))
     if "cpr_greedy" in s:
         parts = [f"{CURVE_NAMES[k]} {s[f'cpr_{k}']:.2f} / {s[f'cmd_{k}']:.2f}" for k in CURVE_NAMES
                  if f"cpr_{k}" in s]

@@ -48,104 +48,28 @@ the mean offset is within MAX_ROTATION_ERROR_STEPS of the expected one and the m
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
 import plotly.graph_objects as go
 
 from analyses import circle_stats, plots, thresholds
+from analyses.circle_geometry import (
+    angles,
+    circle_chance,
+    circle_order,
+    circle_p_value,
+    circular_mean_steps,
+    nearest_items,
+    pca_2d,
+    rotation_offsets,
+    signed_step,
+)
 from analyses.circle_intervention import CausalTest, causal_test
 from analyses.item_states import item_positions, residual_streams
+from analyses.thresholds import MAX_ROTATION_ERROR_STEPS, MIN_CAUSAL_MARGIN, MIN_CIRCLE_ORDER, PLANE_DOMINANCE
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "geometry"
-MIN_CIRCLE_ORDER = 0.8  # at least 80% of consecutive items are angular neighbours
-MAX_ROTATION_ERROR_STEPS = 0.5  # half a step: the final state is nearer the answer than its neighbours
 MIN_FINAL_SPREAD = 1e-3  # final states spread less than this (relative to the items) carry no angle
-MIN_CAUSAL_MARGIN = 0.25  # plane-2 must move the answer for 25 points more of the trials than the baselines
-CHANCE_DRAWS = 20000  # Monte Carlo draws for the circle order's chance probability
-CHANCE_SEED = 0
-
-
-# --- the maths (numpy only) -------------------------------------------------------------------------------------
-
-def pca_2d(means: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[n, d] item means -> (centre [d], basis [2, d] (rows = top two components), explained [2] fractions)."""
-    centre = means.mean(axis=0)
-    _, s, vt = np.linalg.svd(means - centre, full_matrices=False)
-    total = float((s ** 2).sum())
-    explained = (s[:2] ** 2) / total if total > 0 else np.zeros(2)
-    basis = vt[:2]
-    if basis.shape[0] < 2:  # fewer than 2 informative directions (d = 1): pad so the plane is defined
-        basis = np.vstack([basis, np.zeros((2 - basis.shape[0], means.shape[1]))])
-        explained = np.pad(explained, (0, 2 - explained.shape[0]))
-    return centre, basis, explained
-
-
-def angles(xy: np.ndarray) -> np.ndarray:
-    """[..., 2] plane coordinates -> [...] angles in radians."""
-    return np.arctan2(xy[..., 1], xy[..., 0])
-
-
-def circle_order(item_angles: np.ndarray) -> float:
-    """Fraction of consecutive pairs (i, i+1 mod n) that are neighbours in the circular order of the angles."""
-    n = len(item_angles)
-    rank = np.empty(n, dtype=int)
-    rank[np.argsort(item_angles, kind="stable")] = np.arange(n)
-    gap = (rank[(np.arange(n) + 1) % n] - rank) % n
-    return float(((gap == 1) | (gap == n - 1)).mean())
-
-
-def circle_chance(n: int) -> float:
-    """Expected circle order for random angles: a pair is adjacent with probability 2 / (n - 1)."""
-    return min(1.0, 2.0 / (n - 1))
-
-
-@cache  # a pure function of its arguments, called once per scanned point with few distinct scores
-def circle_p_value(score: float, n: int, draws: int = CHANCE_DRAWS, seed: int = CHANCE_SEED) -> float:
-    """P(circle order >= score) for n items at random angles (Monte Carlo, fixed seed, so reruns agree); at least
-    1 / (draws + 1), the resolution of the estimate."""
-    rng = np.random.default_rng(seed)
-    order = np.argsort(rng.random((draws, n)), axis=1)
-    rank = np.argsort(order, axis=1)
-    gap = (rank[:, (np.arange(n) + 1) % n] - rank) % n
-    scores = ((gap == 1) | (gap == n - 1)).mean(axis=1)
-    return float(((scores >= score - 1e-9).sum() + 1) / (draws + 1))  # (k + 1) / (N + 1): never 0
-
-
-def wrap(angle: np.ndarray) -> np.ndarray:
-    """Angles to (-pi, pi]."""
-    return -(((-np.asarray(angle)) + np.pi) % (2 * np.pi) - np.pi)
-
-
-def orientation(item_angles: np.ndarray) -> float:
-    """+1 if the sequence runs counter-clockwise on the plane (mean step between consecutive items > 0), else -1."""
-    steps = wrap(np.roll(item_angles, -1) - item_angles)
-    return 1.0 if np.sin(steps).sum() >= 0 else -1.0
-
-
-def rotation_offsets(item_angles: np.ndarray, final_angles: np.ndarray, position_items: np.ndarray) -> np.ndarray:
-    """[batch] offset of each final state from its item's angle, in steps of 2 pi / n, forward = positive."""
-    n = len(item_angles)
-    delta = wrap(final_angles - item_angles[position_items])
-    return orientation(item_angles) * delta / (2 * np.pi / n)
-
-
-def circular_mean_steps(offsets: np.ndarray, n: int) -> float:
-    """Circular mean of offsets given in steps (so that +n/2 and -n/2 do not cancel to 0)."""
-    radians = np.asarray(offsets) * 2 * np.pi / n
-    return float(np.arctan2(np.sin(radians).mean(), np.cos(radians).mean()) / (2 * np.pi / n))
-
-
-def nearest_items(item_angles: np.ndarray, final_angles: np.ndarray) -> np.ndarray:
-    """[batch] index of the item whose angle is nearest each final state's angle."""
-    return np.abs(wrap(final_angles[:, None] - item_angles[None, :])).argmin(axis=1)
-
-
-def signed_step(step: int, n: int) -> int:
-    """A step modulo n, as the signed value in (-n/2, n/2]."""
-    step %= n
-    return step - n if step > n // 2 else step
 
 
 # --- reading the model: analyses.item_states (shared with analyses.periodic) ----------------------------------
@@ -193,7 +117,7 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
     # the random-angle probability is reported (corrected), not a gate: for 7 items its floor is 2/720, so after
     # correcting for 19 points even a perfect heptagon could not pass; the circulant null is the stronger test
     geometric = [bool(scores[p] >= MIN_CIRCLE_ORDER
-                      and top2[p] >= circle_stats.PLANE_DOMINANCE * circle_stats.plane_floor(n)
+                      and top2[p] >= PLANE_DOMINANCE * circle_stats.plane_floor(n)
                       and circle_stats.corrected(circulant_p[p], looks) < thresholds.ALPHA) for p in range(n_points)]
     best = max(range(n_points), key=lambda p: (scores[p], top2[p], -p))
     reference = geometric.index(True) if any(geometric) else 0
@@ -222,7 +146,7 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
         "layer_labels": layer_labels,
         "circle_order": scores.tolist(),
         "variance_top2": top2.tolist(),
-        "plane_floor": circle_stats.plane_floor(n), "plane_dominance": circle_stats.PLANE_DOMINANCE,
+        "plane_floor": circle_stats.plane_floor(n), "plane_dominance": PLANE_DOMINANCE,
         "circulant_p_value": [circle_stats.corrected(p, looks) for p in circulant_p],
         "circulant_null_share": null_share.tolist(),
         "circle_geometry": geometric, "points_scanned": looks,

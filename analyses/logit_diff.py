@@ -1,7 +1,7 @@
 """Logit differences: how strongly the model prefers the right item, and how far apart clean and corrupted runs are.
 
 Per prompt, at the final position:
-  copy:      logit(correct) - logit(item named in the prompt), clean run (the notebook's comparison);
+  copy:      logit(correct) - logit(item named in the prompt), clean run (the seed notebook's comparison);
 and for each corruption c of the family (`day`: another item named; `relation`: another step applied):
   {c} clean:     logit(clean answer) - logit(c's corrupted answer), clean run;
   {c} corrupted: the same difference on c's corrupted prompts (expected negative).
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import plots, thresholds
+from analyses import phrases, plots, thresholds
 from analyses.metrics import answer_pair, logit_diff, model_device
 from analyses.text import num, signed
 from analyses.types import Analysis, Figure, PromptSet, Result
@@ -87,9 +87,9 @@ def narrative(result: Result) -> list[str]:
         if s[f"{corruption}_gap_informative"]:
             text += " The runs are clearly apart, so patching under this corruption is normalised by this gap."
         else:
-            clause = thresholds.gap_clause(s.get(f"{corruption}_gap_state"))
-            text += (f" {clause} ({s[f'{corruption}_gap_reason']}), so patching under this corruption reports raw "
-                     "changes in logits, not fractions of the gap.")
+            text += " " + phrases.not_informative(
+                s.get(f"{corruption}_gap_state"), s[f"{corruption}_gap_reason"],
+                "patching under this corruption reports raw changes in logits, not fractions of the gap")
         sentences.append(text)
     return sentences
 
@@ -97,7 +97,7 @@ def narrative(result: Result) -> list[str]:
 LOGIT_DIFF = Analysis(
     name="logit_diff",
     title="Logit difference",
-    definition="At the final position: logit(correct) − logit(item named in the prompt), the notebook's copy "
+    definition="At the final position: logit(correct) − logit(item named in the prompt), the seed notebook's copy "
                "comparison; and, for each corruption, logit(clean answer) − logit(corrupted answer) on the clean and "
                "on the corrupted prompts. A difference d means the first token is e^d times as likely as the other. "
                "Rule for patching: " + thresholds.RULES + ".",

@@ -21,7 +21,7 @@ import torch
 from analyses import thresholds
 from analyses.attribution import head_name
 from analyses.engine.rows import Edit
-from analyses.patching_display import AT_CHANCE, INSTEAD
+from analyses.phrases import AT_CHANCE, INSTEAD
 from analyses.types import PromptSet
 
 ABLATIONS = ("zero", "mean", "resample")

@@ -1,9 +1,12 @@
 """The two metrics every analysis reports, and the residual-stream directions they read.
 
-copy logit difference:    logit(correct answer) - logit(day named in the prompt)  (the notebook's comparison)
+copy logit difference:    logit(correct answer) - logit(day named in the prompt)  (the seed notebook's comparison)
 patching logit difference: logit(clean answer) - logit(corrupted answer)
 Both are read at the final position. Directions live in the residual stream after the final
 LayerNorm's scaling: metric = (scaled resid) @ (W_U[:, a] - W_U[:, b]) + (b_U[a] - b_U[b]).
+
+The seed notebook is the SERI MATS exercise this project grew from (GPT-2 small on "Today it is Monday so tomorrow it
+is"; README, References).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from analyses import thresholds
+from analyses import phrases, thresholds
 from analyses.thresholds import ALONE_FRACTION, NEEDED_FRACTION
 from analyses.types import Corrupted, PromptSet
 
@@ -89,8 +89,9 @@ def sentences(found: dict[str, list[dict]], informative: bool, reason: str, what
             f"sufficient: denoising it alone restores ≥ {100 * NEEDED_FRACTION:.0f}%; 'not' means ≤ "
             f"{100 * ALONE_FRACTION:.0f}%")
     if not informative:
-        return [f"The clean answer's logit barely differs between the clean and corrupted runs ({reason}), so no "
-                f"{what} is called needed or sufficient (no AND / OR structure is assessed)."]
+        return [phrases.not_informative(None, reason, f"no {what} is called needed or sufficient (no AND / OR "
+                                        "structure is assessed)", runs="The clean answer's logits in the clean and "
+                                        "corrupted runs")]
     out = []
     ands, ors, both = found["and"], found["or"], found["both"]
     if len(ands) >= 2:

@@ -16,11 +16,11 @@ Predictions by Promoting Concepts in the Vocabulary Space", on the patching chan
    As a fraction of the gap. The TOP_NEURONS neurons by |effect| are shown.
 3. Each top neuron's activation by item: its mean final-position activation on the clean prompts with item d in the
    slot [n_items], and the item it promotes: argmax over items of (g ⊙ W_out[l, n]) · W_U[:, item] (centred over
-   items). It FIRES FOR ONE ITEM when its most activating item beats the second by at least SELECTIVE of the range of
-   its activations over items; then the offset (promoted − fired-for) says whether it maps that item to the family's
-   step ("maps Monday to Tuesday": the step, for +1), to itself, or elsewhere. Activation by the prompt's item cannot
-   say whether the step was computed in the neuron or upstream of it: only that this neuron's input → output pair is
-   the step.
+   items). It FIRES FOR ONE ITEM when its most activating item beats the second by at least SELECTIVE_NEURON of the
+   range of its activations over items; then the offset (promoted − fired-for) says whether it maps that item to the
+   family's step ("maps Monday to Tuesday": the step, for +1), to itself, or elsewhere. Activation by the prompt's
+   item cannot say whether the step was computed in the neuron or upstream of it: only that this neuron's input →
+   output pair is the step.
 4. Top neurons against the whole MLP: the corrupted run with the clean activations of the top k neurons of the MLP
    (every position; k on K_GRID), against the whole MLP's output patched, as fractions of the gap.
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analyses import plots
+from analyses import phrases, plots
 from analyses.attribution import norm_gain
 from analyses.engine.readout import final_logit_diff
 from analyses.engine.rows import Edit, Row, collect_base, run_rows
@@ -53,15 +53,14 @@ from analyses.mechanism import (
     signed_offsets,
 )
 from analyses.metrics import answer_pair, does_the_task, model_device
+from analyses.thresholds import NEURONS_ENOUGH, SELECTIVE_NEURON
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "neurons"
 TOP_MLPS = 2
 TOP_NEURONS = 10
 K_GRID = (1, 2, 5, 10, 20, 50)
-SELECTIVE = 0.5  # fires for one item: top − second item's activation >= this share of the range over items
 NARRATED = 5  # neurons described in words per MLP
-ENOUGH = 0.8  # the top-k neurons "restore what the MLP does" at this share of the whole MLP's patching effect
 
 
 def _post(layer: int) -> str:
@@ -151,7 +150,7 @@ def role(activation: np.ndarray, promoted: np.ndarray, step: int, items: list[st
     n = len(items)
     ranked = np.argsort(-activation, kind="stable")
     spread = float(activation.max() - activation.min())
-    selective = spread > 0 and activation[ranked[0]] - activation[ranked[1]] >= SELECTIVE * spread
+    selective = spread > 0 and activation[ranked[0]] - activation[ranked[1]] >= SELECTIVE_NEURON * spread
     promotes = int(promoted.argmax())
     out = {"fires_for": items[ranked[0]] if selective else "", "promotes": items[promotes], "offset": None}
     if not selective:
@@ -199,7 +198,7 @@ def compute(model, prompts: PromptSet) -> Result:
                      for k, v in zip(grid, by_k)]
     summary = {"family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
                "n_layers": int(model.cfg.n_layers), "informative": informative, "gap_reason": reason,
-               "name_threshold": NAME_FRACTION, "selective_share": SELECTIVE, "family_step": step,
+               "name_threshold": NAME_FRACTION, "selective_share": SELECTIVE_NEURON, "family_step": step,
                "mlps": [{"node": f"MLP{layer}", "value": float(change[layer] / scale)} for layer in studied],
                "neurons": neurons, "top_k_patching": patching, "day7_above_chance": does_the_task(model, prompts)}
     labels = {"mlps": [f"MLP{layer}" for layer in studied], "items": items}
@@ -230,16 +229,17 @@ def narrative(result: Result) -> list[str]:
     s = result.summary
     sentences = [*at_chance_lead(s)]
     if not s["informative"]:
-        return sentences + [f"The clean and corrupted runs barely differ ({s['gap_reason']}): no MLP is studied."]
+        return sentences + [phrases.not_informative(None, s["gap_reason"], "no MLP is studied")]
     if not s["mlps"]:
-        return sentences + [f"No MLP's patched output restores {100 * s['name_threshold']:.0f}% of the clean − "
-                            "corrupted gap: nothing stands out, and no neuron is studied."]
+        return sentences + [phrases.nothing_stands_out(
+            f"No MLP's patched output {phrases.restores(s['name_threshold'], 'of the clean − corrupted gap')}",
+            ", and no neuron is studied")]
     for mlp in s["mlps"]:
         node = mlp["node"]
         top = [n for n in s["neurons"] if n["node"] == node]
         named = [n for n in top if abs(n["value"]) >= s["name_threshold"]][:NARRATED]
         patched = {p["k"]: p for p in s["top_k_patching"] if p["node"] == node}
-        sentence = f"{node} (patching its output restores {100 * mlp['value']:.0f}% of the gap{instead(s)}): "
+        sentence = f"{node} (patching its output {phrases.restores(mlp['value'])}{instead(s)}): "
         if named:
             sentence += "its neurons with the largest direct effect on the LD are " + "; ".join(
                 f"n{n['neuron']} ({100 * n['value']:+.0f}%, {n['role']})" for n in named) + "."
@@ -259,12 +259,13 @@ def narrative(result: Result) -> list[str]:
 
 
 def _top_k_sentence(node: str, patched: dict[int, dict]) -> str:
-    """Top-1 neuron against the whole MLP, and the fewest neurons on the grid that restore ENOUGH of what it does."""
+    """Top-1 neuron against the whole MLP, and the fewest neurons on the grid that restore NEURONS_ENOUGH of what it
+    does."""
     whole = next(iter(patched.values()))["whole"]
     first = min(patched)
-    enough = [k for k in sorted(patched) if whole and patched[k]["value"] / whole >= ENOUGH]
+    enough = [k for k in sorted(patched) if whole and patched[k]["value"] / whole >= NEURONS_ENOUGH]
     tail = (f"; its top {enough[0]} restore {100 * patched[enough[0]]['value']:.0f}%, at least "
-            f"{100 * ENOUGH:.0f}% of what the whole MLP restores" if enough else
+            f"{100 * NEURONS_ENOUGH:.0f}% of what the whole MLP restores" if enough else
             f"; even its top {max(patched)} restore only {100 * patched[max(patched)]['value']:.0f}%: the MLP's effect "
             "is spread over more neurons")
     return (f"Patching {node}'s top {first} neuron{'s' if first > 1 else ''} restores "

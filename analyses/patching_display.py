@@ -7,8 +7,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses import plots, thresholds
+from analyses import phrases, plots, thresholds
 from analyses.engine.sweeps import SWEEPS
+from analyses.phrases import AT_CHANCE, INSTEAD
 from analyses.plots import LAYOUT
 from analyses.types import Result
 
@@ -78,8 +79,7 @@ def agreement_scatter(result: Result, sweeps, names: np.ndarray) -> go.Figure:
 def percent(value: float | None, normalised: bool) -> str:
     if value is None:
         return "an undefined amount"
-    text = f"{100 * value:.0f}%" if normalised else f"{value:+.2g} logits"
-    return "0%" if text == "-0%" else text  # a tiny negative value rounds to "-0%"
+    return phrases.share(value) if normalised else f"{value:+.2g} logits"
 
 
 def interval(entry: dict, normalised: bool) -> str:
@@ -108,9 +108,6 @@ WHAT_CORRUPTION_ISOLATES = {
     "relation": "the corrupted prompts keep the item and ask for another step (e.g. yesterday instead of tomorrow), so "
                 "a component that matters here carries the step applied to the item",
 }
-AT_CHANCE = ("The model does not do this task (see Behaviour): what follows describes what it does instead, not how "
-             "it computes the answer.")
-INSTEAD = " (in what this model does instead of the task)"  # after a named component's role, at chance
 ROLE = {"day": "carries the named item towards the answer", "relation": "carries the step applied to the item"}
 
 
@@ -134,7 +131,7 @@ def baseline_sentences(s: dict) -> list[str]:
     if s["normalised"]:
         sentences.append(f"Over the prompts {gap}; effects are fractions of that gap.")
     else:
-        barely = (f"{thresholds.gap_clause(s.get('gap_state'))}. Under this corruption {gap}; {s['gap_reason']}. "
+        barely = (f"{phrases.gap_clause(s.get('gap_state'))}. Under this corruption {gap}; {s['gap_reason']}. "
                   "Effects are therefore raw changes in logits, not fractions of the gap, and no component is given "
                   "the corruption's role.")
         sentences.insert(len(sentences) - 1, barely)
@@ -146,8 +143,9 @@ def top_sentence(entry: dict, s: dict, subject: str) -> str:
     if not notable(entry, s):
         threshold = (f"{thresholds.MIN_EFFECT_FRACTION:.0%} of the gap" if s["normalised"] else
                      f"{thresholds.MIN_EFFECT_LOGITS:g} logits and {thresholds.MIN_EFFECT_FRACTION:.0%} of |LD|")
-        return (f"Nothing stands out for {subject}: the largest effect is {percent(entry['value'], s['normalised'])}, "
-                f"under the naming threshold of {threshold}.")
+        largest = percent(entry["value"], s["normalised"])
+        return phrases.nothing_stands_out_for(subject, f"the largest effect is {largest}, under the naming threshold "
+                                                       f"of {threshold}")
     if not s["normalised"]:  # a gap that is not informative gives no component a role, whatever the raw change
         return (f"Patching {entry['name_phrase']} {effect_phrase(entry, s['normalised'])}; the gap is not informative "
                 "(see above), so no role is read into it.")

@@ -34,7 +34,6 @@ from analyses.attribution import head_name, parse_head_name
 from analyses.engine.sweep_runs import run_sweeps
 from analyses.engine.sweeps import HEAD_SWEEPS
 from analyses.patching_display import (
-    INSTEAD,
     agreement_scatter,
     agreement_sentence,
     baseline_sentences,
@@ -45,6 +44,7 @@ from analyses.patching_display import (
     top_sentence,
     unit_label,
 )
+from analyses.phrases import INSTEAD
 from analyses.thresholds import RULES
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import plots, shared, thresholds
+from analyses import phrases, plots, shared, thresholds
 from analyses import stats as st
 from analyses.engine.sweeps import POSITION_SWEEPS
 from analyses.patching_display import (
@@ -196,7 +196,7 @@ def narrative(result: Result) -> list[str]:
                               "position of it)")
         sentence = top_sentence(top, s, f"the {SHORT[sweep]} by token role")
         by_template = top.get("value_by_template") or []
-        if by_template and s["normalised"] and "Nothing stands out" not in sentence:
+        if by_template and s["normalised"] and phrases.NOTHING_STANDS_OUT.capitalize() not in sentence:
             sentence = sentence[:-1] + " (per template: " + ", ".join(
                 f"T{t} {percent(v, True)}" for t, v in enumerate(by_template)) + ")."
         sentences.append(sentence)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import necessity, paths, plots, shared, thresholds
+from analyses import necessity, paths, phrases, plots, shared, thresholds
 from analyses.attribution import head_name
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, gap_state, informative_gap, instead, numpy
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
@@ -170,15 +170,15 @@ def narrative(result: Result) -> list[str]:
                  f"Senders: the {len(s['senders'])} heads with the largest z-patching effect ({senders}), on the "
                  f"{s['corruption']} corruption."]
     if not s["informative"]:
-        sentences.append(f"{thresholds.gap_clause(s.get('gap_state'))} ({s['gap_reason']}); effects are raw changes in "
-                         "LD and no path is named.")
+        sentences.append(phrases.not_informative(s.get("gap_state"), s["gap_reason"],
+                                                 "effects are raw changes in LD and no path is named"))
         return sentences
     named = [e for e in s["top_edges"] if abs(e["value"]) >= s["name_threshold"]]
     if not named:
-        sentences.append(f"No single path carries {100 * s['name_threshold']:.0f}% of the clean − corrupted gap: "
-                         "nothing stands out.")
+        sentences.append(phrases.nothing_stands_out(
+            f"No single path carries {phrases.share(s['name_threshold'])} of the clean − corrupted gap"))
     for e in named[:4]:
-        effect = (f"restores {100 * e['value']:.0f}% of the gap" if e["value"] >= 0 else
+        effect = (phrases.restores(e["value"]) if e["value"] >= 0 else
                   f"moves the LD away from the clean run by {100 * -e['value']:.0f}% of the gap")
         sentences.append(f"{e['sender']}'s output {_reads(e['receiver'])}: that path alone {effect}{instead(s)}.")
     if "edge_sums" in s:  # results saved before these were computed have none
@@ -217,11 +217,11 @@ def _beside_sentences(s: dict) -> list[str]:
         out.append(f"With the MLPs recomputing (every later head frozen; an MLP's share is folded into the edge it "
                    f"feeds){instead(s)}: {listed}.")
     else:
-        out.append("With the MLPs recomputing, no edge carries the naming threshold: nothing stands out.")
+        out.append(phrases.nothing_stands_out("With the MLPs recomputing, no edge carries the naming threshold"))
     noised = [e for e in s["noising_top_edges"] if abs(e["value"]) >= threshold]
     if noised:
         listed = ", ".join(f"{e['sender']} → {e['receiver']} (noising removes {100 * e['value']:.0f}%, denoising "
-                           f"restores {100 * e['denoising']:.0f}%)" for e in noised[:4])
+                           f"{phrases.restores(e['denoising'], '')})" for e in noised[:4])
         out.append(f"Noising each path (the sender's corrupted output delivered along it in the clean run), beside "
                    f"denoising{instead(s)}: {listed}.")
     else:

@@ -29,16 +29,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analyses import plots
+from analyses import phrases, plots
 from analyses.engine.readout import final_logits
 from analyses.item_states import item_positions, residual_streams
 from analyses.metrics import model_device
+from analyses.thresholds import MIN_PERIOD_MARGIN, MIN_PERIOD_SHARE
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "periodic"
 BASE10_PERIODS = (2, 5, 10)
-MIN_PERIOD_SHARE = 0.8  # period n holds at least 80% of the item means' variance
-MIN_PERIOD_MARGIN = 0.2  # the winning side's share exceeds the other side's best by 20 points of variance
 
 
 def fourier_shares(values: np.ndarray) -> np.ndarray:
@@ -158,7 +157,7 @@ def narrative(result: Result) -> list[str]:
     else:
         sentences.append(f"At {last} no single period dominates the item means: period {n} holds {item[0]:.0%} "
                          f"(naming needs {MIN_PERIOD_SHARE:.0%}); the largest share is {item[best]:.0%} at period "
-                         f"{s['periods'][best]:.3g}. Nothing stands out.")
+                         f"{s['periods'][best]:.3g}. {phrases.NOTHING_STANDS_OUT.capitalize()}.")
     logit = s["logit_period_share"]
     sentences.append(f"The answer logits over the item in the prompt put {logit[0]:.0%} of their variance at period "
                      f"{n}.")

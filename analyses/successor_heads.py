@@ -25,14 +25,14 @@ itself. The recipe implemented here, for items t_0 .. t_{n-1} (the family's item
 
   successor score(h) = fraction of items d whose row argmax is (d + 1) mod n;  copy score(h) = argmax is d.
 Chance for a head whose rows are unrelated to the items is 1/n for each score. A head is named in the narrative
-only with a score of at least NAME_SCORE (for 7 items a head with independent uniform argmaxes reaches it with
+only with a score of at least OFFSET_NAME_SCORE (for 7 items a head with independent uniform argmaxes reaches it with
 probability below 0.001).
 
 Offsets (any step, not only +1 and 0): for each head, the offset of each row's argmax, (argmax − d) mod n, written
 signed in (−n/2, n/2]; the offset histogram [L, H, n] counts them over the n items, the modal offset is its most
 frequent and the modal frequency that count / n. A head maps items by a fixed offset (it is named "an offset +2
-head", a predecessor head for −1) when its modal frequency reaches `modal_threshold(n)`: NAME_SCORE, raised until
-a head with uniform argmaxes reaches it for ANY of the n offsets with probability below NAME_P (n x the binomial
+head", a predecessor head for −1) when its modal frequency reaches `modal_threshold(n)`: OFFSET_NAME_SCORE, raised until
+a head with uniform argmaxes reaches it for ANY of the n offsets with probability below OFFSET_NAME_P (n x the binomial
 tail; 6/7 for 7 items). The family's own step, family_offset = answer_offset − copy_offset (the answer counted from
 the item the copy comparison names: +2 for yesterday_tomorrow, −1 for day_before, +1 for a list), gets its own
 score beside +1 and copy: the fraction of rows whose argmax is d + family_offset.
@@ -50,17 +50,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analyses import plots, thresholds
+from analyses import phrases, plots, thresholds
 from analyses.attribution import head_name, norm_gain, parse_head_name
 from analyses.mechanism import family_step, item_names, numpy, signed_offsets
 from analyses.metrics import model_device
-from analyses.thresholds import binomial_tail
+from analyses.thresholds import OFFSET_NAME_P, OFFSET_NAME_SCORE, binomial_tail
 from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "successor_heads"
 TOP_K = 10
-NAME_SCORE = 5 / 7  # a head is named as successor / copy head only at or above this score
-NAME_P = 0.001  # a head is named by its modal offset only if uniform argmaxes reach that frequency less often
 GRID_HEADS = 3  # 7x7 grids shown for the top heads of each kind
 POSITION_HOOK = "hook_pos_embed"  # absent (or unused) for rotary models: nothing to remove there
 EMBEDDING_NOTE = {True: "the token embedding without any position embedding (layer 0), and the residual after "
@@ -151,10 +149,10 @@ def offset_score(grids: np.ndarray, offset: int) -> np.ndarray:
 
 
 def modal_threshold(n: int) -> float:
-    """The smallest modal frequency k / n (at least NAME_SCORE) that a head whose n argmaxes are independent and
-    uniform reaches for any of the n offsets with probability under NAME_P (union bound: n x binomial tail)."""
+    """The smallest modal frequency k / n (at least OFFSET_NAME_SCORE) that a head whose n argmaxes are independent and
+    uniform reaches for any of the n offsets with probability under OFFSET_NAME_P (union bound: n x binomial tail)."""
     for k in range(1, n + 1):
-        if k / n >= NAME_SCORE and n * binomial_tail(k, n, 1 / n) < NAME_P:
+        if k / n >= OFFSET_NAME_SCORE and n * binomial_tail(k, n, 1 / n) < OFFSET_NAME_P:
             return k / n
     return 1.0
 
@@ -186,7 +184,7 @@ def compute(model, prompts: PromptSet) -> Result:
     offset_heads = [{"head": head_name(int(i) // H, int(i) % H), "offset": int(signed_offsets(n)[modal.ravel()[i]]),
                      "value": float(frequency.ravel()[i])} for i in order if frequency.ravel()[i] >= threshold]
     summary = {"family": prompts.family, "n_items": int(n), "n_layers": int(L), "n_heads": int(H),
-               "chance_score": 1 / n, "name_threshold": NAME_SCORE, "modal_threshold": threshold,
+               "chance_score": 1 / n, "name_threshold": OFFSET_NAME_SCORE, "modal_threshold": threshold,
                "family_offset": step, "embedding": EMBEDDING_NOTE[has_position_embedding(model)],
                "top_successor": ranked(successor), "top_copy": ranked(copy),
                "top_family_offset": ranked(family_score), "offset_heads": offset_heads}
@@ -268,10 +266,11 @@ def _offset_sentences(s: dict) -> list[str]:
         listed = ", ".join(f"{e['head']} ({offset_word(e['offset'])}, {100 * e['value']:.0f}%)" for e in named[:4])
         sentences.append(f"Heads that map the items by one fixed offset for at least {100 * s['modal_threshold']:.0f}% "
                          f"of them (a head with random argmaxes does so for some offset with probability under "
-                         f"{NAME_P:g}): {listed}.")
+                         f"{OFFSET_NAME_P:g}): {listed}.")
     else:
-        sentences.append(f"No head maps the items by one fixed offset for {100 * s['modal_threshold']:.0f}% of them: "
-                         "nothing stands out in the offset histogram.")
+        sentences.append(phrases.nothing_stands_out(
+            f"No head maps the items by one fixed offset for {phrases.share(s['modal_threshold'])} of them",
+            " in the offset histogram"))
     return sentences
 
 

@@ -29,6 +29,9 @@
    (from the clean run, in the corrupted run) must restore at least NEEDED_FRACTION for "sufficient alone"; the
    other reading must stay at or under ALONE_FRACTION before AND (needed, not sufficient) or OR (sufficient, not
    needed) is said.
+
+5. Method-specific rules (a faithful circuit, a selective neuron, an offset head, a circle, a period, the same heads
+   across families): the constants of section 5 below, one comment each.
 """
 
 from __future__ import annotations
@@ -48,6 +51,41 @@ MIN_EFFECT_LOGITS = 0.1
 ATTENTION_OVER_UNIFORM = 2.0  # a head's attention to a token is named only at >= this multiple of uniform attention
 NEEDED_FRACTION = 0.5
 ALONE_FRACTION = 0.25
+
+# 5. Method-specific rules: when one analysis's number counts as a finding. Each is read by that analysis's summary and
+# narrative (and by the abstract through the summary's `*_threshold` keys), never restated as a literal.
+# circuit (nodes) and edge_circuits: a circuit is "faithful" when ablating everything outside it keeps this share of the
+# full model's logit difference.
+FAITHFUL_TARGET = 0.8
+FAITHFULNESS_EXCESS = 0.05  # circuit: faithfulness above 1 + this is explained (which ablated nodes help the answer)
+# neurons: a neuron "fires for one item" when its most activating item beats the second by this share of its range
+# over items; the top-k neurons "restore what the MLP does" at NEURONS_ENOUGH of the whole MLP's patching effect.
+SELECTIVE_NEURON = 0.5
+NEURONS_ENOUGH = 0.8
+# successor_heads: a head is named as a successor / copy head only at a score of at least OFFSET_NAME_SCORE (5 of 7
+# items), raised until a head with uniform argmaxes reaches it for any offset with probability under OFFSET_NAME_P.
+OFFSET_NAME_SCORE = 5 / 7
+OFFSET_NAME_P = 0.001
+# geometry: the items lie on a circle when at least MIN_CIRCLE_ORDER of consecutive items are angular neighbours; the
+# rotation check passes when the mean offset is within MAX_ROTATION_ERROR_STEPS steps of the expected one (half a
+# step: the final state is nearer the answer than its neighbours); the plane is causal when editing it moves the answer
+# for MIN_CAUSAL_MARGIN more of the trials than the baselines.
+MIN_CIRCLE_ORDER = 0.8
+MAX_ROTATION_ERROR_STEPS = 0.5
+MIN_CAUSAL_MARGIN = 0.25
+PLANE_DOMINANCE = 1.5  # circle_stats: the plane holds >= this x the 2/(n-1) floor of n evenly spread centred points
+# periodic: period n holds at least MIN_PERIOD_SHARE of the item means' variance, and the winning side's share beats
+# the other side's best by MIN_PERIOD_MARGIN (points of variance).
+MIN_PERIOD_SHARE = 0.8
+MIN_PERIOD_MARGIN = 0.2
+# transfer: two families use the same heads at Jaccard >= SAME_HEADS_JACCARD of their top heads and Spearman >=
+# SAME_HEADS_SPEARMAN (and an overlap beyond chance); different heads at Jaccard <= DIFFERENT_HEADS_JACCARD.
+SAME_HEADS_JACCARD = 0.5
+SAME_HEADS_SPEARMAN = 0.5
+DIFFERENT_HEADS_JACCARD = 0.2
+# behaviour: a model that ignores the relation word is said to answer by the clean prompt's rule, whatever the relation
+# word says, when at least this share of the relation twins are answered by that rule.
+FOLLOWS_RULE_FRACTION = 0.5
 
 # Colour scales are anchored to these sizes, not to each plot's own maximum, so that noise stays pale: a signed map
 # in logits spans at least ±SCALE_LOGITS (the smallest gap the report normalises), one in fractions of a gap at least
@@ -130,16 +168,6 @@ def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> Gap:
         return Gap(mean, se, positive, True, "", INFORMATIVE, floor)
     state = SMALL if consistent and abs(mean) < floor else NOISY
     return Gap(mean, se, positive, False, "; ".join(reasons), state, floor)
-
-
-def gap_clause(state: str | None) -> str:
-    """How a narrative opens its sentence on a gap that is not informative: the runs '…' (reason follows)."""
-    if state == REVERSED:
-        return ("The model prefers the twin's answer on the clean prompts (a reversed gap): that is a behavioural "
-                "finding, not a mechanism, and no component is given the corruption's role")
-    if state == SMALL:
-        return "The clean and corrupted runs differ by a small but consistent amount, under the floor"
-    return "The clean and corrupted runs barely differ"
 
 
 def notable_fraction(value: float | None) -> bool:

@@ -39,11 +39,9 @@ import numpy as np
 
 from analyses import thresholds
 from analyses.stats import pearson
+from analyses.thresholds import DIFFERENT_HEADS_JACCARD, SAME_HEADS_JACCARD, SAME_HEADS_SPEARMAN
 
 TOP_K = 5
-SAME_HEADS_JACCARD = 0.5
-SAME_HEADS_SPEARMAN = 0.5
-DIFFERENT_HEADS_JACCARD = 0.2
 
 
 def top_k(scores: np.ndarray, names: Sequence[str], k: int = TOP_K) -> list[str]:

@@ -124,10 +124,6 @@ class PromptSet:
         """[batch] the position of `role` in each prompt (its template's)."""
         return [self.roles[t].index(role) for t in self.template_index]
 
-    def prompt_labels(self) -> list[str]:
-        """A short label per prompt for figure axes: 'T2 Monday' = template 2 with Monday in the slot."""
-        return [f"T{t} {self.items[i]}" for t, i in zip(self.template_index, self.item_index)]
-
 
 @dataclass
 class Result:

@@ -4,7 +4,7 @@ Builds a randomly initialised GPT-2-small-shaped checkpoint (12 layers, 12 heads
 GPT-2's tokenizer (tests/fixtures/gpt2-tokenizer), takes one prompt family (7 prompts) and, in the same run,
 times the six sweeps of the patching analyses three ways:
   (a) the loop: one full forward per patch, `transformer_lens.patching` (or `--loop reference`: this project's
-      `looped_sweep`, the notebook's way);
+      `looped_sweep`, the seed notebook's way);
   (b) `analyses.intervention.exact_sweeps` (batched, later blocks only, two logits);
   (c) `analyses.intervention.attribution_sweeps` (one forward + one backward for all six sweeps).
 Prints seconds per sweep, speed-up ratios, the largest |difference| between (a) and (b), the arithmetic each

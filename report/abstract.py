@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analyses import thresholds
+from analyses import phrases, thresholds
 from analyses.text import signed
 from analyses.types import CORRUPTIONS
 from report.bundled import BUNDLED_MODEL_NAME
+from report.units import unit_name
 
 MAX_SENTENCES = 5  # the "what we found" box
 LISTED = 3  # components named in a sentence; the rest are counted ("and N more")
@@ -89,7 +90,7 @@ def provenance(model: dict, name: str) -> str:
 
 
 def family_findings(summaries: dict[str, dict], model_name: str) -> Findings:
-    """`summaries`: section key -> summary of one family page (e.g. "behaviour", "patching_heads-day")."""
+    """`summaries`: section key -> summary of one family page (e.g. `behaviour`, `patching_heads-day`)."""
     behaviour = summaries.get("behaviour")
     if behaviour is None:
         return Findings(None, [Sentence("Behaviour was not computed, so nothing is established about this family.",
@@ -151,7 +152,7 @@ def _components(summaries: dict) -> dict[str, list[Evidence]]:
             named.setdefault(name, []).append(evidence)
 
     for corruption in CORRUPTIONS:
-        key = f"patching_heads-{corruption}"
+        key = unit_name("patching_heads", corruption)
         s = summaries.get(key)
         if s and s.get("normalised"):  # a fraction of an informative gap; raw effects on a noise gap are not named
             for entry in s.get("top_heads", []):
@@ -167,7 +168,7 @@ def _components(summaries: dict) -> dict[str, list[Evidence]]:
                     add(entry["head"], Evidence("direct logit attribution", f"{signed(entry['value'])} logits",
                                                 "dla_heads"))
     for corruption in CORRUPTIONS:
-        key = f"ablations-{corruption}"
+        key = unit_name("ablations", corruption)
         s = summaries.get(key) or (summaries.get("ablations") if corruption == "day" else None)
         if s and s.get("informative"):
             for entry in s.get("mean_ablation_top", []):
@@ -175,7 +176,7 @@ def _components(summaries: dict) -> dict[str, list[Evidence]]:
                     add(entry["node"], Evidence("mean ablation", f"{signed(entry['value'])} logits", key
                                                 if key in summaries else "ablations"))
     for corruption in CORRUPTIONS:
-        key = f"path_patching-{corruption}"
+        key = unit_name("path_patching", corruption)
         s = summaries.get(key)
         if s and s.get("informative") and s.get("normalised", True):
             for edge in s.get("top_edges", []):
@@ -196,10 +197,12 @@ def _components_sentence(findings: Findings, summaries: dict) -> Sentence:
         return Sentence("Nothing was found: no component is named, because the model does not do the task.",
                         "behaviour")
     if not findings.components:
-        return Sentence("Nothing stands out: no component passes a method's naming threshold ("
+        return Sentence(phrases.nothing_stands_out_for("", (
+                        "no component passes a method's naming threshold ("
                         f"{thresholds.MIN_EFFECT_FRACTION:.0%} of an informative gap, or "
                         f"{thresholds.MIN_EFFECT_LOGITS:g} logit and {thresholds.MIN_EFFECT_FRACTION:.0%} of the "
-                        "logit difference).", _first_present(summaries, ["patching_heads-day", "dla_heads"]))
+                        "logit difference)")),
+                        _first_present(summaries, [unit_name("patching_heads", "day"), "dla_heads"]))
     described = []
     for name, evidence in list(findings.components.items())[:LISTED]:
         methods = "; ".join(f"{e.method}, {e.value}" for e in evidence)
@@ -214,7 +217,7 @@ def _components_sentence(findings: Findings, summaries: dict) -> Sentence:
 
 def _circuit_sentence(summaries: dict) -> Sentence | None:
     for corruption in CORRUPTIONS:
-        key = f"circuit-{corruption}"
+        key = unit_name("circuit", corruption)
         s = summaries.get(key)
         if not (s and s.get("informative") and s.get("ranking_informative") and s.get("minimal_circuit")):
             continue
@@ -241,7 +244,7 @@ def _not_established(findings: Findings, summaries: dict) -> Sentence:
             reasons.append("a circuit (not computed)")
         elif not _circuit_sentence(summaries):
             reasons.append("a circuit (no ranking gap informative enough to name one)")
-        elif not any((summaries.get(f"circuit-{c}") or {}).get("held_out_faithfulness") is not None
+        elif not any((summaries.get(unit_name("circuit", c)) or {}).get("held_out_faithfulness") is not None
                      for c in CORRUPTIONS):
             reasons.append("faithfulness on held-out prompts (not measured)")
     missing = [name for name in ("patching_heads", "dla_heads", "ablations", "path_patching", "successor_heads")

@@ -35,7 +35,7 @@ class CatalogueEntry:
 
 
 MODELS = (
-    CatalogueEntry("gpt2", 124_439_808, True, "GPT-2 small (alias gpt2-small); the notebook's model"),
+    CatalogueEntry("gpt2", 124_439_808, True, "GPT-2 small (alias gpt2-small); the seed notebook's model"),
     CatalogueEntry("gpt2-medium", 354_823_168, True, "GPT-2 medium"),
     CatalogueEntry("gpt2-large", 774_030_080, True, "GPT-2 large"),
     CatalogueEntry("gpt2-xl", 1_557_611_200, True, "GPT-2 XL"),

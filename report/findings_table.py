@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analyses import thresholds
 from report import render
+from report.units import unit_name
 
 HEADER = ("family", "accuracy among the items", "above chance (binomial p)", "names the item in the prompt",
           "day-corruption gap", "relation-corruption gap", "top head, day corruption", "top head, relation corruption")
@@ -29,7 +30,7 @@ def _top_head(page: render.FamilyPage, corruption: str) -> str:
     if not page.findings.does_task:
         return "at chance"
     patching = next((s.result.summary for s in page.sections
-                     if s.key == f"patching_heads-{corruption}" and s.result is not None), None)
+                     if s.key == unit_name("patching_heads", corruption) and s.result is not None), None)
     if patching is None:
         return "not computed"
     if not patching.get("normalised"):

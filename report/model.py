@@ -1,7 +1,9 @@
-"""Load a model as a TransformerLens 4 `TransformerBridge` with the notebook's weight processing.
+"""Load a model as a TransformerLens 4 `TransformerBridge` with the seed notebook's weight processing.
 
 A name is a Hugging Face id (`gpt2`, `gpt2-medium`, ...; `gpt2-small` is an alias of `gpt2`), a local
-checkpoint folder, or the bundled offline model (`gemma-3-270m`, the default, installed with the project).
+checkpoint folder, or the bundled offline model (`gemma-3-270m`, the default, installed with the project). The seed
+notebook is the SERI MATS exercise this project grew from (GPT-2 small on "Today it is Monday so tomorrow it is";
+README, References).
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """The weight processing each architecture gets: one home for the flags that model.py and bundled.py apply.
 
-The notebook's processing folds LayerNorm into the next weights, centres what writes to the residual stream
-and the unembedding, folds the value biases into the output bias (b_V W_O does not depend on where a head looks,
-so per-head DLA leaves it in the layer's b_O; recorded so the report can say so); none of it changes the logits.
+The processing of the seed notebook (the SERI MATS exercise this project grew from: GPT-2 small on "Today it is
+Monday so tomorrow it is"; README, References) folds LayerNorm into the next weights, centres what writes to the
+residual stream and the unembedding, folds the value biases into the output bias (b_V W_O does not depend on where a
+head looks, so per-head DLA leaves it in the layer's b_O; recorded so the report can say so); none of it changes the
+logits.
 
-The notebook also refactored W_Q W_K^T and W_V W_O by SVD (`refactor_factored_attn_matrices`). It is off: it only
-re-chooses the basis of each head's query, key, value and z spaces (the products W_Q W_K^T and W_V W_O, the attention
-patterns, every head's output and the logits are unchanged), and every number the report computes treats a head
-whole (patching a head's whole z, v, pattern, q, k or v; its output; its OV and QK products), so none of them
+The seed notebook also refactored W_Q W_K^T and W_V W_O by SVD (`refactor_factored_attn_matrices`). It is off: it
+only re-chooses the basis of each head's query, key, value and z spaces (the products W_Q W_K^T and W_V W_O, the
+attention patterns, every head's output and the logits are unchanged), and every number the report computes treats a
+head whole (patching a head's whole z, v, pattern, q, k or v; its output; its OV and QK products), so none of them
 depends on that basis (tests/test_load_time.py compares the analyses with and without it). It was 97% of loading a
 GPT-2-small-shaped checkpoint on a 2-core CPU (72 batched SVDs, about 125 CPU seconds of 132; benchmarks/load.py).
 """
@@ -29,7 +31,7 @@ GEMMA3_PROCESSING = {**WEIGHT_PROCESSING, "center_writing_weights": False, "refa
 
 
 def processing_for(cfg) -> dict:
-    """The notebook's processing, less the steps that do not apply to this architecture.
+    """The seed notebook's processing, less the steps that do not apply to this architecture.
 
     Centring the writing weights assumes a LayerNorm that subtracts the mean (RMSNorm does not, so it would
     change the logits); refactoring W_Q W_K assumes scores computed from them directly (rotary embeddings sit

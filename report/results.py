@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from analyses.types import Result
 from report.errors import UserError
 from report.files import fsync_dir, fsync_file, lock, temp_dir, temp_name
+from report.units import unit_name
 
 MANIFEST = "manifest.json"
 
@@ -73,20 +74,6 @@ def units(analysis, prompts) -> list[tuple[str, object]]:
     if not analysis.per_corruption:
         return [(analysis.name, prompts)]
     return [(unit_name(analysis.name, c), prompts.with_corruption(c)) for c in prompts.corruptions]
-
-
-# A results unit is one analysis, or one analysis under one corruption: its folder is `<analysis>` or
-# `<analysis>-<corruption>`. These two functions are the only places that build or split that name (analysis
-# names have no hyphen), for the pipeline, the renderer, the schema lookup and the transfer table alike.
-def unit_name(analysis: str, corruption: str | None) -> str:
-    """The results folder of `analysis` (under `corruption`, for a per-corruption analysis)."""
-    return analysis if corruption is None else f"{analysis}-{corruption}"
-
-
-def unit_of(folder: str) -> tuple[str, str | None]:
-    """(analysis, corruption or None) of a results folder's name: the inverse of unit_name."""
-    analysis, _, corruption = folder.partition("-")
-    return analysis, corruption or None
 
 
 def sha256(path: Path) -> str:

@@ -10,6 +10,8 @@ import json
 from functools import cache
 from importlib import resources
 
+from report.units import unit_of
+
 MANIFEST = "manifest"
 DOCUMENTS = ("mib_circuit",)  # schemas of extra result files (report/mib_circuit.py), not of a summary
 
@@ -17,7 +19,6 @@ DOCUMENTS = ("mib_circuit",)  # schemas of extra result files (report/mib_circui
 def schema_name(folder: str) -> str:
     """An analysis folder's schema: a per-corruption folder `<analysis>-<corruption>` uses `<analysis>`'s."""
     from analyses import BY_NAME
-    from report.results import unit_of
 
     analysis, _ = unit_of(folder)
     return analysis if analysis in BY_NAME else folder

@@ -22,7 +22,7 @@ import numpy as np
 from analyses import transfer
 from analyses.attribution import head_name
 from analyses.types import Result
-from report.results import unit_name
+from report.units import unit_name
 
 # head score kind -> (results units, first found wins; arrays key; summary ranking key; words for the sentence).
 # Head patching is saved per corruption (`patching_heads-day`); runs from before that saved one `patching_heads`.

@@ -13,7 +13,7 @@ from publish_util import restamp
 from safetensors.numpy import load_file, save_file
 
 from analyses import REGISTRY
-from report import render
+from report import sections
 from report.cli import main
 
 
@@ -31,11 +31,12 @@ def test_a_narrative_that_raises_is_a_bug_with_its_traceback_not_a_damaged_file(
     position = next(i for i, a in enumerate(REGISTRY) if a.name == "dla_layers")
     registry = list(REGISTRY)
     registry[position] = dataclasses.replace(REGISTRY[position], narrative=broken)
-    monkeypatch.setattr(render, "REGISTRY", tuple(registry))
+    monkeypatch.setattr(sections, "REGISTRY", tuple(registry))
     run = shutil.copytree(small_run, tmp_path / "run")
     result = build(run, tmp_path / "site")
     assert result.exit_code == 70, result.output
     assert "Traceback" in result.output and f"{type(error).__name__}: {error}" in result.output
+    assert "while drawing the figures and narrative of analysis 'dla_layers'" in result.output  # names the culprit
     assert result.output.strip().splitlines()[-1].startswith("error: this is a bug")
     assert "warning:" not in result.output and "arrays.safetensors" not in result.output
 

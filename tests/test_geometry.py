@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import geometry
+from analyses import circle_geometry, geometry
 from tests.conftest import save_tiny_gpt2
 
 RANDOM_SEEDS = (0, 1)
@@ -23,8 +23,8 @@ RANDOM_SEEDS = (0, 1)
 @pytest.mark.parametrize("n", [4, 7, 12])
 def test_items_in_sequence_order_on_a_circle_score_one_in_either_direction(n):
     theta = 2 * np.pi * np.arange(n) / n
-    assert geometry.circle_order(theta) == 1.0
-    assert geometry.circle_order(-theta + 0.3) == 1.0
+    assert circle_geometry.circle_order(theta) == 1.0
+    assert circle_geometry.circle_order(-theta + 0.3) == 1.0
 
 
 def test_items_placed_two_steps_apart_score_zero():
@@ -32,30 +32,30 @@ def test_items_placed_two_steps_apart_score_zero():
     order = [0, 2, 4, 6, 1, 3, 5]
     theta = np.empty(7)
     theta[order] = 2 * np.pi * np.arange(7) / 7
-    assert geometry.circle_order(theta) == 0.0
+    assert circle_geometry.circle_order(theta) == 0.0
 
 
 def test_one_swap_breaks_exactly_the_pairs_it_touches():
     theta = 2 * np.pi * np.arange(7) / 7
     theta[[2, 4]] = theta[[4, 2]]  # circular order 0 1 4 3 2 5 6: pairs (1,2), (4,5) broken; (2,3), (3,4) kept
-    assert geometry.circle_order(theta) == pytest.approx(5 / 7)
+    assert circle_geometry.circle_order(theta) == pytest.approx(5 / 7)
 
 
 @pytest.mark.parametrize("n", [7, 12])
 def test_random_angles_score_the_stated_chance_level(n):
     rng = np.random.default_rng(1)
-    scores = np.array([geometry.circle_order(rng.uniform(-np.pi, np.pi, n)) for _ in range(4000)])
+    scores = np.array([circle_geometry.circle_order(rng.uniform(-np.pi, np.pi, n)) for _ in range(4000)])
     standard_error = scores.std() / np.sqrt(len(scores))
-    assert geometry.circle_chance(n) == pytest.approx(2 / (n - 1))
+    assert circle_geometry.circle_chance(n) == pytest.approx(2 / (n - 1))
     assert abs(scores.mean() - 2 / (n - 1)) < 4 * standard_error
 
 
 def test_chance_probability_of_a_clean_circle_is_two_over_n_minus_one_factorial():
     # a clean circle is 2 of the (n - 1)! circular orders (two directions): 2 / 720 for the days
-    p = geometry.circle_p_value(1.0, 7)
+    p = circle_geometry.circle_p_value(1.0, 7)
     exact = 2 / 720
-    assert abs(p - exact) < 4 * np.sqrt(exact * (1 - exact) / geometry.CHANCE_DRAWS)
-    assert geometry.circle_p_value(0.0, 7) == 1.0
+    assert abs(p - exact) < 4 * np.sqrt(exact * (1 - exact) / circle_geometry.CHANCE_DRAWS)
+    assert circle_geometry.circle_p_value(0.0, 7) == 1.0
 
 
 def test_pca_of_a_shifted_circle_gives_half_the_variance_to_each_component():
@@ -63,9 +63,9 @@ def test_pca_of_a_shifted_circle_gives_half_the_variance_to_each_component():
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.normal(size=(16, 2)))[0].T  # an arbitrary plane in 16 dimensions
     points = 3 * np.cos(theta)[:, None] * basis[0] + 3 * np.sin(theta)[:, None] * basis[1] + rng.normal(size=16)
-    centre, plane, explained = geometry.pca_2d(points)
+    centre, plane, explained = circle_geometry.pca_2d(points)
     np.testing.assert_allclose(explained, [0.5, 0.5], atol=1e-9)
-    assert geometry.circle_order(geometry.angles((points - centre) @ plane.T)) == 1.0
+    assert circle_geometry.circle_order(circle_geometry.angles((points - centre) @ plane.T)) == 1.0
 
 
 @pytest.mark.parametrize("direction", [1, -1])
@@ -75,14 +75,14 @@ def test_a_final_state_rotated_by_k_items_is_k_steps_on_whichever_way_the_circle
     item_angles = direction * 2 * np.pi * np.arange(n) / n + 0.2
     items = np.arange(n).repeat(2)
     final = item_angles[(items + step) % n] + 0.01 * np.tile([1, -1], n)  # small jitter either side
-    offsets = geometry.rotation_offsets(item_angles, final, items)
+    offsets = circle_geometry.rotation_offsets(item_angles, final, items)
     np.testing.assert_allclose(offsets, step + direction * 0.01 * np.tile([1, -1], n) / (2 * np.pi / n), atol=1e-9)
-    assert geometry.circular_mean_steps(offsets, n) == pytest.approx(step, abs=1e-9)
-    assert (geometry.nearest_items(item_angles, final) == (items + step) % n).all()
+    assert circle_geometry.circular_mean_steps(offsets, n) == pytest.approx(step, abs=1e-9)
+    assert (circle_geometry.nearest_items(item_angles, final) == (items + step) % n).all()
 
 
 def test_circular_mean_does_not_cancel_offsets_either_side_of_half_a_turn():
-    assert abs(geometry.circular_mean_steps(np.array([5.9, -5.9]), 12)) == pytest.approx(6.0, abs=0.11)
+    assert abs(circle_geometry.circular_mean_steps(np.array([5.9, -5.9]), 12)) == pytest.approx(6.0, abs=0.11)
 
 
 # --- through the model --------------------------------------------------------------------------------------------
@@ -352,9 +352,9 @@ def test_a_planted_rotation_reads_its_step_against_the_fixed_reference(feature_m
     # the trap the fixed reference avoids: against the item token's own angle at the same layer (already rotated
     # there by the head) the same data read almost no rotation
     last, items = s["n_points"] - 1, np.array(prompts.item_index)
-    same_layer = geometry.rotation_offsets(geometry.angles(result.arrays["item_xy"][last]),
-                                           geometry.angles(result.arrays["final_xy"][last]), items)
-    assert abs(geometry.circular_mean_steps(same_layer, 7)) < 0.5
+    same_layer = circle_geometry.rotation_offsets(circle_geometry.angles(result.arrays["item_xy"][last]),
+                                           circle_geometry.angles(result.arrays["final_xy"][last]), items)
+    assert abs(circle_geometry.circular_mean_steps(same_layer, 7)) < 0.5
     assert "consistent with the next item being a rotation" in geometry.narrative(result)[-1]
 
 

@@ -21,7 +21,7 @@ def assert_same_up_to_a_constant(a, b, tol=1e-4):
     assert torch.allclose(a.log_softmax(-1), b.log_softmax(-1), atol=tol)
 
 
-def test_gpt2_gets_the_notebooks_processing_and_keeps_its_logits(tiny_checkpoint, tiny_prompt_sets):
+def test_gpt2_gets_the_seed_notebooks_processing_and_keeps_its_logits(tiny_checkpoint, tiny_prompt_sets):
     loaded = load_model(str(tiny_checkpoint), device="cpu")
     assert loaded.processing == WEIGHT_PROCESSING
     tokens = tiny_prompt_sets["tomorrow"].clean_tokens

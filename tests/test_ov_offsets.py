@@ -63,7 +63,7 @@ def test_random_heads_give_no_offset_head(tmp_path, seed):
 def test_the_modal_threshold_is_six_of_seven_for_days_and_name_score_for_months():
     """5 of 7 for some one of 7 offsets happens to a random head with probability ~0.007: too often to name."""
     assert modal_threshold(7) == pytest.approx(6 / 7)
-    assert modal_threshold(12) == pytest.approx(9 / 12)  # NAME_SCORE (5/7) is the floor
+    assert modal_threshold(12) == pytest.approx(9 / 12)  # OFFSET_NAME_SCORE (5/7) is the floor
 
 
 def test_layer_zero_reads_the_token_embedding_and_no_input_carries_the_position_embedding(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyses import periodic
+from analyses import periodic, thresholds
 
 SEEDS = (0, 1)
 
@@ -31,7 +31,7 @@ def test_fourier_shares_put_a_circle_at_period_n_and_spread_evenly_spaced_points
     shares = periodic.fourier_shares(np.eye(12))
     assert len(shares) == 6 and shares[-1] == pytest.approx(1 / 11) and shares[0] == pytest.approx(2 / 11)
     # over 7 consecutive items, base-10 waves leave half their variance at period 7: this view cannot name base 10
-    assert 0.4 < periodic.fourier_shares(_base10(index))[0] < periodic.MIN_PERIOD_SHARE
+    assert 0.4 < periodic.fourier_shares(_base10(index))[0] < thresholds.MIN_PERIOD_SHARE
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -86,7 +86,7 @@ def test_a_planted_seven_circle_and_planted_base_ten_features_are_told_apart(pla
     assert periodic.narrative(circle)[0].startswith("At final period 7 (one cycle of the sequence) holds")
     # base-10 waves: period 7 never dominates the item means, nor the logits
     assert max(share[0] for share in base10.summary["item_period_share"]) < 0.65
-    assert base10.summary["logit_period_share"][0] < periodic.MIN_PERIOD_SHARE
+    assert base10.summary["logit_period_share"][0] < thresholds.MIN_PERIOD_SHARE
     sentences = periodic.narrative(base10)
     assert "no single period dominates" in sentences[0] and "Nothing stands out" in sentences[0]
     assert "only an offset family" in sentences[-1]

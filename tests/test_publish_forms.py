@@ -12,7 +12,7 @@ from conftest import TINY_FAMILIES, invoke
 from publish_util import assert_no_local_path, copy_run, edit_summary, fails, local_paths, restamp
 
 from analyses import REGISTRY
-from report import render
+from report import render, sections
 from report.site import MARKER
 
 
@@ -170,7 +170,7 @@ def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_fami
     run = copy_run(two_families, tmp_path / "run")
     edit_summary(run / "tiny-gpt20" / "tomorrow" / "behaviour", day7_above_chance=False)
     edit_summary(run / "tiny-gpt20" / "day_after" / "behaviour", day7_above_chance=True)
-    restamp(run)  # a run that computed these values (edits without it are refused: test_hardening_results.py)
+    restamp(run)  # a run that computed these values (edits without it are refused: test_damaged_results.py)
     invoke("build", run, "--site", tmp_path / "site")
     chance = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
     above = (tmp_path / "site" / "tiny-gpt20" / "day_after.html").read_text(encoding="utf-8")
@@ -209,7 +209,8 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
     restamp(run)
     registry = tuple(Tagged(a, part="mechanism", per_corruption=True) if a.name == "logit_lens" else a
                      for a in REGISTRY)
-    monkeypatch.setattr(render, "REGISTRY", registry)
+    monkeypatch.setattr(render, "REGISTRY", registry)  # the index's list of analyses
+    monkeypatch.setattr(sections, "REGISTRY", registry)  # the sections read from the run
     invoke("build", run, "--site", tmp_path / "site")
     html = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
     headings = re.findall(r'<h2 class="part">([^<]+)</h2>', html)
