@@ -11,6 +11,7 @@ from planted_circuit import save_planted_gpt2
 
 from analyses import REGISTRY, paths, shared
 from analyses import intervention as engine
+from analyses.engine import sweep_runs
 from analyses.types import FamilyContext
 from report.results import units
 
@@ -92,7 +93,8 @@ def test_shared_work_is_done_once_per_family_and_corruption(planted, monkeypatch
             return function(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(engine, "collect_runs", counting("runs", engine.collect_runs))
+    monkeypatch.setattr(engine, "collect_runs", counting("runs", engine.collect_runs))  # the shared pair
+    monkeypatch.setattr(sweep_runs, "collect_runs", counting("runs", sweep_runs.collect_runs))  # the swapped pair
     monkeypatch.setattr(shared, "does_the_task", counting("chance", shared.does_the_task))
     monkeypatch.setattr(paths, "setup", counting("path_setup", paths.setup))
     monkeypatch.setattr(paths, "path_effects", counting("senders", paths.path_effects,
