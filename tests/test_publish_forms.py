@@ -248,7 +248,7 @@ def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, 
     assert 'id="comparison"' in index
     table = index.split('id="comparison"', 1)[1].split("<h2>Overview", 1)[0]
     assert table.count('<table class="comparison">') == 2  # tomorrow and day_after, both models in each
-    assert 'href=f"{SLUG}/tomorrow.html"' in table and 'href="other-model/tomorrow.html"' in table
+    assert f'href="{SLUG}/tomorrow.html"' in table and 'href="other-model/tomorrow.html"' in table
     n_layers = json.loads((two_families / "manifest.json").read_text())["models"][SLUG]["n_layers"]
     top = json.loads((two_families / SLUG / "tomorrow" / "patching_heads-day" / "summary.json").read_text())
     head = top["top_heads"][0]["head"]
