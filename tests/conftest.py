@@ -20,13 +20,6 @@ WHOLE_PIPELINE_FIXTURES = {"tiny_report", "gemma_first_load", "gemma_report"}  #
 TINY_MODEL_FIXTURES = {"tiny_checkpoint", "tiny_model", "tiny_prompt_sets", "small_run"}  # -> tiny
 
 
-# With -n (pytest-xdist), tests are sent to the workers by group, not one by one (`--dist loadgroup`): a file's tests
-# stay on one worker, so that its module fixtures (a planted model, a run) are built once, and every test of one
-# whole-pipeline session fixture goes to one worker, so that the tiny report or the bundled Gemma is computed once.
-SHARED_RUN_GROUPS = {"gemma_first_load": "gemma", "gemma_report": "gemma", "tiny_report": "tiny_report"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
@@ -34,27 +27,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if used & TINY_MODEL_FIXTURES and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.tiny)
-        if not item.get_closest_marker("xdist_group"):
-            shared = sorted({SHARED_RUN_GROUPS[name] for name in used & SHARED_RUN_GROUPS.keys()})
-            item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.name))
-
-
-def _dist_chosen(config) -> bool:
-    return any(arg == "--dist" or arg.startswith("--dist=") or arg == "-d" for arg in config.invocation_params.args)
-
-
-def pytest_configure(config):
-    """`-n N` alone distributes by the groups above; an explicit `--dist MODE` is left as given."""
-    if hasattr(config, "workerinput"):  # a worker: group as its controller said
-        if config.workerinput.get("weekday_loadgroup"):
-            config.option.loadgroup = True
-    elif getattr(config.option, "dist", "no") == "load" and not _dist_chosen(config):
-        config.option.dist = "loadgroup"
-
-
-@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown where it is not installed
-def pytest_configure_node(node):  # pytest-xdist, on the controller: tell each worker to group
-    node.workerinput["weekday_loadgroup"] = node.config.getoption("dist") == "loadgroup"
 
 
 def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int = 64, seed: int = 0,

@@ -19,7 +19,7 @@ def test_the_golden_run_is_current():
 
 def test_the_golden_run_stays_small():
     size = sum(p.stat().st_size for p in golden.RUN.rglob("*") if p.is_file())
-    assert 0 < size < 1_000_000, f"{size} bytes: cut golden.TEMPLATES or golden.FAMILIES, then `{golden.REGENERATE}`"
+    assert 0 < size < 1_200_000, f"{size} bytes: cut golden.TEMPLATES or golden.FAMILIES, then `{golden.REGENERATE}`"
 
 
 def _copy(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 RUN = Path(__file__).parent / "run"
 MODEL = "planted-gpt2"  # the checkpoint's folder name, which names the model in the run
 FAMILIES = ("tomorrow", "day_after", "next_month")
-TEMPLATES = 2  # the first two templates (and relation twins) of each family: a few hundred KB, intervals over two
+TEMPLATES = 2  # the first two templates (and relation twins) of each family: intervals over two; about 1 MB
 REGENERATE = "python -m tests.golden.regenerate"
 
 
