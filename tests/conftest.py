@@ -123,6 +123,27 @@ def small_run(tiny_checkpoint, tmp_path_factory) -> Path:
     return out / "small"
 
 
+@pytest.fixture(scope="session")
+def golden_run(tmp_path_factory) -> Path:
+    """The committed golden run (tests/golden/: every analysis on a planted checkpoint, three families), copied into
+    the session's temporary folder, for tests of `build` and of the pages: no model, no pipeline run. Fails, with the
+    command that writes it again, when it no longer matches this version (results format, checksums, schemas)."""
+    import golden
+
+    found = golden.problems()
+    if found:
+        pytest.fail(golden.stale_message(found), pytrace=False)
+    return Path(shutil.copytree(golden.RUN, tmp_path_factory.mktemp("golden") / "run"))
+
+
+@pytest.fixture(scope="session")
+def golden_site(golden_run, tmp_path_factory) -> Path:
+    """`build` of the golden run (inline assets, the default form), once per session."""
+    site = tmp_path_factory.mktemp("golden-site") / "site"
+    invoke("build", golden_run, "--site", site)
+    return site
+
+
 GEMMA_PROBE = "Today it is Monday so tomorrow it is"
 
 

@@ -8,6 +8,7 @@ import random
 import shutil
 from pathlib import Path
 
+import golden
 import pytest
 from click.testing import CliRunner
 from conftest import invoke, save_tiny_gpt2
@@ -17,20 +18,19 @@ from report import results
 from report.cli import main
 from report.loader import load_run
 
-SLUG = "tiny-gpt20"
+SLUG = golden.MODEL  # the golden run's model folder
 
 
 @pytest.fixture(scope="module")
-def one_family(tiny_report, tmp_path_factory) -> Path:
-    run_dir, _ = tiny_report
-    return copy_run(run_dir, tmp_path_factory.mktemp("one") / "run", families=["tomorrow"])
+def one_family(golden_run, tmp_path_factory) -> Path:
+    return copy_run(golden_run, tmp_path_factory.mktemp("one") / "run", families=["tomorrow"])
 
 
 @pytest.fixture(scope="module")
 def other_checkpoint_run(tmp_path_factory) -> Path:
     """dla_layers and behaviour of a differently seeded tiny checkpoint on `tomorrow` (its arrays to swap in)."""
     root = tmp_path_factory.mktemp("other")
-    model = save_tiny_gpt2(root / "tiny-gpt20", seed=1)
+    model = save_tiny_gpt2(root / SLUG, seed=1)  # another checkpoint in a folder of the same name
     invoke("run", "--model", model, "--families", "tomorrow", "--analyses", "behaviour,dla_layers", "--out",
            root / "runs", "--device", "cpu", "--run-id", "other")
     return root / "runs" / "other"
@@ -68,6 +68,7 @@ def test_an_edited_summary_is_never_published_and_is_named(one_family, tmp_path)
     assert sorted(p.path.parent.name for p in loaded.problems) == ["behaviour", "dla_heads"]
 
 
+@pytest.mark.tiny  # builds its own tiny checkpoints
 def test_arrays_swapped_in_from_another_checkpoint_are_never_published(one_family, other_checkpoint_run, tmp_path):
     run = copy_run(one_family, tmp_path / "run")
     ours = run / SLUG / "tomorrow" / "dla_layers" / "arrays.safetensors"
@@ -80,6 +81,7 @@ def test_arrays_swapped_in_from_another_checkpoint_are_never_published(one_famil
     assert "1 section missing" in index
 
 
+@pytest.mark.tiny  # builds its own tiny checkpoints
 def test_a_whole_result_copied_from_another_model_with_its_checksums_is_refused_by_identity(
         one_family, other_checkpoint_run, tmp_path):
     """A careful forger also copies the checksums into the manifest: the model identity the result carries
@@ -128,6 +130,7 @@ def same_name_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     return first, run("day_after", "B"), run("next_month", "C")
 
 
+@pytest.mark.tiny  # builds its own tiny checkpoints
 def test_two_runs_of_one_folder_name_holding_different_weights_are_not_merged(same_name_runs, tmp_path):
     a, b, _ = same_name_runs
     _, output = fails("build", a, b, "--site", tmp_path / "site")
@@ -135,6 +138,7 @@ def test_two_runs_of_one_folder_name_holding_different_weights_are_not_merged(sa
     assert not (tmp_path / "site").exists()
 
 
+@pytest.mark.tiny  # builds its own tiny checkpoints
 def test_two_runs_of_the_same_weights_still_merge(same_name_runs, tmp_path):
     """The control: the same weights run twice on different families are one model in the report."""
     _, b, c = same_name_runs

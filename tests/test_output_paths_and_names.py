@@ -10,19 +10,19 @@ import os
 import re
 from pathlib import Path
 
+import golden
 import pytest
 from conftest import invoke, save_tiny_gpt2
 from publish_util import copy_run, fails
 
 from report import names, render
 
-SLUG = "tiny-gpt20"
+SLUG = golden.MODEL  # the golden run's model folder
 
 
 @pytest.fixture(scope="module")
-def one_family(tiny_report, tmp_path_factory) -> Path:
-    run_dir, _ = tiny_report
-    return copy_run(run_dir, tmp_path_factory.mktemp("one") / "run", families=["tomorrow"])
+def one_family(golden_run, tmp_path_factory) -> Path:
+    return copy_run(golden_run, tmp_path_factory.mktemp("one") / "run", families=["tomorrow"])
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -171,6 +171,7 @@ def test_a_template_holding_a_link_is_drawn_as_text_in_every_figure(markup_run, 
     assert '<a href="https://evil.example"' not in html  # nor does the page itself hold a live link
 
 
+@pytest.mark.tiny  # builds its own tiny checkpoints
 def test_distinct_models_with_the_same_folder_name_get_distinct_labels(tmp_path):
     first, second = save_tiny_gpt2(tmp_path / "a" / "tiny", seed=0), save_tiny_gpt2(tmp_path / "b" / "tiny", seed=1)
     invoke("report", "--model", first, "--model", second, "--families", "tomorrow", "--analyses", "behaviour",

@@ -1,5 +1,5 @@
-"""The output forms of `build` on a saved tiny run (no model is loaded): shared assets, the single file, the
-site's whole-folder swap and its guard, damaged results, awkward names, the comparison, names not paths."""
+"""The output forms of `build` on the golden run (tests/golden/; no model is loaded): shared assets, the single
+file, the site's whole-folder swap and its guard, damaged results, awkward names, the comparison, names not paths."""
 
 from __future__ import annotations
 
@@ -7,27 +7,29 @@ import json
 import re
 from pathlib import Path
 
+import golden
 import pytest
-from conftest import TINY_FAMILIES, invoke
+from conftest import invoke
 from publish_util import assert_no_local_path, copy_run, edit_summary, fails, local_paths, restamp
 
 from analyses import REGISTRY
 from report import render, sections
 from report.site import MARKER
 
+SLUG = golden.MODEL
+
 
 @pytest.fixture(scope="module")
-def two_families(tiny_report, tmp_path_factory) -> Path:
-    run_dir, _ = tiny_report
-    return copy_run(run_dir, tmp_path_factory.mktemp("two") / "run", families=["tomorrow", "day_after"])
+def two_families(golden_run, tmp_path_factory) -> Path:
+    return copy_run(golden_run, tmp_path_factory.mktemp("two") / "run", families=["tomorrow", "day_after"])
 
 
 def html_files(site: Path) -> dict[str, str]:
     return {p.relative_to(site).as_posix(): p.read_text(encoding="utf-8") for p in sorted(site.rglob("*.html"))}
 
 
-def test_shared_assets_are_stored_once_and_pages_load_them_by_relative_path(tiny_report, tmp_path):
-    run_dir, inline_site = tiny_report
+def test_shared_assets_are_stored_once_and_pages_load_them_by_relative_path(golden_run, golden_site, tmp_path):
+    run_dir, inline_site = golden_run, golden_site
     invoke("build", run_dir, "--site", tmp_path / "site", "--assets", "shared")
     site = tmp_path / "site"
     assets = sorted(p.name for p in (site / "assets").iterdir())
@@ -44,13 +46,13 @@ def test_shared_assets_are_stored_once_and_pages_load_them_by_relative_path(tiny
             assert "window.Plotly = Plotly" not in html  # the bundle is not inlined as well
 
 
-def test_a_rebuild_leaves_no_page_of_an_earlier_build(tiny_report, two_families, tmp_path):
-    run_dir, _ = tiny_report
+def test_a_rebuild_leaves_no_page_of_an_earlier_build(golden_run, two_families, tmp_path):
+    run_dir = golden_run
     site = tmp_path / "site"
     invoke("build", run_dir, "--site", site, "--assets", "shared")
-    assert len(html_files(site)) == len(TINY_FAMILIES) + 1 and (site / "assets").is_dir()
+    assert len(html_files(site)) == len(golden.FAMILIES) + 1 and (site / "assets").is_dir()
     invoke("build", two_families, "--site", site)
-    assert sorted(html_files(site)) == ["index.html", "tiny-gpt20/day_after.html", "tiny-gpt20/tomorrow.html"]
+    assert sorted(html_files(site)) == ["index.html", f"{SLUG}/day_after.html", f"{SLUG}/tomorrow.html"]
     assert not (site / "assets").exists()
     assert not [p for p in site.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     assert json.loads((site / MARKER).read_text())["files"] == sorted(html_files(site))
@@ -96,7 +98,7 @@ def test_a_site_folder_holding_the_run_is_refused_even_with_force(two_families):
 
 def test_damaged_results_are_named_in_one_line_each_and_shown_as_missing_sections(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
-    family = run / "tiny-gpt20" / "tomorrow"
+    family = run / SLUG / "tomorrow"
     (family / "behaviour" / "summary.json").unlink()
     (family / "logit_lens" / "arrays.safetensors").write_bytes(b"\x00garbage")
     (family / "dla_layers" / "arrays.safetensors").unlink()
@@ -112,7 +114,7 @@ def test_damaged_results_are_named_in_one_line_each_and_shown_as_missing_section
     assert len(warnings) == len(damaged), warnings
     for file in damaged:
         assert sum(file in line for line in warnings) == 1, (file, warnings)
-    html = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
+    html = (tmp_path / "site" / SLUG / "tomorrow.html").read_text(encoding="utf-8")
     for file in damaged:
         analysis, name = file.split("/")
         section = html.split(f'<section id="{analysis}"', 1)[1].split("</section>", 1)[0]
@@ -149,14 +151,14 @@ def test_a_model_named_index_html_and_a_long_family_name_build(two_families, tmp
     assert long_name in index and "index.html" in index
 
 
-def test_the_single_file_holds_every_page_and_the_bundles_once(tiny_report, tmp_path):
-    run_dir, site = tiny_report
+def test_the_single_file_holds_every_page_and_the_bundles_once(golden_run, golden_site, tmp_path):
+    run_dir, site = golden_run, golden_site
     invoke("build", run_dir, "--single-file", tmp_path / "report.html", "--title", "Weekday <circuits>")
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert not (tmp_path / "site").exists()  # --single-file alone writes no site
     assert html.count("window.Plotly = Plotly") == 1 and html.count("CircuitsVis=") <= 1
     pages = [p for p in html_files(site) if p != "index.html"]
-    assert html.count('<details class="page"') == len(pages) == len(TINY_FAMILIES)
+    assert html.count('<details class="page"') == len(pages) == len(golden.FAMILIES)
     ids = re.findall(r'\sid="([^"]+)"', html)
     assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1][:5]
     for href in re.findall(r'href="#([^"]+)"', html):
@@ -168,12 +170,12 @@ def test_the_single_file_holds_every_page_and_the_bundles_once(tiny_report, tmp_
 
 def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
-    edit_summary(run / "tiny-gpt20" / "tomorrow" / "behaviour", day7_above_chance=False)
-    edit_summary(run / "tiny-gpt20" / "day_after" / "behaviour", day7_above_chance=True)
+    edit_summary(run / SLUG / "tomorrow" / "behaviour", day7_above_chance=False)
+    edit_summary(run / SLUG / "day_after" / "behaviour", day7_above_chance=True)
     restamp(run)  # a run that computed these values (edits without it are refused: test_damaged_results.py)
     invoke("build", run, "--site", tmp_path / "site")
-    chance = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
-    above = (tmp_path / "site" / "tiny-gpt20" / "day_after.html").read_text(encoding="utf-8")
+    chance = (tmp_path / "site" / SLUG / "tomorrow.html").read_text(encoding="utf-8")
+    above = (tmp_path / "site" / SLUG / "day_after.html").read_text(encoding="utf-8")
     assert 'class="at-chance-note"' in chance and 'class="at-chance-note"' not in above
     assert 'class="analysis muted"' in chance and 'class="analysis muted"' not in above
     assert '<section id="behaviour" class="analysis">' in chance  # behaviour itself is not greyed
@@ -193,7 +195,7 @@ class Tagged:
 
 def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_path, monkeypatch):
     run = copy_run(two_families, tmp_path / "run", families=["tomorrow"])
-    family = run / "tiny-gpt20" / "tomorrow"
+    family = run / SLUG / "tomorrow"
     import shutil
 
     for corruption in ("relation", "day"):
@@ -201,7 +203,7 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
         edit_summary(family / f"logit_lens-{corruption}", corruption=corruption)
     shutil.rmtree(family / "logit_lens")
     manifest = json.loads((run / "manifest.json").read_text())
-    analyses = manifest["models"]["tiny-gpt20"]["analyses"]
+    analyses = manifest["models"][SLUG]["analyses"]
     for corruption in ("day", "relation"):
         analyses[f"tomorrow/logit_lens-{corruption}"] = analyses["tomorrow/logit_lens"]
     del analyses["tomorrow/logit_lens"]
@@ -212,7 +214,7 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
     monkeypatch.setattr(render, "REGISTRY", registry)  # the index's list of analyses
     monkeypatch.setattr(sections, "REGISTRY", registry)  # the sections read from the run
     invoke("build", run, "--site", tmp_path / "site")
-    html = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
+    html = (tmp_path / "site" / SLUG / "tomorrow.html").read_text(encoding="utf-8")
     headings = re.findall(r'<h2 class="part">([^<]+)</h2>', html)
     assert headings == ["Behaviour", "Evidence", "Mechanism", "Representation"], headings
     mechanism = html.split('<h2 class="part">Mechanism</h2>', 1)[1]
@@ -227,16 +229,16 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
 def test_a_family_with_several_templates_lists_them_all(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
     manifest = json.loads((run / "manifest.json").read_text())
-    families = manifest["models"]["tiny-gpt20"]["families"]
+    families = manifest["models"][SLUG]["families"]
     families["tomorrow"]["templates"] = ["Today it is {day} so tomorrow it is", "Now it is {day}, next it is"]
     families["day_after"]["template"] = families["day_after"].pop("templates")[0]  # an older manifest's key
     (run / "manifest.json").write_text(json.dumps(manifest))
     invoke("build", run, "--site", tmp_path / "site")
-    html = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")
+    html = (tmp_path / "site" / SLUG / "tomorrow.html").read_text(encoding="utf-8")
     assert "<code>Now it is {day}, next it is</code>" in html and "<code>Today it is {day} so tomorrow it is" in html
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")  # the overview: the first, and a count
     assert "<code>Today it is {day} so tomorrow it is</code> (+1)" in index
-    old = (tmp_path / "site" / "tiny-gpt20" / "day_after.html").read_text(encoding="utf-8")
+    old = (tmp_path / "site" / SLUG / "day_after.html").read_text(encoding="utf-8")
     assert f"Template <code>{families['day_after']['template']}</code>;" in old
 
 
@@ -247,9 +249,9 @@ def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, 
     assert 'id="comparison"' in index
     table = index.split('id="comparison"', 1)[1].split("<h2>Overview", 1)[0]
     assert table.count('<table class="comparison">') == 2  # tomorrow and day_after, both models in each
-    assert 'href="tiny-gpt20/tomorrow.html"' in table and 'href="other-model/tomorrow.html"' in table
-    n_layers = json.loads((two_families / "manifest.json").read_text())["models"]["tiny-gpt20"]["n_layers"]
-    top = json.loads((two_families / "tiny-gpt20" / "tomorrow" / "patching_heads-day" / "summary.json").read_text())
+    assert f'href="{SLUG}/tomorrow.html"' in table and 'href="other-model/tomorrow.html"' in table
+    n_layers = json.loads((two_families / "manifest.json").read_text())["models"][SLUG]["n_layers"]
+    top = json.loads((two_families / SLUG / "tomorrow" / "patching_heads-day" / "summary.json").read_text())
     head = top["top_heads"][0]["head"]
     layer = int(re.match(r"L(\d+)H", head).group(1))
     assert f'{head} <span class="depth">({layer / n_layers:.2f})</span>' in table
@@ -258,26 +260,26 @@ def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, 
     assert 'id="comparison"' not in (alone / "index.html").read_text(encoding="utf-8")
 
 
-def test_no_output_form_holds_a_local_path(tiny_report, tiny_checkpoint, tmp_path):
-    run_dir, _ = tiny_report
+def test_no_output_form_holds_a_local_path(golden_run, tmp_path):
+    run_dir = golden_run
+    checkpoint = Path(json.loads((run_dir / "manifest.json").read_text())["models"][SLUG]["name"])
+    assert checkpoint.is_absolute() and checkpoint.name == SLUG  # the run holds the path it loaded the model from
     # the command a user typed, with absolute paths in it, as the manifest records it
-    command = (f"weekday-circuits report --model {tiny_checkpoint} --out={run_dir.parent.resolve()} "
+    command = (f"weekday-circuits report --model {checkpoint} --out={run_dir.parent.resolve()} "
                f"--families-file {Path.home() / 'my families.toml'} --site {Path.cwd() / 'site'}")
     run = copy_run(run_dir, tmp_path / "run", families=["tomorrow", "day_after"], command=command)
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["models"]["tiny-gpt20"]["name"] == str(tiny_checkpoint)  # the run holds the path
     invoke("build", run, "--site", tmp_path / "inline")
     invoke("build", run, "--site", tmp_path / "shared", "--assets", "shared", "--single-file", tmp_path / "one.html")
-    paths = local_paths(tiny_checkpoint, run_dir.resolve(), tmp_path)
+    paths = local_paths(checkpoint, run_dir.resolve(), tmp_path)
     outputs = {**{f"inline/{k}": v for k, v in html_files(tmp_path / "inline").items()},
                **{f"shared/{k}": v for k, v in html_files(tmp_path / "shared").items()},
                "single": (tmp_path / "one.html").read_text(encoding="utf-8"),
                "marker": (tmp_path / "shared" / MARKER).read_text()}
     for where, text in outputs.items():
         assert_no_local_path(text, where, paths)
-    for name in ("…/tiny-gpt20", "…/runs", "…/my families.toml", "…/site"):  # only the last part is kept
+    for name in (f"…/{SLUG}", f"…/{run_dir.parent.name}", "…/my families.toml", "…/site"):  # only the last part
         assert name in outputs["single"], name
-    assert "<td>tiny-gpt20</td>" in outputs["inline/index.html"]
+    assert f"<td>{SLUG}</td>" in outputs["inline/index.html"]
 
 
 def test_pdf_without_chromium_is_one_clear_line(two_families, tmp_path):

@@ -1,5 +1,5 @@
 """The results schemas: every summary of a full tiny run, and its manifest, validate; every analysis has a
-schema; the schemas catch a wrong type or a missing required key (so they are not vacuous)."""
+schema; the schemas catch a wrong type or a missing required key in the golden run's (so they are not vacuous)."""
 
 from __future__ import annotations
 
@@ -33,9 +33,8 @@ def test_the_manifest_and_every_summary_of_a_full_run_validate(tiny_report):
     ("behaviour", "day7_acc", "high"), ("behaviour", "day7_above_chance", "no"),
     ("dla_heads", "top_positive", [{"value": 1.0}]),
     ("patching_heads-day", "corruption", "weekday"), ("logit_diff", "clean_logit_diff_mean", None)])
-def test_a_wrong_type_or_a_missing_key_is_caught(tiny_report, folder, key, bad):
-    run_dir, _ = tiny_report
-    run = load_run(run_dir)
+def test_a_wrong_type_or_a_missing_key_is_caught(golden_run, folder, key, bad):
+    run = load_run(golden_run)
     summary = dict(next(s for (_, _, f), s in run.summaries.items() if f == folder))
     if bad is None:
         del summary[key]
@@ -45,8 +44,7 @@ def test_a_wrong_type_or_a_missing_key_is_caught(tiny_report, folder, key, bad):
     assert errors and any(key in e for e in errors), errors
 
 
-def test_a_manifest_without_models_is_caught(tiny_report):
-    run_dir, _ = tiny_report
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+def test_a_manifest_without_models_is_caught(golden_run):
+    manifest = json.loads((golden_run / "manifest.json").read_text())
     del manifest["models"]
     assert schema.validate(manifest, schema.MANIFEST)

@@ -31,8 +31,8 @@ def run(*args, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_a_wheel_installed_elsewhere_builds_the_report(tiny_report, tmp_path):
-    run_dir, _ = tiny_report
+def test_a_wheel_installed_elsewhere_builds_the_report(golden_run, tmp_path):
+    run_dir = golden_run
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=SKIP)
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",

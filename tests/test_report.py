@@ -1,4 +1,5 @@
-"""End to end on a tiny checkpoint: `report` writes every section, self-contained; `build` reproduces it exactly."""
+"""End to end: the pages of the golden run (tests/golden/, no model) have every section, self-contained; on a tiny
+checkpoint, `report` writes what `build` reproduces exactly from the saved run, with a manifest a reviewer can use."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import golden
 from click.testing import CliRunner
 from conftest import TINY_FAMILIES, invoke
 
@@ -22,13 +24,12 @@ def pages(site: Path) -> dict[str, bytes]:
     return {str(p.relative_to(site)): p.read_bytes() for p in sorted(site.rglob("*.html"))}
 
 
-def test_report_writes_a_page_per_family_with_every_section(tiny_report, tiny_checkpoint):
-    run_dir, site = tiny_report
-    families = list(TINY_FAMILIES)
+def test_build_writes_a_page_per_family_with_every_section(golden_site):
+    site = golden_site
+    families = list(golden.FAMILIES)
     assert families and REGISTRY
-    model = Path(tiny_checkpoint).name
     for family in families:
-        html = (site / model / f"{family}.html").read_text(encoding="utf-8")
+        html = (site / golden.MODEL / f"{family}.html").read_text(encoding="utf-8")
         for analysis in REGISTRY:
             ids = [f"{analysis.name}-{c}" for c in CORRUPTIONS] if analysis.per_corruption else [analysis.name]
             assert any(re.search(f'<section id="{i}" class="analysis[ "]', html) for i in ids), (family, analysis.name)
@@ -37,12 +38,12 @@ def test_report_writes_a_page_per_family_with_every_section(tiny_report, tiny_ch
         assert 'class="cv-widget"' in html
 
 
-def test_index_links_resolve_and_overview_lists_every_family(tiny_report):
-    _, site = tiny_report
+def test_index_links_resolve_and_overview_lists_every_family(golden_site):
+    site = golden_site
     index = (site / "index.html").read_text(encoding="utf-8")
     # each family is linked from the abstract and from the overview: the distinct targets are its pages
     links = [link for link in dict.fromkeys(re.findall(r'href="([^"#]+\.html)"', index)) if link != "index.html"]
-    assert len(links) == len(TINY_FAMILIES)  # one page per family
+    assert len(links) == len(golden.FAMILIES)  # one page per family
     for link in links:
         assert (site / link).is_file(), link
 
@@ -58,8 +59,8 @@ class TagCollector(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
-def test_pages_make_no_network_request(tiny_report):
-    _, site = tiny_report
+def test_pages_make_no_network_request(golden_site):
+    site = golden_site
     assert pages(site)
     for name, html in pages(site).items():
         collector = TagCollector()

@@ -110,9 +110,8 @@ def test_table_skips_a_missing_score_and_a_single_sequence():
     assert "does not do both tasks above chance" in comparison.sentence  # no behaviour results: no claim of a circuit
 
 
-def test_index_shows_the_transfer_section_for_the_tiny_report(tiny_report):
-    _, site = tiny_report
-    index = (site / "index.html").read_text(encoding="utf-8")
+def test_index_shows_the_transfer_section_for_the_golden_run(golden_site):
+    index = (golden_site / "index.html").read_text(encoding="utf-8")
     assert "Transfer across sequences" in index
     assert "days vs months" in index and "By head patching" in index
 
