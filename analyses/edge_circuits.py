@@ -45,7 +45,7 @@ from analyses.metrics import answer_pair, does_the_task
 from analyses.mib_circuit import circuit_document
 from analyses.plots import LAYOUT
 from analyses.stats import agreement
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "edge_circuits"
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit sizes (fractions of edges)
@@ -164,7 +164,12 @@ def evaluate(model, es: ee.EdgeSet, clean, corrupted, pos, neg, circuits: list[n
 # ---- the analysis --------------------------------------------------------------------------------------------------
 
 
-def compute(model, prompts: PromptSet, steps: int = STEPS) -> Result:
+def compute(model, prompts: PromptSet, steps: int | None = None, context: FamilyContext | None = None) -> Result:
+    """`steps`: EAP-IG's interpolation steps; by default the run's `--steps` (the context's `ig_steps`), else STEPS.
+    One step is EAP itself (the gradient at the twin's activations only)."""
+    steps = steps if steps is not None else (context.ig_steps if context is not None else STEPS)
+    if steps < 1:
+        raise ValueError(f"EAP-IG needs at least 1 interpolation step (got {steps})")
     es = ee.edge_set(model)
     pos, neg = answer_pair(prompts, "clean_vs_corrupted")
     clean, corrupted = prompts.clean_tokens, prompts.corrupted_tokens
@@ -399,5 +404,5 @@ EDGE_CIRCUITS = Analysis(
                "al. 2023; Hanna et al. 2024; Mueller et al. 2025).",
     compute=compute, figures=figures, narrative=narrative,
     description="The circuit at the level of edges, with the benchmark's numbers, exportable to other tools.",
-    part="mechanism", intervenes=True,
+    part="mechanism", intervenes=True, reads_options=True,  # the context carries --steps (EAP-IG's steps)
 )
