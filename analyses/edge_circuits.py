@@ -4,11 +4,11 @@ grid of edge fractions with counterfactual ablation, their faithfulness, CPR and
 Method. The graph and the engine: `analyses.edge_engine` (senders: the embeddings, each head, each MLP; receivers:
 each head's q, each key/value head's k and v, each MLP's input, the logits; parallel-attention models have no
 head -> same-layer-MLP edges). On the family's day corruption:
-  * scores: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024; STEPS interpolation steps of the embeddings from
-    the corrupted to the clean prompts) estimate, per edge, LD(edge carries its clean value on the corrupted run) −
-    LD_corrupted; exact edge patching measures it for the EXACT_EDGES edges with the largest |EAP-IG|, and the
-    agreement of each estimate with it is stated as slope through the origin, mean absolute error, top-k overlap
-    (`analyses.stats.agreement`);
+  * scores: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024; `--steps N` interpolation steps of the embeddings
+    from the corrupted to the clean prompts, STEPS = 5 by default, 1 = EAP; recorded as `ig_steps`) estimate, per
+    edge, LD(edge carries its clean value on the corrupted run) − LD_corrupted; exact edge patching measures it
+    for the EXACT_EDGES edges with the largest |EAP-IG|, and the agreement of each estimate with it is stated as
+    slope through the origin, mean absolute error, top-k overlap (`analyses.stats.agreement`);
   * circuits (MIB, Mueller et al. 2025): at each edge fraction f of FRACTIONS the top max(1, round(f·E)) edges by
     |EAP-IG| ("greedy"), the same pruned to the edges on a path from the input to the logits ("logit-connected"),
     a random order (the baseline) and, beside them, a node-level circuit (the top f of the nodes by |sum of their

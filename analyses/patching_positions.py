@@ -107,6 +107,8 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
             stats = st.sweep_stats(role_results, sweep, prompts.template_index)
             arrays.update({f"{sweep}_role_exact": stats.exact, f"{sweep}_role_attribution": stats.attribution,
                            f"{sweep}_role_ci_low": stats.ci_low, f"{sweep}_role_ci_high": stats.ci_high})
+            if not checked[sweep].complete:  # a role cell is exact where every prompt's position of it was verified
+                arrays[f"{sweep}_role_verified"] = np.isfinite(stats.exact).astype(np.float32)
             summary[f"{sweep}_role_top"] = st.ranked(stats, role_names, TOP_K, results=role_results, sweep=sweep,
                                                      template_index=prompts.template_index)
     # A check of the machinery: patching every position before layer 0 IS the clean run. Stated as the largest
@@ -160,6 +162,9 @@ def figures(result: Result) -> list[Figure]:
         fig = paired_heatmap(result.arrays[f"{sweep}_role_exact"], result.arrays[f"{sweep}_role_attribution"], roles,
                              layers, hover, f"Patching the {SHORT[sweep]}, per layer and token role (each prompt "
                              "at its own template's position)", unit_label(result.summary), "token role")
+        if f"{sweep}_role_verified" in result.arrays:
+            verify.mark_unverified(fig, result.arrays[f"{sweep}_role_attribution"],
+                                   result.arrays[f"{sweep}_role_verified"], roles, layers)
         out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-by-role", fig))
         if f"{sweep}_exact_by_template" in result.arrays:
             out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-per-template", _per_template(result, sweep)))

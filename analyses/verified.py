@@ -232,13 +232,14 @@ def ranking(exact: np.ndarray, attribution: np.ndarray) -> np.ndarray:
 def summarise(infos: dict[str, Verification]) -> dict:
     """Summary keys for an analysis's sweeps: exact_mode, verified_cells, cells, fn_sample, fn_hits and
     false_negative_rate (+ its 95% Wilson interval; absent without a sample) pooled over the sweeps, and
-    `verification` = {sweep: the same keys for that sweep alone}."""
+    `verification` = [{"sweep": name, the same keys for that sweep alone}] (summaries are flat: lists, not maps)."""
     per = {s: info.summary() for s, info in infos.items()}
     hits = sum(info.fn.hits for info in infos.values() if info.fn is not None)
     n = sum(info.fn.n for info in infos.values() if info.fn is not None)
     out = {"exact_mode": next(iter(per.values()))["exact_mode"] if per else ALL,
            "verified_cells": sum(p["verified_cells"] for p in per.values()),
-           "cells": sum(p["cells"] for p in per.values()), "fn_sample": n, "verification": per}
+           "cells": sum(p["cells"] for p in per.values()), "fn_sample": n,
+           "verification": [{"sweep": name, **p} for name, p in per.items()]}
     if n:
         fn = FalseNegatives(hits, n, float("nan"))
         low, high = fn.interval()
@@ -252,7 +253,7 @@ def sentence(summary: dict) -> str | None:
     and interval. None when every cell was patched exactly."""
     if "verified_cells" not in summary or summary["verified_cells"] >= summary.get("cells", 0):
         return None
-    partial = [s for s, v in summary.get("verification", {}).items() if v["verified_cells"] < v["cells"]]
+    partial = [v["sweep"] for v in summary.get("verification", []) if v["verified_cells"] < v["cells"]]
     n = summary.get("fn_sample", 0)
     if n:
         estimate = (f"{summary['fn_hits']} of {n} randomly sampled other cells reached the smallest exact effect of "
