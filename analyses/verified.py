@@ -36,7 +36,7 @@ from analyses import intervention as engine
 
 ALL, AUTO = "all", "auto"
 SEED = 0
-CPU_DEFAULT = "top:24,sample:24"  # measured: docs/performance.md "Exact where it matters"
+CPU_DEFAULT = "top:16,sample:16"  # measured: docs/performance.md "Exact where it matters"
 _TOP = re.compile(r"top:(\d+)(?:,sample:(\d+))?")
 
 

@@ -51,7 +51,7 @@ def run_options(command):
                      help="Which cells of the patching sweeps exact patching computes. all: every cell; top:K,sample:S "
                           "(AtP*): attribution patching ranks every cell, exact patching verifies the top K per sweep "
                           "and S others drawn at random (top:K samples S = K), and the page states the estimated "
-                          "false-negative rate; auto: all on CUDA, top:24,sample:24 on a CPU (a sweep with at most "
+                          "false-negative rate; auto: all on CUDA, top:16,sample:16 on a CPU (a sweep with at most "
                           "K + S cells is exact in full either way)."),
         click.option("--steps", default=5, show_default=True, type=int, metavar="N",
                      help="EAP-IG's integration steps for edge_circuits (N >= 1; 1 is EAP, the gradient at the "
