@@ -290,3 +290,43 @@ def test_one_step_of_eap_ig_is_eap_and_the_steps_are_recorded(tmp_path):
     result = EDGE_CIRCUITS.compute(model, prompts, context=FamilyContext(model, ig_steps=1))
     assert result.summary["ig_steps"] == 1
     np.testing.assert_allclose(result.arrays["eap_ig"], result.arrays["eap"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.tiny
+def test_patching_positions_under_top_k_states_its_estimates_on_every_map(planted):
+    from analyses.patching_positions import PATCHING_POSITIONS
+
+    model, prompts, _ = planted
+    result = PATCHING_POSITIONS.compute(model, prompts, context=FamilyContext(model, exact="top:3,sample:2"))
+    s = result.summary
+    assert s["exact_mode"] == "top:3,sample:2" and s["fn_sample"] == 6 and s["verified_cells"] == 15
+    for sweep in engine.POSITION_SWEEPS:
+        verified = result.arrays[f"{sweep}_verified"] > 0.5
+        assert verified.sum() == 5 and np.isnan(result.arrays[f"{sweep}_exact"][~verified]).all()
+        assert 1 <= len(s[f"{sweep}_top"]) <= 3 + 2 and all(e["value"] is not None for e in s[f"{sweep}_top"])
+    json.dumps(s, allow_nan=False)
+    sentences = PATCHING_POSITIONS.narrative(result)
+    assert any("verified 15 of" in sentence for sentence in sentences)
+    marked = [f for f in PATCHING_POSITIONS.figures(result) if any(getattr(t, "opacity", None) == 0.35
+                                                                    for t in f.figure.data)]
+    assert len(marked) >= 3  # the three position maps at least (and the role maps where a role is unverified)
+
+
+def test_the_pipeline_hands_the_options_to_an_analysis_that_reads_them(tmp_path):
+    """`--steps` reaches edge_circuits through the context (`Analysis.reads_options`), never the command line."""
+    from analyses.edge_circuits import EDGE_CIRCUITS
+    from analyses.types import Analysis, Result
+    from report import pipeline
+
+    assert EDGE_CIRCUITS.reads_options and not EDGE_CIRCUITS.uses_context
+    seen = []
+
+    def compute(model, prompts, context=None):
+        seen.append(None if context is None else (context.ig_steps, context.exact))
+        return Result(summary={"n": 1})
+
+    probe = Analysis(name="probe", title="t", definition="d", compute=compute, figures=lambda r: [],
+                     narrative=lambda r: [], reads_options=True)
+    context = FamilyContext(model=None, exact="top:4,sample:4", ig_steps=7)
+    pipeline._run_analysis(tmp_path / "probe", {"analyses": {}}, "f", "probe", probe, None, None, context)
+    assert seen == [(7, "top:4,sample:4")]
