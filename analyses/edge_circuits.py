@@ -4,11 +4,11 @@ grid of edge fractions with counterfactual ablation, their faithfulness, CPR and
 Method. The graph and the engine: `analyses.edge_engine` (senders: the embeddings, each head, each MLP; receivers:
 each head's q, each key/value head's k and v, each MLP's input, the logits; parallel-attention models have no
 head -> same-layer-MLP edges). On the family's day corruption:
-  * scores: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024; STEPS interpolation steps of the embeddings from
-    the corrupted to the clean prompts) estimate, per edge, LD(edge carries its clean value on the corrupted run) −
-    LD_corrupted; exact edge patching measures it for the EXACT_EDGES edges with the largest |EAP-IG|, and the
-    agreement of each estimate with it is stated as slope through the origin, mean absolute error, top-k overlap
-    (`analyses.stats.agreement`);
+  * scores: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024; `--steps N` interpolation steps of the embeddings
+    from the corrupted to the clean prompts, STEPS = 5 by default, 1 = EAP; recorded as `ig_steps`) estimate, per
+    edge, LD(edge carries its clean value on the corrupted run) − LD_corrupted; exact edge patching measures it
+    for the EXACT_EDGES edges with the largest |EAP-IG|, and the agreement of each estimate with it is stated as
+    slope through the origin, mean absolute error, top-k overlap (`analyses.stats.agreement`);
   * circuits (MIB, Mueller et al. 2025): at each edge fraction f of FRACTIONS the top max(1, round(f·E)) edges by
     |EAP-IG| ("greedy"), the same pruned to the edges on a path from the input to the logits ("logit-connected"),
     a random order (the baseline) and, beside them, a node-level circuit (the top f of the nodes by |sum of their
@@ -46,7 +46,7 @@ from analyses.mib_circuit import circuit_document
 from analyses.plots import LAYOUT
 from analyses.stats import agreement
 from analyses.thresholds import FAITHFUL_TARGET
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "edge_circuits"
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit sizes (fractions of edges)
@@ -164,7 +164,12 @@ def evaluate(model, es: ee.EdgeSet, clean, corrupted, pos, neg, circuits: list[n
 # ---- the analysis --------------------------------------------------------------------------------------------------
 
 
-def compute(model, prompts: PromptSet, steps: int = STEPS) -> Result:
+def compute(model, prompts: PromptSet, steps: int | None = None, context: FamilyContext | None = None) -> Result:
+    """`steps`: EAP-IG's interpolation steps; by default the run's `--steps` (the context's `ig_steps`), else STEPS.
+    One step is EAP itself (the gradient at the twin's activations only)."""
+    steps = steps if steps is not None else (context.ig_steps if context is not None else STEPS)
+    if steps < 1:
+        raise ValueError(f"EAP-IG needs at least 1 interpolation step (got {steps})")
     es = ee.edge_set(model)
     pos, neg = answer_pair(prompts, "clean_vs_corrupted")
     clean, corrupted = prompts.clean_tokens, prompts.corrupted_tokens
@@ -401,5 +406,5 @@ EDGE_CIRCUITS = Analysis(
                "al. 2023; Hanna et al. 2024; Mueller et al. 2025).",
     compute=compute, figures=figures, narrative=narrative,
     description="The circuit at the level of edges, with the benchmark's numbers, exportable to other tools.",
-    part="mechanism", intervenes=True,
+    part="mechanism", intervenes=True, reads_options=True,  # the context carries --steps (EAP-IG's steps)
 )

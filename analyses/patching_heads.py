@@ -22,6 +22,11 @@ Summary contract: `corruption` ("day" or "relation": computed and saved once per
 "pattern_value", "noising_value"}] sorted by |value| (z sweep), largest first; `v_top_heads`, `pattern_top_heads`
 likewise; attribution_{slope,mae,top_overlap,pearson}_{s} (informative gap only); clean_logit_diff_mean,
 corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
+Under `--exact top:K,sample:S` (`analyses.verified`, AtP*) exact patching runs only on each sweep's top K cells by
+|attribution| and a random sample of S others (the noising sweep too): the rest are NaN in the exact arrays,
+{s}_verified [L, H] (1 = exact) says which, the rankings list verified heads only, and the summary records
+exact_mode, verified_cells, cells, fn_sample, fn_hits, false_negative_rate (+ _ci_low/_ci_high) and `verification`
+per sweep (in every mode).
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import numpy as np
 
 from analyses import necessity, plots, shared
 from analyses import stats as st
+from analyses import verified as verify
 from analyses.attribution import head_name, parse_head_name
 from analyses.engine.sweep_runs import run_sweeps
-from analyses.engine.sweeps import HEAD_SWEEPS
+from analyses.engine.attribution_sweeps import attribution_sweeps
+from analyses.engine.sweeps import HEAD_SWEEPS, collect_runs
 from analyses.patching_display import (
     agreement_scatter,
     agreement_sentence,
@@ -66,7 +73,8 @@ def z_to_kv(n_heads: int, n_kv: int) -> np.ndarray:
 
 def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     ctx = shared.context_for(model, context)
-    results = shared.sweep_results(ctx, prompts, HEAD_SWEEPS)
+    results = shared.sweep_results(ctx, prompts, HEAD_SWEEPS)  # exact where --exact verified, NaN elsewhere
+    checked = shared.verification(ctx, prompts, HEAD_SWEEPS)
     n_layers = model.cfg.n_layers
     stats = {s: st.sweep_stats(results, s, prompts.template_index) for s in HEAD_SWEEPS}
     names = {s: head_names(n_layers, stats[s].exact.shape[1]) for s in HEAD_SWEEPS}
@@ -75,8 +83,12 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     for sweep in HEAD_SWEEPS:
         arrays.update(st.stats_arrays(sweep, stats[sweep], results))
         summary.update(st.agreement_summary(sweep, stats[sweep]))
-    noising = st.sweep_stats(run_sweeps(model, necessity.swapped(prompts), ("z",)), "z")
+    noising, noising_checked = _noising(ctx, prompts)
     arrays["z_noising"] = noising.exact
+    summary.update(verify.summarise({**checked, "z_noising": noising_checked}))
+    for sweep, info in checked.items():
+        if not info.complete:
+            arrays[f"{sweep}_verified"] = info.verified.astype(np.float32)
     summary["n_heads"], summary["n_kv_heads"] = int(names["z"].shape[1]), int(names["v"].shape[1])
     by_template = dict(results=results, template_index=prompts.template_index)
     summary["top_heads"] = _top_heads(stats, names["z"], by_template)
@@ -88,6 +100,25 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     widgets = _widgets(stats["z"].exact, names["z"], results.first_prompt_patterns, prompts)
     labels = {"heads": names["z"].tolist(), "kv_heads": names["v"].tolist()}
     return Result(summary=summary, arrays=arrays, labels=labels, widgets=widgets)
+
+
+def _noising(ctx: FamilyContext, prompts: PromptSet) -> tuple[st.SweepStats, verify.Verification]:
+    """z patched the other way (the clean run with each head's z from the corrupted twin), under --exact too."""
+    model, swapped, mode = ctx.model, necessity.swapped(prompts), shared.exact_mode(ctx)
+    if not mode.partial:
+        results = run_sweeps(model, swapped, ("z",))
+        return st.sweep_stats(results, "z"), verify.everything(str(mode), results.exact["z"].shape[:2])
+    runs = collect_runs(model, swapped, ("z",))
+    attribution = attribution_sweeps(model, runs, ("z",))
+    values, info = verify.verified_sweeps(model, runs, ("z",), mode.k, mode.sample, mode.seed, attribution=attribution)
+
+    def numpy(t):
+        return t.detach().float().cpu().numpy()
+
+    results = st.SweepResults(exact={"z": numpy(values["z"])},
+                              attribution={"z": numpy(attribution["z"] + runs.corrupted_ld)},
+                              clean_ld=numpy(runs.clean_ld), corrupted_ld=numpy(runs.corrupted_ld))
+    return st.sweep_stats(results, "z"), info["z"]
 
 
 def _top_heads(stats: dict[str, st.SweepStats], names: np.ndarray, by_template: dict) -> list[dict]:
@@ -135,10 +166,14 @@ def figures(result: Result) -> list[Figure]:
     unit = unit_label(result.summary)
     out = []
     for sweep, names in (("z", heads), ("v", kv_heads), ("pattern", heads)):
-        fig = paired_heatmap(result.arrays[f"{sweep}_exact"], result.arrays[f"{sweep}_attribution"],
-                             [f"H{h}" for h in range(names.shape[1])], layers, hover_text(result, sweep, names),
+        columns = [f"H{h}" for h in range(names.shape[1])]
+        fig = paired_heatmap(result.arrays[f"{sweep}_exact"], result.arrays[f"{sweep}_attribution"], columns, layers,
+                             hover_text(result, sweep, names),
                              f"Patching each head's {SHORT[sweep]} at every position (clean → corrupted)", unit,
                              "head")
+        if f"{sweep}_verified" in result.arrays:
+            verify.mark_unverified(fig, result.arrays[f"{sweep}_attribution"], result.arrays[f"{sweep}_verified"],
+                                   columns, layers)
         out.append(Figure(f"{NAME}-{sweep}", fig))
     kv = z_to_kv(heads.shape[1], kv_heads.shape[1])
     z = result.arrays["z_exact"]
@@ -155,6 +190,8 @@ def narrative(result: Result) -> list[str]:
     s = result.summary
     normalised = s["normalised"]
     sentences = baseline_sentences(s)
+    checked = verify.sentence(s)
+    sentences += [checked] if checked else []
     best = dict(s["top_heads"][0], name_phrase=f"head {s['top_heads'][0]['head']}'s output")
     sentences.append(top_sentence(best, s, "any head's output"))
     if not notable(best, s):

@@ -18,6 +18,11 @@ Summary: `corruption` ("day" or "relation": the analysis is computed and saved o
 {s}_top = [{"component": "L3 pos5 ' Monday'", "value", "ci_low", "ci_high", "attribution", "value_by_template"}]
 sorted by |value|, largest first; attribution_{slope,mae,top_overlap,pearson}_{s} (only for an informative gap);
 clean_logit_diff_mean, corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
+Under `--exact top:K,sample:S` (`analyses.verified`, AtP*) only each sweep's top K cells by |attribution| and a
+random sample of S others are patched exactly: the rest are NaN in the exact arrays, {s}_verified [L, S] (1 = exact)
+says which, the rankings list verified cells only, and the summary records exact_mode, verified_cells, cells,
+fn_sample, fn_hits, false_negative_rate (+ _ci_low/_ci_high) and `verification` per sweep (in every mode). The role
+maps read the same cells: a role whose position was not verified for some prompt is NaN there.
 With several templates, a position holds different words in different templates: read a cell with its label, and
 `value_by_template` says whether the effect holds for each wording.
 
@@ -35,6 +40,7 @@ import numpy as np
 
 from analyses import phrases, plots, shared, thresholds
 from analyses import stats as st
+from analyses import verified as verify
 from analyses.engine.sweeps import POSITION_SWEEPS
 from analyses.patching_display import (
     agreement_scatter,
@@ -74,14 +80,18 @@ def position_labels(prompts: PromptSet) -> list[str]:
 
 def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> Result:
     ctx = shared.context_for(model, context)
-    results = shared.sweep_results(ctx, prompts, POSITION_SWEEPS)
+    results = shared.sweep_results(ctx, prompts, POSITION_SWEEPS)  # exact where --exact verified, NaN elsewhere
+    checked = shared.verification(ctx, prompts, POSITION_SWEEPS)
     positions = position_labels(prompts)
     n_layers = model.cfg.n_layers
     names = np.array([[f"L{layer} pos{p[:p.index(':')]} {p[p.index(':') + 1:]}" for p in positions]
                       for layer in range(n_layers)])
     summary = st.common_summary(results, prompts, n_layers, shared.above_chance(ctx, prompts))
     arrays = {"clean_logit_diff": results.clean_ld, "corrupted_logit_diff": results.corrupted_ld}
+    summary.update(verify.summarise(checked))
     for sweep in POSITION_SWEEPS:
+        if not checked[sweep].complete:
+            arrays[f"{sweep}_verified"] = checked[sweep].verified.astype(np.float32)
         stats = st.sweep_stats(results, sweep, prompts.template_index)
         arrays.update(st.stats_arrays(sweep, stats, results))
         summary[f"{sweep}_top"] = st.ranked(stats, names, TOP_K, results=results, sweep=sweep,
@@ -97,6 +107,8 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
             stats = st.sweep_stats(role_results, sweep, prompts.template_index)
             arrays.update({f"{sweep}_role_exact": stats.exact, f"{sweep}_role_attribution": stats.attribution,
                            f"{sweep}_role_ci_low": stats.ci_low, f"{sweep}_role_ci_high": stats.ci_high})
+            if not checked[sweep].complete:  # a role cell is exact where every prompt's position of it was verified
+                arrays[f"{sweep}_role_verified"] = np.isfinite(stats.exact).astype(np.float32)
             summary[f"{sweep}_role_top"] = st.ranked(stats, role_names, TOP_K, results=role_results, sweep=sweep,
                                                      template_index=prompts.template_index)
     # A check of the machinery: patching every position before layer 0 IS the clean run. Stated as the largest
@@ -136,6 +148,9 @@ def figures(result: Result) -> list[Figure]:
         fig = paired_heatmap(result.arrays[f"{sweep}_exact"], result.arrays[f"{sweep}_attribution"], positions,
                              layers, hover_text(result, sweep, names), title, unit_label(result.summary),
                              "position (* differs between prompts)")
+        if f"{sweep}_verified" in result.arrays:
+            verify.mark_unverified(fig, result.arrays[f"{sweep}_attribution"], result.arrays[f"{sweep}_verified"],
+                                   positions, layers)
         out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}", fig))
     roles = result.labels.get("roles") or []
     for sweep in POSITION_SWEEPS if roles else ():
@@ -147,6 +162,9 @@ def figures(result: Result) -> list[Figure]:
         fig = paired_heatmap(result.arrays[f"{sweep}_role_exact"], result.arrays[f"{sweep}_role_attribution"], roles,
                              layers, hover, f"Patching the {SHORT[sweep]}, per layer and token role (each prompt "
                              "at its own template's position)", unit_label(result.summary), "token role")
+        if f"{sweep}_role_verified" in result.arrays:
+            verify.mark_unverified(fig, result.arrays[f"{sweep}_role_attribution"],
+                                   result.arrays[f"{sweep}_role_verified"], roles, layers)
         out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-by-role", fig))
         if f"{sweep}_exact_by_template" in result.arrays:
             out.append(Figure(f"{NAME}-{sweep.replace('_', '-')}-per-template", _per_template(result, sweep)))
@@ -180,6 +198,8 @@ def _per_template(result: Result, sweep: str):
 def narrative(result: Result) -> list[str]:
     s = result.summary
     sentences = baseline_sentences(s)
+    checked = verify.sentence(s)
+    sentences += [checked] if checked else []
     for sweep in POSITION_SWEEPS:
         top = dict(s[f"{sweep}_top"][0])
         layer, pos, token = _parse_component(top["component"])
@@ -188,7 +208,7 @@ def narrative(result: Result) -> list[str]:
         top["name_phrase"] = f"{WHAT[sweep].format(layer=layer)} at position {pos} ({token})"
         sentences.append(top_sentence(top, s, f"the {SHORT[sweep]}"))
     for sweep in POSITION_SWEEPS:
-        if f"{sweep}_role_top" not in s:
+        if not s.get(f"{sweep}_role_top"):  # none, or (--exact top:K) no role verified for every prompt
             continue
         top = dict(s[f"{sweep}_role_top"][0])
         layer, role = top["component"].split(" ", 1)

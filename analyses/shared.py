@@ -10,6 +10,8 @@ computed. Here:
                                         together, in the order asked (so chunks, and numbers, are the ones each
                                         analysis computed alone);
   attribution(ctx, prompts, sweeps)     attribution patching per sweep [L, units, B], likewise;
+  verified(ctx, prompts, sweeps)        exact patching under the run's `--exact` mode (`analyses.verified`): every
+                                        cell, or the top K by attribution plus a random sample (NaN elsewhere);
   head_ranking(ctx, prompts)            heads by |mean z-patching change of LD|, largest first (the ranking
                                         `path_patching`'s senders and `circuit`'s head nodes come from);
   path_setup / path_effects             path patching's base runs, and each sender's path effects, computed once
@@ -24,6 +26,7 @@ import torch
 
 from analyses import intervention as engine
 from analyses import paths
+from analyses import verified as verify
 from analyses.metrics import does_the_task
 from analyses.types import FamilyContext, PromptSet
 
@@ -44,7 +47,51 @@ def runs(ctx: FamilyContext, prompts: PromptSet) -> engine.Runs:
 
 
 def exact(ctx: FamilyContext, prompts: PromptSet, sweeps) -> dict[str, torch.Tensor]:
+    """Every cell exact (what `circuit` ranks its nodes by), whatever `--exact` says: a sweep already verified in
+    part is completed (only its unverified cells are patched), any other is computed in full."""
+    for sweep in sweeps:
+        part = ctx.memo.get(_verified_key(ctx, prompts, sweep))
+        if part is not None and _key("exact", prompts, sweep) not in ctx.memo:
+            ctx.memo[_key("exact", prompts, sweep)] = verify.complete(ctx.model, runs(ctx, prompts), sweep, part[0])
     return _memoised_sweeps(ctx, prompts, sweeps, "exact", engine.exact_sweeps)
+
+
+def exact_mode(ctx: FamilyContext) -> verify.ExactMode:
+    return verify.parse_exact(ctx.exact)
+
+
+def verified(ctx: FamilyContext, prompts: PromptSet, sweeps) -> tuple[dict[str, torch.Tensor],
+                                                                      dict[str, verify.Verification]]:
+    """Exact patching per sweep [L, units, B] under the context's `--exact` mode, and what was verified: every cell
+    under "all" (the same tensors as `exact`); under "top:K,sample:S" the verified cells, NaN elsewhere
+    (`analyses.verified`). A sweep that is already exact in full (another analysis asked first) is used whole."""
+    mode = exact_mode(ctx)
+    if not mode.partial:
+        values = exact(ctx, prompts, sweeps)
+        return values, {s: verify.everything(str(mode), tuple(values[s].shape[:2])) for s in sweeps}
+    whole = [s for s in sweeps if _key("exact", prompts, s) in ctx.memo]
+    missing = tuple(s for s in sweeps if s not in whole and _verified_key(ctx, prompts, s) not in ctx.memo)
+    if missing:
+        values, info = verify.verified_sweeps(ctx.model, runs(ctx, prompts), missing, mode.k, mode.sample, mode.seed,
+                                              attribution=attribution(ctx, prompts, missing))
+        for sweep in missing:
+            ctx.memo[_verified_key(ctx, prompts, sweep)] = (values[sweep], info[sweep])
+    out = {}
+    for sweep in sweeps:
+        if sweep in whole:
+            value = ctx.memo[_key("exact", prompts, sweep)]
+            out[sweep] = (value, verify.everything(str(mode), tuple(value.shape[:2])))
+        else:
+            out[sweep] = ctx.memo[_verified_key(ctx, prompts, sweep)]
+    return {s: v for s, (v, _) in out.items()}, {s: i for s, (_, i) in out.items()}
+
+
+def _key(kind: str, prompts: PromptSet, sweep: str) -> tuple:
+    return (kind, prompts.family, prompts.corruption, sweep)
+
+
+def _verified_key(ctx: FamilyContext, prompts: PromptSet, sweep: str) -> tuple:
+    return ("verified", prompts.family, prompts.corruption, sweep, str(exact_mode(ctx)))
 
 
 def attribution(ctx: FamilyContext, prompts: PromptSet, sweeps) -> dict[str, torch.Tensor]:
@@ -63,21 +110,31 @@ def _memoised_sweeps(ctx: FamilyContext, prompts: PromptSet, sweeps, kind: str, 
 
 
 def sweep_results(ctx: FamilyContext, prompts: PromptSet, sweeps):
-    """What `engine.run_sweeps` returns, from the shared runs and sweeps."""
-    return engine.sweep_results(ctx.model, runs(ctx, prompts), sweeps, exact(ctx, prompts, sweeps),
-                                attribution(ctx, prompts, sweeps))
+    """What `engine.run_sweeps` returns, from the shared runs and sweeps, exact where `--exact` verified (NaN
+    elsewhere; `verification` says which cells)."""
+    values, _ = verified(ctx, prompts, sweeps)
+    return engine.sweep_results(ctx.model, runs(ctx, prompts), sweeps, values, attribution(ctx, prompts, sweeps))
+
+
+def verification(ctx: FamilyContext, prompts: PromptSet, sweeps) -> dict[str, verify.Verification]:
+    return verified(ctx, prompts, sweeps)[1]
 
 
 def head_z_change(ctx: FamilyContext, prompts: PromptSet) -> np.ndarray:
-    """[L, H] mean change of LD when each head's z is patched clean → corrupted (logits)."""
-    z = exact(ctx, prompts, ("z",))["z"]
+    """[L, H] mean change of LD when each head's z is patched clean → corrupted (logits); NaN for heads that
+    `--exact top:K` left unverified (their z sweep not exact in full)."""
+    z = verified(ctx, prompts, ("z",))[0]["z"]
     return (z.mean(-1) - runs(ctx, prompts).corrupted_ld.mean()).detach().float().cpu().numpy()
 
 
 def head_ranking(ctx: FamilyContext, prompts: PromptSet) -> list[tuple[int, int]]:
-    """Every head (layer, head), largest |mean z-patching change| first (ties: layer-major order)."""
+    """Every head (layer, head), largest |mean z-patching change| first (ties: layer-major order). Under
+    `--exact top:K` the verified heads come first by their exact change, then the others by |attribution|: an
+    unverified head is never ranked above a verified one."""
     change = head_z_change(ctx, prompts)
-    order = np.argsort(-np.abs(change).ravel(), kind="stable")
+    estimate = (attribution(ctx, prompts, ("z",))["z"].mean(-1).detach().float().cpu().numpy()
+                if np.isnan(change).any() else change)  # the estimate is read only where a head is unverified
+    order = verify.ranking(change, estimate)
     return [(int(i) // change.shape[1], int(i) % change.shape[1]) for i in order]
 
 

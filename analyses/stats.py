@@ -63,8 +63,16 @@ def bootstrap_ci(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray, norma
     `clusters` [B] (the template of each prompt) naming two or more, over whole clusters resampled with replacement.
 
     The statistic is normalise_mean (or, with normalised=False, the mean change LD - LD_corrupted).
-    Resamples whose clean and corrupted means coincide (ratio undefined) are left out.
+    Resamples whose clean and corrupted means coincide (ratio undefined) are left out. Rows holding NaN (cells
+    `--exact top:K` left unverified) get NaN, and the others the numbers they get alone (same resamples).
     """
+    finite = np.isfinite(ld).all(-1)
+    if not finite.all():
+        low, high = np.full(ld.shape[0], np.nan), np.full(ld.shape[0], np.nan)
+        if finite.any():
+            low[finite], high[finite] = bootstrap_ci(ld[finite], clean, corrupted, normalised, n_resamples, level,
+                                                     seed, clusters)
+        return low, high
     rng = np.random.default_rng(seed)
     B = ld.shape[-1]
     idx = _cluster_resamples(rng, np.asarray(clusters), n_resamples) if clusters is not None and len(
@@ -180,13 +188,14 @@ def finite_or_none(x) -> float | None:
 def ranked(stats: SweepStats, names: np.ndarray, k: int, key: str = "component",
            results: SweepResults | None = None, sweep: str | None = None,
            template_index: list[int] | None = None) -> list[dict]:
-    """The k cells with the largest |exact effect|, largest first, as summary entries.
+    """The k cells with the largest |exact effect|, largest first, as summary entries. Only cells with an exact
+    value are ranked: under `--exact top:K` an unverified cell (NaN) is never listed (the page shows its estimate).
 
     With `results`, `sweep` and `template_index`, each entry also carries `value_by_template`: the same statistic
     recomputed on each template's prompts alone (how much the effect depends on the wording).
     """
     flat = np.nan_to_num(np.abs(stats.exact.ravel()), nan=-1.0)
-    order = np.argsort(-flat, kind="stable")[:k]
+    order = [i for i in np.argsort(-flat, kind="stable") if np.isfinite(stats.exact.ravel()[i])][:k]
     entries = [{key: str(names.ravel()[i]), "value": finite_or_none(stats.exact.ravel()[i]),
                 "ci_low": finite_or_none(stats.ci_low.ravel()[i]), "ci_high": finite_or_none(stats.ci_high.ravel()[i]),
                 "attribution": finite_or_none(stats.attribution.ravel()[i])} for i in order]

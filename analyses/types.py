@@ -164,6 +164,11 @@ class FamilyContext:
 
     model: Any
     memo: dict[tuple, Any] = field(default_factory=dict)
+    # The run's options that change what analyses compute (never read from the command line by an analysis):
+    # exact: which patching cells exact patching verifies, "all" or "top:K,sample:S" (`analyses.verified`; the
+    # pipeline resolves "auto" per device); ig_steps: EAP-IG's interpolation steps (`analyses.edge_circuits`).
+    exact: str = "all"
+    ig_steps: int = 5
 
     def get(self, key: tuple, make: Callable[[], Any]) -> Any:
         if key not in self.memo:
@@ -192,3 +197,6 @@ class Analysis:
     intervenes: bool = False
     # compute(model, prompts, context=FamilyContext) takes the family's shared work from the pipeline.
     uses_context: bool = False
+    # compute(model, prompts, context=FamilyContext) reads the run's options from the context (e.g. `ig_steps`),
+    # sharing no work; `uses_context` analyses read them too.
+    reads_options: bool = False

@@ -63,6 +63,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--chunk-rows", type=int, default=None, help="rows per block call (default: from free memory)")
     p.add_argument("--repeats", type=int, default=1, help="repeat (b) and (c) and keep the fastest")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--exact", action="append", default=[], metavar="top:K[,sample:S]",
+                   help="also compare `--exact all` with this mode (AtP*, analyses/verified.py) in the same process: "
+                        "CPU and wall seconds, ratio, top-10 agreement, estimated and true false-negative rates; "
+                        "repeat for several modes")
+    p.add_argument("--exact-only", action="store_true", help="skip the loop comparison: only the --exact modes")
+    p.add_argument("--planted", type=int, nargs=2, default=None, metavar=("LAYER", "HEAD"),
+                   help="a planted-circuit checkpoint (tests/planted_circuit.py) of this shape, its head at LAYER, "
+                        "HEAD, instead of a random one")
     return p.parse_args()
 
 
@@ -180,7 +188,14 @@ def main() -> None:
     peak = matmul_peak(device)
     print(f"float32 matmul peak measured here: {peak:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory() as folder:
-        build_checkpoint(Path(folder), args.layers, args.heads, args.d_model)
+        if args.planted:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from planted_circuit import save_planted_gpt2
+
+            save_planted_gpt2(Path(folder), args.planted[0], args.planted[1], n_layer=args.layers, n_head=args.heads,
+                              n_embd=args.d_model)
+        else:
+            build_checkpoint(Path(folder), args.layers, args.heads, args.d_model)
         model = load_model(folder, device=device).model
     prompts = build_prompt_set(load_family_specs()[args.family], model.tokenizer, model.cfg.default_prepend_bos)
     runs, setup = timed(lambda: core.collect_runs(model, prompts), device)
@@ -189,9 +204,14 @@ def main() -> None:
           f"{runs.n_prompts} prompts x {runs.corrupted_tokens.shape[1]} tokens; chunk {chunk_rows} rows; "
           f"clean + corrupted caching {setup:.2f} s (shared by all methods)")
     warm_up(model, runs, chunk_rows)
-    report = benchmark(model, runs, args, device, chunk_rows)
-    report.update(machine=machine, matmul_peak_gflops=peak, setup_s=setup, chunk_rows=chunk_rows)
-    print_report(report, flops(model.cfg, runs), peak, device)
+    report = {}
+    if not args.exact_only:
+        report = benchmark(model, runs, args, device, chunk_rows)
+        report.update(machine=machine, matmul_peak_gflops=peak, setup_s=setup, chunk_rows=chunk_rows)
+        print_report(report, flops(model.cfg, runs), peak, device)
+    if args.exact:
+        report["exact_modes"] = compare_exact_modes(model, runs, args.exact, device, chunk_rows)
+        report.update(machine=machine, planted=args.planted, shape=[args.layers, args.heads, args.d_model])
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 
@@ -229,6 +249,62 @@ def benchmark(model, runs: core.Runs, args, device: str, chunk_rows: int) -> dic
     _, t_attr = timed(lambda: core.attribution_sweeps(model, runs), device, args.repeats)
     return {"per_sweep": per_sweep, "max_abs_diff": diffs, "exact_all_s": t_exact_all, "attribution_s": t_attr,
             "exact_all_cpu_s": cpu_exact_all, "attribution_cpu_s": timed.last_cpu, "loop_kind": args.loop}
+
+
+def compare_exact_modes(model, runs: core.Runs, modes: list[str], device: str, chunk_rows: int) -> dict:
+    """`--exact all` against each top:K mode, same process, same runs and attribution (computed once: every mode
+    computes it anyway for the attribution panels). Per mode: CPU and wall seconds of the exact part, the ratio to
+    all, per sweep the top-10 agreement (the top 10 by exact under all vs under the mode's ranking, verified cells
+    by exact first), the estimated false-negative rate (from the sample) and the true one (over every unverified
+    cell, from all's numbers)."""
+    from analyses import verified as verify
+
+    sweeps = tuple(core.SWEEPS)
+    attribution, t_attr = timed(lambda: core.attribution_sweeps(model, runs, sweeps), device)
+    cpu_attr = timed.last_cpu
+    full, t_all = timed(lambda: core.exact_sweeps(model, runs, sweeps, chunk_rows=chunk_rows), device)
+    cpu_all = timed.last_cpu
+    print(f"\n--exact all: {t_all:.2f} s wall, {cpu_all:.1f} CPU s (six sweeps; attribution {t_attr:.2f} s wall, "
+          f"{cpu_attr:.1f} CPU s, computed in every mode)")
+    out = {"all": {"wall_s": t_all, "cpu_s": cpu_all}, "attribution": {"wall_s": t_attr, "cpu_s": cpu_attr}}
+    for text in modes:
+        mode = verify.parse_exact(text)
+        (values, infos), t = timed(lambda m=mode: verify.verified_sweeps(model, runs, sweeps, m.k, m.sample,
+                                                                         attribution=attribution,
+                                                                         chunk_rows=chunk_rows), device)
+        row = {"wall_s": t, "cpu_s": timed.last_cpu, "cpu_ratio": timed.last_cpu / cpu_all, "wall_ratio": t / t_all,
+               "sweeps": {}}
+        for s in sweeps:
+            exact_all = verify.cell_effect(full[s], runs).ravel()
+            mine = verify.cell_effect(values[s], runs).ravel()
+            attr = (attribution[s].mean(-1)).abs().double().cpu().numpy().ravel()
+            info = infos[s]
+            order = verify.ranking(np.where(info.verified.ravel(), mine, np.nan), attr)
+            truth = np.argsort(-exact_all, kind="stable")[:10]
+            top = info.top.ravel()
+            threshold = exact_all[top].min() if top.any() else np.inf
+            unverified = ~info.verified.ravel()
+            row["sweeps"][s] = {
+                "cells": int(exact_all.size), "verified": int(info.verified.sum()),
+                "top10_agreement": len(set(truth.tolist()) & set(order[:10].tolist())) / min(10, exact_all.size),
+                "fn_estimate": None if info.fn is None else info.fn.rate,
+                "fn_sample": 0 if info.fn is None else info.fn.n,
+                "fn_true": float((exact_all[unverified] >= threshold).mean()) if unverified.any() else None,
+                "missed_top10": int(sum(1 for i in truth if unverified[i])),
+                "max_abs_diff_verified": float((values[s] - full[s])[~torch.isnan(values[s])].abs().max()),
+            }
+        est_hits = sum(i.fn.hits for i in infos.values() if i.fn is not None)
+        est_n = sum(i.fn.n for i in infos.values() if i.fn is not None)
+        row["fn_estimate_pooled"] = est_hits / est_n if est_n else None
+        row["fn_sample_pooled"] = est_n
+        print(f"--exact {mode}: {t:.2f} s wall ({t / t_all:.2f} of all), {timed.last_cpu:.1f} CPU s "
+              f"({timed.last_cpu / cpu_all:.2f} of all); estimated FN {est_hits}/{est_n}")
+        for s, v in row["sweeps"].items():
+            print(f"  {s:9s} {v['verified']:4d}/{v['cells']:4d} cells  top-10 agreement {v['top10_agreement']:.2f}  "
+                  f"top-10 unverified {v['missed_top10']}  FN est {v['fn_estimate']} (n={v['fn_sample']})  "
+                  f"true {v['fn_true']}  max|diff| {v['max_abs_diff_verified']:.1e}")
+        out[str(mode)] = row
+    return out
 
 
 def print_report(report: dict, arithmetic: dict, peak: float, device: str) -> None:

@@ -47,6 +47,15 @@ def run_options(command):
         click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
                      show_default=True, help="Precision of the model's weights and activations. auto: float32 on "
                      "CPU/MPS and for models of at most 1B parameters, bfloat16 on CUDA above 1B."),
+        click.option("--exact", default="auto", show_default=True, metavar="all|top:K[,sample:S]|auto",
+                     help="Which cells of the patching sweeps exact patching computes. all: every cell; top:K,sample:S "
+                          "(AtP*): attribution patching ranks every cell, exact patching verifies the top K per sweep "
+                          "and S others drawn at random (top:K samples S = K), and the page states the estimated "
+                          "false-negative rate; auto: all on CUDA, top:16,sample:16 on a CPU (a sweep with at most "
+                          "K + S cells is exact in full either way)."),
+        click.option("--steps", default=5, show_default=True, type=int, metavar="N",
+                     help="EAP-IG's integration steps for edge_circuits (N >= 1; 1 is EAP, the gradient at the "
+                          "twin's activations only)."),
         click.option("--shard", default=None, metavar="K/N",
                      help="Compute only the K-th of N deterministic shares of the (model, family) pairs, into its "
                           "own run folder (<run-id>-shardKofN); `build` merges the shards' folders."),
@@ -56,10 +65,11 @@ def run_options(command):
     return command
 
 
-def _options(models, families, families_file, analyses, out, device, resume, run_id, force_resume, dtype, shard):
+def _options(models, families, families_file, analyses, out, device, resume, run_id, force_resume, dtype, shard,
+             exact, steps):
     from click.core import ParameterSource
 
-    from report.pipeline import RESUMABLE_OPTIONS, RunOptions
+    from report.pipeline import RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps
     from report.shard import parse_shard
 
     context = click.get_current_context()
@@ -68,7 +78,7 @@ def _options(models, families, families_file, analyses, out, device, resume, run
     check_writable_dir(out, "--out")
     return RunOptions(models=list(models), families=families, families_file=families_file, analyses=analyses,
                       out=out, device=device, resume=resume, run_id=run_id, force_resume=force_resume, given=given,
-                      dtype=dtype, shard=parse_shard(shard),
+                      dtype=dtype, shard=parse_shard(shard), exact=check_exact(exact), steps=check_steps(steps),
                       command=" ".join(shlex.quote(a) for a in ["weekday-circuits", *sys.argv[1:]]))
 
 

@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from analyses import BY_NAME, REGISTRY, shared
+from analyses import verified as exact_modes
 from analyses.types import Analysis, FamilyContext
 from report import files, results, results_format, runs
 from report.bundled import BUNDLED_MODEL_NAME
@@ -46,7 +47,7 @@ from report.model import load_model, pick_device
 from report.shard import Shard, assign
 
 log = logging.getLogger(__name__)
-RESUMABLE_OPTIONS = ("models", "families", "families_file", "analyses", "dtype")
+RESUMABLE_OPTIONS = ("models", "families", "families_file", "analyses", "dtype", "exact", "steps")
 MAX_NAME = 100  # a family name is a folder and a page name: keep it well under the 255-byte limit
 PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "plotly", "circuitsvis", "jinja2",
             "einops", "click", "numpy")
@@ -68,6 +69,22 @@ class RunOptions:
     given: frozenset[str] = frozenset(RESUMABLE_OPTIONS)
     dtype: str = "auto"  # report/dtype.py: auto, float32, bfloat16, float16
     shard: Shard | None = None  # report/shard.py: this machine's share of the (model, family) pairs
+    exact: str = "auto"  # analyses/verified.py: all, top:K[,sample:S], or auto (all on CUDA, CPU_DEFAULT on a CPU)
+    steps: int = 5  # EAP-IG's integration steps (analyses/edge_circuits.py); 1 = EAP
+
+
+def check_exact(text: str) -> str:
+    """The --exact value, normalised ('top:8' -> 'top:8,sample:8'); a bad one is a one-line UserError."""
+    try:
+        return str(exact_modes.parse_exact(text))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def check_steps(steps: int) -> int:
+    if int(steps) < 1:
+        raise UserError(f"--steps {steps}: EAP-IG needs at least 1 integration step (1 is EAP)")
+    return int(steps)
 
 
 AUTO = "auto"
@@ -128,6 +145,7 @@ def run(options: RunOptions) -> Path:
         options = _with_recorded_options(options, resumed[1])
     families = select_families(load_family_specs(options.families_file), options.families)
     analyses = select_analyses(options.analyses)
+    check_exact(options.exact), check_steps(options.steps)  # recorded options of a resumed run, or a caller's own
     device = pick_device(options.device)
     checked = [inspect_model(name) for name in options.models]
     skipped = check_families(checked, families)
@@ -140,6 +158,7 @@ def run(options: RunOptions) -> Path:
     if resumed is not None:
         run_dir, manifest = resumed
         _check_resume(manifest, current, options.force_resume)
+        _check_same_modes(manifest, options, device)
     else:
         run_dir, manifest = runs.create_run_dir(Path(options.out), options.run_id), None
     files.clean_stale_temps(Path(options.out))
@@ -152,7 +171,8 @@ def run(options: RunOptions) -> Path:
                 dtype = resolve_dtype(options.dtype, device,
                                       count_parameters(name) if options.dtype == "auto" else None)
                 _run_model(run_dir, manifest, name, device, [f for f in families if f.name in work[name]],
-                           analyses, skipped[name], dtype, auto=options.analyses.strip() == AUTO)
+                           analyses, skipped[name], dtype, auto=options.analyses.strip() == AUTO,
+                           exact=manifest["options"]["exact_resolved"], steps=options.steps)
                 release(device)  # the model's weights go before the next model loads
         except (KeyboardInterrupt, Interrupted):
             manifest["status"] = "interrupted"
@@ -233,6 +253,18 @@ def _check_resume(manifest: dict, current: dict, force: bool) -> None:
         manifest.setdefault("forced_resumes", []).append(found)
 
 
+def _check_same_modes(manifest: dict, options: RunOptions, device: str) -> None:
+    """Refuse to continue a run under another --exact (as resolved on this device) or --steps, unless forced: its
+    saved analyses would mix modes."""
+    recorded = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+    now = {"exact_resolved": str(exact_modes.resolve(options.exact, device)), "steps": options.steps}
+    changed = [f"--{key.split('_')[0]} {recorded[key]} then, {value} now" for key, value in now.items()
+               if recorded.get(key) is not None and str(recorded[key]) != str(value)]
+    if changed and not options.force_resume:
+        raise UserError(f"--resume: run {manifest.get('run_id')!r} was computed with other options "
+                        f"({'; '.join(changed)}); start a new run, or pass --force-resume to continue it anyway")
+
+
 def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: dict, manifest: dict | None) -> dict:
     """The manifest for this start or resume (written by run(), under the SIGTERM handler)."""
     command = options.command or " ".join(sys.argv)
@@ -246,7 +278,10 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
     manifest.update({
         "status": "running", "device": device, "definition": current,
         "options": {"models": list(options.models), "families": options.families, "analyses": options.analyses,
-                    "families_file": str(families_file) if families_file else None, "dtype": options.dtype},
+                    "families_file": str(families_file) if families_file else None, "dtype": options.dtype,
+                    # --exact as given and as resolved for this run's device (auto: analyses/verified.py resolve)
+                    "exact": options.exact, "exact_resolved": str(exact_modes.resolve(options.exact, device)),
+                    "steps": options.steps},
         "families_requested": list(current["families"]), "analyses_requested": list(current["analyses"]),
         "packages": _versions(), "git_commit": _git_commit(), "python": sys.version.split()[0],
         "platform": platform.platform(), "models_requested": list(options.models),
@@ -257,7 +292,7 @@ def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: di
 
 
 def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str],
-               dtype: str = "float32", auto: bool = False) -> None:
+               dtype: str = "float32", auto: bool = False, exact: str = "all", steps: int = 5) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     log.info("loading %s on %s in %s", name, device, dtype)
     loaded = load_model(name, device, dtype)
@@ -276,7 +311,8 @@ def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dic
         for spec in usable:
             prompts = build_prompt_set(spec, model.tokenizer, model.cfg.default_prepend_bos)
             entry["families"][spec.name] = {"status": "ok", **_spec_info(spec), **_prompt_info(prompts)}
-            context = FamilyContext(model)  # the family's shared work (analyses/shared.py), dropped after it
+            # the family's shared work (analyses/shared.py), dropped after it, and the options analyses read
+            context = FamilyContext(model, exact=exact, ig_steps=steps)
             at_chance = auto and any(a.intervenes for a in analyses) and not _above_chance(context, prompts)
             if auto:
                 entry["families"][spec.name]["auto_interventions"] = not at_chance
@@ -313,7 +349,8 @@ def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: A
         return
     started, cpu_started = time.perf_counter(), time.process_time()
     with torch.no_grad():  # inference; attribution patching re-enables gradients for its own backward pass
-        result = (analysis.compute(model, prompts, context=context) if analysis.uses_context and context is not None
+        takes_context = (analysis.uses_context or analysis.reads_options) and context is not None
+        result = (analysis.compute(model, prompts, context=context) if takes_context
                   else analysis.compute(model, prompts))
     checksums = results.save_result(folder, result, entry.get("fingerprint"))
     entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3),
