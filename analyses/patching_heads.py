@@ -37,8 +37,8 @@ from analyses import necessity, plots, shared
 from analyses import stats as st
 from analyses import verified as verify
 from analyses.attribution import head_name, parse_head_name
-from analyses.engine.sweep_runs import run_sweeps
 from analyses.engine.attribution_sweeps import attribution_sweeps
+from analyses.engine.sweep_runs import run_sweeps
 from analyses.engine.sweeps import HEAD_SWEEPS, collect_runs
 from analyses.patching_display import (
     agreement_scatter,
