@@ -47,12 +47,15 @@ ranking_gap_state, corruption.
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from analyses import intervention as engine
 from analyses import paths, plots, shared, thresholds
+from analyses.contract import Count, RankedNode
 from analyses.mechanism import (
     ABLATION_TEXT,
     NAME_FRACTION,
@@ -235,7 +238,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
         "helpful_ablations": helpful,
         "removed_mlp": names[mlps[0]] if mlps else "",
         "ranking": [{"node": names[i], "value": float(exact[i])} for i in order["exact"][:10]],
-        "day7_above_chance": shared.above_chance(ctx, prompts),
+        "items_above_chance": shared.above_chance(ctx, prompts),
         **(heldout or {}),
     }
     # undefined values (a gap of exactly 0) are left out: the store refuses NaN
@@ -482,7 +485,59 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class CircuitSummary(TypedDict):
+    """The minimal circuit: nodes ranked by patching, kept in order until faithfulness reaches the target."""
+
+    family: Annotated[str, "the prompt family"]
+    corruption: Annotated[str, "which corrupted twin ranks the nodes and resamples the ablated ones"]
+    n_prompts: Annotated[Count, "prompts"]
+    n_nodes: Annotated[Count, "heads and MLPs ranked"]
+    n_layers: Annotated[Count, "layers of the model"]
+    n_heads: Annotated[Count, "heads per layer"]
+    target: Annotated[float, "the faithfulness a minimal circuit must reach"]
+    ablation: Annotated[str, "the ablation of every node outside the kept set (resample: its value on the paired "
+                             "twin, MIB's counterfactual ablation)"]
+    ablation_text: Annotated[str, "the ablation in words, as the page states it"]
+    named: Annotated[bool, "a circuit is named: both gaps informative and the notable nodes reach the target"]
+    not_named_reason: Annotated[str, "why no circuit is named (empty when one is)"]
+    informative: Annotated[bool, "the full − all-ablated gap (which normalises faithfulness) is informative"]
+    gap_reason: Annotated[str, "why it is or is not"]
+    gap_state: Annotated[str, "state of the full − all-ablated gap (analyses/thresholds.py)"]
+    ranking_informative: Annotated[bool, "the clean − corrupted gap that ranks the nodes is informative"]
+    ranking_gap_reason: Annotated[str, "why the ranking gap is or is not informative"]
+    ranking_gap_state: Annotated[str, "state of the clean − corrupted gap that ranks the nodes"]
+    name_threshold_logits: NotRequired[Annotated[float, "|patching effect| a node needs to enter a named circuit"]]
+    n_notable: Annotated[Count, "nodes whose |patching effect| reaches that threshold"]
+    full_logit_diff_mean: Annotated[float, "mean LD of the full model, logits"]
+    all_ablated_logit_diff_mean: Annotated[float, "mean LD with every node ablated, logits"]
+    minimal_circuit: Annotated[list[str], "node names of the named circuit; empty when `named` is false"]
+    # faithfulness values are left out where undefined (a gap of exactly 0): the store refuses NaN
+    minimal_circuit_faithfulness: NotRequired[Annotated[float, "the named circuit's faithfulness"]]
+    minimal_circuit_faithfulness_by_template: Annotated[list[float | None], "the named circuit's faithfulness on "
+                                                                            "each template alone (empty when none)"]
+    minimal_circuit_reaches_target: Annotated[bool, "the named circuit reaches the target"]
+    notable_nodes_faithfulness: NotRequired[Annotated[float, "faithfulness when every notable node is kept"]]
+    faithfulness_auc: NotRequired[Annotated[float, "area under the faithfulness curve, nodes ranked by exact "
+                                                   "patching"]]
+    faithfulness_auc_attribution: NotRequired[Annotated[float, "the same, ranked by attribution patching"]]
+    faithfulness_auc_mean: NotRequired[Annotated[float, "the same, with contrast-matched mean ablation"]]
+    helpful_ablations: Annotated[list[RankedNode], "ablated nodes whose restoring lowers faithfulness (value: the "
+                                                   "change, negative)"]
+    removed_mlp: Annotated[str, "the circuit's top-ranked MLP, removed in the replication table ('' if none)"]
+    ranking: Annotated[list[RankedNode], "nodes by exact patching effect (value: mean LD change), top 10"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+    # leave-one-template-out, with two or more templates
+    heldout_faithfulness_by_template: NotRequired[Annotated[list[float | None], "the circuit found on the other "
+                                                                                "templates, on this one (null "
+                                                                                "where they name none)"]]
+    heldout_circuit_by_template: NotRequired[Annotated[list[list[str]], "the circuit each fold found"]]
+    heldout_faithfulness_mean: NotRequired[Annotated[float, "mean of the finite held-out faithfulness values"]]
+    heldout_faithfulness_min: NotRequired[Annotated[float, "their smallest"]]
+    heldout_faithfulness_max: NotRequired[Annotated[float, "their largest"]]
+
+
 CIRCUIT = Analysis(
+    summary_type=CircuitSummary,
     name=NAME,
     title="Circuit and faithfulness",
     definition="Nodes (heads and MLPs) ranked by exact patching effect (and by attribution patching); keep the top "

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from analyses.contract import Headline
+
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
@@ -196,3 +198,9 @@ class Analysis:
     intervenes: bool = False
     # compute(model, prompts, context=FamilyContext) takes the family's shared work from the pipeline.
     uses_context: bool = False
+    # The TypedDict of its summary (analyses/contract.py): `run` validates every summary it writes against the
+    # JSON Schema generated from it, and report/schemas/ ships that schema. Every registered analysis declares one.
+    summary_type: type | None = None
+    # Summary keys the index shows for every family (overview) and model (comparison), in this order, after the
+    # headlines of the analyses before it in the registry. The renderer reads these; it names no analysis key.
+    headlines: tuple[Headline, ...] = ()

@@ -168,8 +168,8 @@ def test_the_single_file_holds_every_page_and_the_bundles_once(tiny_report, tmp_
 
 def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
-    edit_summary(run / "tiny-gpt20" / "tomorrow" / "behaviour", day7_above_chance=False)
-    edit_summary(run / "tiny-gpt20" / "day_after" / "behaviour", day7_above_chance=True)
+    edit_summary(run / "tiny-gpt20" / "tomorrow" / "behaviour", items_above_chance=False)
+    edit_summary(run / "tiny-gpt20" / "day_after" / "behaviour", items_above_chance=True)
     restamp(run)  # a run that computed these values (edits without it are refused: test_hardening_results.py)
     invoke("build", run, "--site", tmp_path / "site")
     chance = (tmp_path / "site" / "tiny-gpt20" / "tomorrow.html").read_text(encoding="utf-8")

@@ -30,7 +30,7 @@ def test_the_manifest_and_every_summary_of_a_full_run_validate(tiny_report):
 
 
 @pytest.mark.parametrize("folder, key, bad", [
-    ("behaviour", "day7_acc", "high"), ("behaviour", "day7_above_chance", "no"),
+    ("behaviour", "items_acc", "high"), ("behaviour", "items_above_chance", "no"),
     ("dla_heads", "top_positive", [{"value": 1.0}]),
     ("patching_heads-day", "corruption", "weekday"), ("logit_diff", "clean_logit_diff_mean", None)])
 def test_a_wrong_type_or_a_missing_key_is_caught(tiny_report, folder, key, bad):
