@@ -59,7 +59,7 @@ import torch
 from analyses import intervention as engine
 from analyses import necessity, plots, shared, thresholds
 from analyses.attribution import head_outputs, metric_terms, project
-from analyses.contract import Count, Fraction, Necessity, RankedNode
+from analyses.contract import Corruption, Count, Fraction, Necessity, RankedNode
 from analyses.mechanism import (
     ABLATION_TEXT,
     ABLATIONS,
@@ -281,7 +281,7 @@ def _direct_vs_total(result: Result) -> go.Figure:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    primary = s.get("ablation", "mean")
+    primary = s["ablation"]
     text = ABLATION_TEXT[primary].format(corruption=s["corruption"])
     sentences = [*at_chance_lead(s),
                  f"Each head and MLP was ablated on the clean prompts, primarily by {text}; also by mean ablation "
@@ -359,7 +359,7 @@ class AblationsSummary(TypedDict):
     """Zero, mean and resample ablation of every head and MLP; direct against total effect; AND / OR nodes."""
 
     family: Annotated[str, "the prompt family"]
-    corruption: Annotated[str, "which corrupted twin the resample and the mean reference use"]
+    corruption: Annotated[Corruption, "which corrupted twin the resample and the mean reference use"]
     n_prompts: Annotated[Count, "prompts ablated"]
     n_layers: Annotated[Count, "layers of the model"]
     n_heads: Annotated[Count, "heads per layer"]

@@ -226,7 +226,7 @@ def narrative(result: Result) -> list[str]:
     sentences.append(f"The correct item is the single most likely next token for {top1} of {n} prompts; its mean "
                      f"probability is {100 * s['p_correct_mean']:.1f}%.")
     by_template = s["items_acc_by_template"]
-    if len(s.get("offsets", [])) > 1:  # an offset family: one template per step k, so read it by k
+    if len(s["offsets"]) > 1:  # an offset family: one template per step k, so read it by k
         sentences.append("Accuracy by step k: " + ", ".join(
             f"k = {k:+d} {round(v * m)}/{m}" for k, v, m in zip(s["offsets"], s["items_acc_by_offset"],
                                                                  s["n_prompts_by_offset"])) + ".")
@@ -244,7 +244,7 @@ def narrative(result: Result) -> list[str]:
             f"relation-discrimination score, mean LD(clean) − LD(twin): {s['relation_discrimination_mean']:+.3g} "
             f"logits, positive for {s['relation_discrimination_positive']} of {n} prompts (two-sided sign test p = "
             f"{s['relation_discrimination_p_value']:.2g}).")
-    if s.get("n_errors"):
+    if s["n_errors"]:
         slips, copied = round(s["error_off_by_one_frac"] * n), round(s["error_copy_frac"] * n)
         sentences.append(f"Of the {s['n_errors']} prompts whose most likely item is wrong, {slips} pick an item one "
                          f"step from the answer (a counting slip) and {copied} the item named in the prompt (the "

@@ -55,7 +55,7 @@ import torch
 
 from analyses import intervention as engine
 from analyses import paths, plots, shared, thresholds
-from analyses.contract import Count, RankedNode
+from analyses.contract import Corruption, Count, RankedNode
 from analyses.mechanism import (
     ABLATION_TEXT,
     NAME_FRACTION,
@@ -355,7 +355,7 @@ def circuit_edges(ctx: FamilyContext, prompts: PromptSet, circuit) -> tuple[list
 def figures(result: Result) -> list[Figure]:
     s, a = result.summary, result.arrays
     grid = a["grid"].tolist()
-    ablation = s.get("ablation", "mean")
+    ablation = s["ablation"]
     series = {f"ranked by exact patching, {ablation} ablation": a["faithfulness_exact"],
               f"ranked by attribution patching, {ablation} ablation": a["faithfulness_attribution"]}
     if "faithfulness_mean" in a:
@@ -363,7 +363,7 @@ def figures(result: Result) -> list[Figure]:
     curve = plots.lines(grid, series, f"Faithfulness of the top-n nodes, the rest ablated ({s['n_nodes']} nodes)",
                         "nodes kept (n)", "faithfulness")
     curve.add_hline(y=s["target"], line=dict(dash="dot", color="grey"))
-    if s.get("n_notable"):
+    if s["n_notable"]:
         curve.add_vline(x=s["n_notable"], line=dict(dash="dash", color="grey"))  # beyond it: under the threshold
     kept = "circuit" if _named(s) else "notable nodes"
     table = plots.bars(result.labels["items"], {"full model": a["p_correct_full"], kept: a["p_correct_circuit"],
@@ -378,7 +378,7 @@ def _named(s: dict) -> bool:
     """Older results have no `named`: they named a circuit when both gaps were informative."""
     if "named" in s:
         return bool(s["named"])
-    return bool(s["informative"] and s.get("ranking_informative", True))
+    return bool(s["informative"] and s["ranking_informative"])
 
 
 def diagram(result: Result) -> go.Figure:
@@ -418,7 +418,7 @@ def diagram(result: Result) -> go.Figure:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    ablation = s.get("ablation_text") or "mean ablation over the clean prompts"
+    ablation = s["ablation_text"]
     sentences = [*at_chance_lead(s),
                  f"Nodes ({s['n_nodes']}: every head and MLP) were ranked by exact activation patching on the "
                  f"{s['corruption']} corruption; all but the top n were ablated on the clean prompts by {ablation}."]
@@ -426,15 +426,15 @@ def narrative(result: Result) -> list[str]:
         sentences.append(f"Ablating every node barely changes the LD ({s['gap_reason']}), so faithfulness is "
                          "not defined meaningfully and no circuit is named.")
         return sentences
-    if not s.get("ranking_informative", True):
-        clause = thresholds.gap_clause(s.get("ranking_gap_state")).replace(
+    if not s["ranking_informative"]:
+        clause = thresholds.gap_clause(s["ranking_gap_state"]).replace(
             "The clean and corrupted runs", "The clean and corrupted runs that rank the nodes")
         sentences.append(f"{clause} ({s['ranking_gap_reason']}): the order of the nodes is not a finding, so no "
                          f"circuit is named; the curve shows what keeping the top n of that order does (area "
                          f"{s['faithfulness_auc']:.2f}).")
         return sentences
     if not _named(s):
-        notable = s.get("n_notable", 0)
+        notable = s["n_notable"]
         if notable:
             sentences.append(f"The {notable} node{'s' if notable > 1 else ''} whose patching effect reaches the "
                              f"naming threshold ({s['name_threshold_logits']:.2f} logits, {100 * NAME_FRACTION:.0f}% "
@@ -453,7 +453,7 @@ def narrative(result: Result) -> list[str]:
     grid = [int(n) for n in result.arrays["grid"]]
     below = grid[grid.index(size) - 1]
     sizes = f"{size}" if below == size - 1 else f"{size} (the size grid steps from {below} to {size} here)"
-    by_template = s.get("minimal_circuit_faithfulness_by_template") or []
+    by_template = s["minimal_circuit_faithfulness_by_template"]
     per = (" (per template: " + ", ".join(f"T{t} " + (f"{100 * v:.0f}%" if v is not None else "undefined")
                                           for t, v in enumerate(by_template)) + ")"
            if len(by_template) > 1 else "")
@@ -462,7 +462,7 @@ def narrative(result: Result) -> list[str]:
                      f"{100 * s['minimal_circuit_faithfulness']:.0f}% of the full model's LD over the ablated one"
                      f"{per}{instead(s)}.")
     if s["minimal_circuit_faithfulness"] > 1 + EXCESS:
-        helpful = s.get("helpful_ablations") or []
+        helpful = s["helpful_ablations"]
         if helpful:
             listed = ", ".join(f"{e['node']} (restoring it lowers faithfulness by {-100 * e['value']:.0f} points)"
                                for e in helpful[:3])
@@ -489,7 +489,7 @@ class CircuitSummary(TypedDict):
     """The minimal circuit: nodes ranked by patching, kept in order until faithfulness reaches the target."""
 
     family: Annotated[str, "the prompt family"]
-    corruption: Annotated[str, "which corrupted twin ranks the nodes and resamples the ablated ones"]
+    corruption: Annotated[Corruption, "which corrupted twin ranks the nodes and resamples the ablated ones"]
     n_prompts: Annotated[Count, "prompts"]
     n_nodes: Annotated[Count, "heads and MLPs ranked"]
     n_layers: Annotated[Count, "layers of the model"]

@@ -25,6 +25,8 @@ class Range:
     high: float | None = None
 
 
+CORRUPTIONS = ("day", "relation")  # the two corrupted twins a family can have (analyses.types.PromptSet)
+Corruption = Literal["day", "relation"]  # the `corruption` key of a summary computed once per corruption
 Fraction = Annotated[float, Range(0, 1)]  # a share of prompts, heads, ... in [0, 1]
 PValue = Annotated[float, Range(0, 1)]
 Count = Annotated[int, Range(0)]

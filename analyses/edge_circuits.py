@@ -41,7 +41,7 @@ import torch
 
 from analyses import edge_engine as ee
 from analyses import plots
-from analyses.contract import Count, RankedEdge
+from analyses.contract import Corruption, Count, RankedEdge
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
 from analyses.metrics import answer_pair, does_the_task
 from analyses.mib_circuit import circuit_document
@@ -417,7 +417,7 @@ class EdgeCircuitsSummary(EdgeMeasures, ExactOptions):
     """Edge attribution (EAP, EAP-IG) checked against exact edge patching; greedy edge circuits and faithfulness."""
 
     family: Annotated[str, "the prompt family"]
-    corruption: Annotated[str, "which corrupted twin"]
+    corruption: Annotated[Corruption, "which corrupted twin"]
     n_prompts: Annotated[Count, "prompts"]
     n_layers: Annotated[Count, "layers of the model"]
     n_heads: Annotated[Count, "query heads per layer"]

@@ -62,7 +62,7 @@ def compute(model, prompts: PromptSet) -> Result:
 def figures(result: Result) -> list[Figure]:
     a, s = result.arrays, result.summary
     series = {"correct − item in prompt (clean run)": a["copy"]}
-    for corruption in s.get("corruptions", ["day"]):
+    for corruption in s["corruptions"]:
         p = _prefix(corruption)
         series[f"{corruption}: clean − corrupted answer, clean run"] = a[f"{p}clean"]
         series[f"{corruption}: clean − corrupted answer, corrupted run"] = a[f"{p}corrupted"]
@@ -80,7 +80,7 @@ def narrative(result: Result) -> list[str]:
         f"(a probability ratio of {num(np.exp(copy))}×), positive for "
         f"{round(s['copy_logit_diff_positive_frac'] * n)} of {n} prompts.",
     ]
-    for corruption in s.get("corruptions", ["day"]):
+    for corruption in s["corruptions"]:
         p = _prefix(corruption)
         gap = s[f"{corruption}_gap_mean"]
         text = (f"With {WHAT[corruption]}, logit(clean answer) − logit(corrupted answer) is "

@@ -42,7 +42,7 @@ import torch
 from analyses import intervention as engine
 from analyses import plots
 from analyses.attribution import norm_gain
-from analyses.contract import Count, RankedNode
+from analyses.contract import Corruption, Count, RankedNode
 from analyses.mechanism import (
     NAME_FRACTION,
     at_chance_lead,
@@ -289,7 +289,7 @@ class NeuronsSummary(TypedDict):
     """The MLPs that patching names, and the few neurons in each that carry their effect."""
 
     family: Annotated[str, "the prompt family"]
-    corruption: Annotated[str, "which corrupted twin"]
+    corruption: Annotated[Corruption, "which corrupted twin"]
     n_prompts: Annotated[Count, "prompts"]
     n_layers: Annotated[Count, "layers of the model"]
     informative: Annotated[bool, "the clean − corrupted gap is informative"]

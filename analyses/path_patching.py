@@ -38,7 +38,7 @@ import numpy as np
 
 from analyses import necessity, paths, plots, shared, thresholds
 from analyses.attribution import head_name
-from analyses.contract import Count, Necessity, RankedHead, RankedPath
+from analyses.contract import Corruption, Count, Necessity, RankedHead, RankedPath
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, gap_state, informative_gap, instead, numpy
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
@@ -249,7 +249,7 @@ class PathPatchingSummary(TypedDict):
     """Path patching from the top heads to later heads' queries, keys and values and to the logits."""
 
     family: Annotated[str, "the prompt family"]
-    corruption: Annotated[str, "which corrupted twin"]
+    corruption: Annotated[Corruption, "which corrupted twin"]
     n_prompts: Annotated[Count, "prompts"]
     n_layers: Annotated[Count, "layers of the model"]
     informative: Annotated[bool, "the clean − corrupted gap is informative"]

@@ -28,7 +28,7 @@ from typing import Annotated, Any, NotRequired, TypedDict
 import numpy as np
 
 from analyses import thresholds
-from analyses.contract import Count, Fraction, Ranked
+from analyses.contract import Corruption, Count, Fraction, Ranked
 from analyses.types import PromptSet
 
 NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), with LD = logit(clean answer) "
@@ -249,7 +249,7 @@ class PatchingCommon(TypedDict):
     """The keys every activation-patching summary shares (`common_summary`)."""
 
     family: Annotated[str, "the prompt family"]
-    corruption: Annotated[str, "which corrupted twin this result patches from"]
+    corruption: Annotated[Corruption, "which corrupted twin this result patches from"]
     n_prompts: Annotated[Count, "prompts patched"]
     n_templates: Annotated[Count, "templates of the family"]
     n_layers: Annotated[Count, "layers of the model"]

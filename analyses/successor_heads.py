@@ -215,7 +215,7 @@ def figures(result: Result) -> list[Figure]:
         out += _offset_figures(result)
     items = result.labels["items"]
     shown = []
-    offset_entries = [{"head": e["head"]} for e in s.get("offset_heads", [])[:GRID_HEADS]]
+    offset_entries = [{"head": e["head"]} for e in s["offset_heads"][:GRID_HEADS]]
     for entry in offset_entries + s["top_successor"][:GRID_HEADS] + s["top_copy"][:GRID_HEADS]:
         if entry["head"] in shown:
             continue

@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.contract import Headline
+from analyses.contract import CORRUPTIONS, Headline
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 SEQUENCES = {"days": DAYS, "months": MONTHS}  # built in; a families file may add its own
-CORRUPTIONS = ("day", "relation")  # the two corrupted twins a family can have (see PromptSet)
 
 
 @dataclass(frozen=True)
