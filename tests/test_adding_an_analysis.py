@@ -35,12 +35,20 @@ def example_module(monkeypatch) -> types.ModuleType:
 
 def register(monkeypatch, analysis) -> None:
     """The registry line: `analysis` appended to analyses.REGISTRY, seen by every module that imported it."""
-    registry, by_name = (*analyses.REGISTRY, analysis), {**analyses.BY_NAME, analysis.name: analysis}
+    import report.cli
+    import report.pipeline
+    import report.render  # noqa: F401  (each binds REGISTRY when first imported: import them before patching it)
+
+    old_registry, old_by_name = analyses.REGISTRY, analyses.BY_NAME
+    registry, by_name = (*old_registry, analysis), {**old_by_name, analysis.name: analysis}
+    patched = 0
     for module in list(sys.modules.values()):
-        if getattr(module, "REGISTRY", None) is analyses.REGISTRY:
+        if getattr(module, "REGISTRY", None) is old_registry:
             monkeypatch.setattr(module, "REGISTRY", registry)
-        if getattr(module, "BY_NAME", None) is analyses.BY_NAME:
+            patched += 1
+        if getattr(module, "BY_NAME", None) is old_by_name:
             monkeypatch.setattr(module, "BY_NAME", by_name)
+    assert patched >= 4  # analyses itself, the pipeline, the renderer and its headline columns at least
 
 
 def run_toy(tiny_checkpoint, out: Path) -> Path:
@@ -50,8 +58,6 @@ def run_toy(tiny_checkpoint, out: Path) -> Path:
 
 
 def test_a_registered_analysis_shows_its_headline_in_the_overview(monkeypatch, tiny_checkpoint, tmp_path):
-    import report.render  # noqa: F401  (imported before registering, as in a real session)
-
     toy = example_module(monkeypatch).FINAL_MARGIN
     register(monkeypatch, toy)
     run = run_toy(tiny_checkpoint, tmp_path / "runs")
