@@ -50,12 +50,15 @@ answer_gap_reason; informative, gap_reason, corruption.
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from analyses import necessity, phrases, plots, shared, thresholds
 from analyses.attribution import head_outputs, metric_terms, project
+from analyses.contract import Corruption, Count, Fraction, Necessity, RankedNode
 from analyses.engine.readout import final_logits
 from analyses.engine.rows import Base, Row, collect_base, run_rows
 from analyses.mechanism import (
@@ -161,7 +164,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     summary = _summary(arrays, labels["nodes"], prompts, cfg, informative, reason)
     summary.update(_necessity_summary(arrays, labels["nodes"], informative))
     summary["gap_state"] = gap_state(clean["logit_diff"], corrupted_ld)
-    summary["day7_above_chance"] = shared.above_chance(shared.context_for(model, context), prompts)
+    summary["items_above_chance"] = shared.above_chance(shared.context_for(model, context), prompts)
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
@@ -279,7 +282,7 @@ def _direct_vs_total(result: Result) -> go.Figure:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    primary = s.get("ablation", "mean")
+    primary = s["ablation"]
     text = ABLATION_TEXT[primary].format(corruption=s["corruption"])
     sentences = [*at_chance_lead(s),
                  f"Each head and MLP was ablated on the clean prompts, primarily by {text}; also by mean ablation "
@@ -347,7 +350,51 @@ def _necessity_sentences(s: dict) -> list[str]:
     return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"], instead=instead(s))
 
 
+class AblatedNode(RankedNode):
+    p_correct: NotRequired[Annotated[float, "change in P(correct answer) under the ablation"]]
+    direct: NotRequired[Annotated[float, "mean ablation's direct effect on LD (what it writes into the logits)"]]
+    total: NotRequired[Annotated[float, "mean ablation's total effect on LD"]]
+    denoising: NotRequired[Annotated[float, "noising_top: the denoising share of the LD gap"]]
+
+
+class AblationsSummary(TypedDict):
+    """Zero, mean and resample ablation of every head and MLP; direct against total effect; AND / OR nodes."""
+
+    family: Annotated[str, "the prompt family"]
+    corruption: Annotated[Corruption, "which corrupted twin the resample and the mean reference use"]
+    n_prompts: Annotated[Count, "prompts ablated"]
+    n_layers: Annotated[Count, "layers of the model"]
+    n_heads: Annotated[Count, "heads per layer"]
+    clean_logit_diff_mean: Annotated[float, "mean LD = logit(clean answer) − logit(corrupted answer), clean run"]
+    corrupted_logit_diff_mean: Annotated[float, "the same on the corrupted run"]
+    clean_p_correct_mean: Annotated[Fraction, "mean P(correct answer), clean run"]
+    informative: Annotated[bool, "the clean − corrupted gap is informative (a node can be named)"]
+    gap_reason: Annotated[str, "why it is or is not"]
+    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/thresholds.py)"]
+    name_threshold_logits: Annotated[float, "|effect| a node needs to be named, logits"]
+    ablation: Annotated[str, "the primary ablation (resample from the paired twin of this corruption)"]
+    mean_ablation_top: Annotated[list[AblatedNode], "nodes by |ΔLD| under mean ablation (value: ΔLD, logits)"]
+    off_diagonal: Annotated[list[RankedNode], "nodes whose |total − direct| reaches the threshold (value: "
+                                              "total − direct)"]
+    self_repair: Annotated[list[AblatedNode], "off-diagonal nodes with |total| < |direct| (later components "
+                                              "compensate)"]
+    indirect: Annotated[list[AblatedNode], "off-diagonal nodes with |total| >= |direct| (the node also acts "
+                                           "through later components)"]
+    zero_top: Annotated[list[AblatedNode], "nodes by |ΔLD| under zero ablation"]
+    mean_top: Annotated[list[AblatedNode], "nodes by |ΔLD| under mean ablation"]
+    resample_top: Annotated[list[AblatedNode], "nodes by |ΔLD| under resample ablation"]
+    noising_top: Annotated[list[AblatedNode], "noising share of the LD gap (value) beside denoising share, by the "
+                                              "larger; empty where the gap is not informative"]
+    answer_informative: Annotated[bool, "the clean answer's logit gap (clean − corrupted run) is informative"]
+    answer_gap_reason: Annotated[str, "why it is or is not"]
+    and_nodes: Annotated[list[Necessity], "needed, not sufficient alone (shares of the clean answer's logit gap)"]
+    or_nodes: Annotated[list[Necessity], "sufficient alone, not needed: backups"]
+    both_nodes: Annotated[list[Necessity], "needed and sufficient alone"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+
+
 ABLATIONS_ANALYSIS = Analysis(
+    summary_type=AblationsSummary,
     name=NAME,
     title="Ablations of heads and MLPs",
     definition="Each node (a head's output at every position, or an MLP's output) replaced on the clean prompts by "

@@ -13,10 +13,13 @@ the day token(s) would get if it attended evenly to every position it can see (1
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import torch
 
 from analyses import phrases
 from analyses.attribution import head_attributions, parse_head_name, ranked_heads, run_clean_with_cache
+from analyses.contract import Fraction, RankedHead
 from analyses.metrics import logit_diff
 from analyses.text import signed
 from analyses.thresholds import ATTENTION_OVER_UNIFORM, MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
@@ -130,7 +133,27 @@ def _narrative_without_baseline(s: dict) -> list[str]:
     return sentences
 
 
+class AttentionHead(RankedHead):
+    day_attention: NotRequired[Annotated[Fraction, "the final position's attention to the item token(s), mean over "
+                                                   "prompts"]]
+
+
+class AttentionSummary(TypedDict):
+    """The heads with the largest positive and negative direct logit attribution, and where they look."""
+
+    family: Annotated[str, "the prompt family"]
+    prompt: Annotated[str, "the prompt the widgets show (the family's first clean prompt)"]
+    top_positive: Annotated[list[AttentionHead], "heads by mean copy DLA, largest first (value: logits)"]
+    top_negative: Annotated[list[AttentionHead], "heads by mean copy DLA, most negative first"]
+    top_day_attention: Annotated[list[RankedHead], "heads by their final position's attention to the item "
+                                                   "token(s) (value: fraction)"]
+    uniform_day_attention: Annotated[Fraction, "the item tokens' share of the final position's attention if it were "
+                                               "uniform (mean over prompts)"]
+    copy_logit_diff_mean: Annotated[float, "the clean run's mean copy LD, the reference of the naming threshold"]
+
+
 ATTENTION = Analysis(
+    summary_type=AttentionSummary,
     name="attention",
     title="Attention patterns of the top heads",
     definition="Attention patterns (destination × source) on the first prompt of the family, for the three heads "

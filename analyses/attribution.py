@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from analyses.contract import Node
 from analyses.metrics import answer_pair, diff_directions, model_device
 from analyses.types import PromptSet
 
@@ -91,13 +92,16 @@ def norm_gain(norm, d_model: int) -> torch.Tensor:
 
 
 def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
+    """(9, 1) -> 'L9H1' (analyses.contract.Node: the one place node names are made and read)."""
+    return Node.head(layer, head).name
 
 
 def parse_head_name(name: str) -> tuple[int, int]:
-    """'L9H1' -> (9, 1)."""
-    layer, head = name[1:].split("H")
-    return int(layer), int(head)
+    """'L9H1' -> (9, 1); a ValueError for anything that is not a head's name."""
+    node = Node.parse(name)
+    if node.kind != "head":
+        raise ValueError(f"{name!r} is not an attention head's name ('L9H1')")
+    return node.layer, node.index
 
 
 def ranked_heads(values: torch.Tensor, k: int, largest: bool) -> list[dict]:

@@ -4,17 +4,17 @@ For each clean prompt (templates x items), read the final-position logits [batch
   - the top-k tokens of the family's first prompt (token, logit, probability), as in the seed notebook;
   - per prompt: the rank of the correct answer in the whole vocabulary (1 = top), P(correct),
     and the argmax among the sequence's n items (7 days, 12 months, ...);
-  - per family: top-1 accuracy over the vocabulary, accuracy of the argmax over the n items (`day7_acc`, named
-    for the days; it is over the family's own sequence), mean P(correct), an n x n confusion matrix (item in the
+  - per family: top-1 accuracy over the vocabulary, accuracy of the argmax over the n items (`items_acc`,
+    over the family's own sequence), mean P(correct), an n x n confusion matrix (item in the
     prompt -> predicted item), the fraction of prompts choosing the copy distractor (the item named in the
     prompt), and the same accuracies per template and per item;
-  - `day7_above_chance`: an exact one-sided binomial test of the n-item accuracy against chance 1/n at
+  - `items_above_chance`: an exact one-sided binomial test of the n-item accuracy against chance 1/n at
     p < 0.05 over all the family's prompts (`analyses.thresholds`). Where it is false the report says that the
     model does not do this task, and reads every other section as "what the model does instead".
   - the kind of error: among the prompts whose n-item argmax is wrong, how many pick an item one step from the
     answer (answer +- 1: a counting slip, `error_off_by_one_frac`; the copy is not counted here) and how many
     pick the copy distractor (`error_copy_frac`), both as fractions of all prompts; and, for an offset family
-    (templates asking different steps k, "{k} days after {day} is"), the accuracy per step k (`day7_acc_by_offset`,
+    (templates asking different steps k, "{k} days after {day} is"), the accuracy per step k (`items_acc_by_offset`,
     over `offsets`).
 
 Relation behaviour (families with a relation twin: the same item under another relation word, e.g. " yesterday"):
@@ -30,10 +30,13 @@ Relation behaviour (families with a relation twin: the same item under another r
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import numpy as np
 import torch
 
 from analyses import plots, thresholds
+from analyses.contract import Count, Fraction, Headline, PValue
 from analyses.metrics import model_device
 from analyses.text import num
 from analyses.types import Analysis, Figure, PromptSet, Result
@@ -78,17 +81,17 @@ def compute(model, prompts: PromptSet) -> Result:
         "family": prompts.family, "sequence": prompts.sequence, "n_items": n_items, "n_prompts": n,
         "n_templates": len(prompts.templates),
         "top1_acc": float((ranks == 1).float().mean()),
-        "day7_acc": float(correct.mean()),
+        "items_acc": float(correct.mean()),
         "chance_acc": 1.0 / n_items,
-        "day7_above_chance": bool(above),
-        "day7_p_value": p_value,
+        "items_above_chance": bool(above),
+        "items_p_value": p_value,
         "p_correct_mean": float(p_correct.mean()),
         "copy_choice_frac": float((choice == copies).mean()),
-        "day7_acc_by_template": [float(correct[template == t].mean()) for t in range(len(prompts.templates))],
+        "items_acc_by_template": [float(correct[template == t].mean()) for t in range(len(prompts.templates))],
         "p_correct_by_template": [float(p_correct[template == t].mean()) for t in range(len(prompts.templates))],
-        "day7_acc_by_item": [float(correct[item == i].mean()) for i in range(n_items)],
+        "items_acc_by_item": [float(correct[item == i].mean()) for i in range(n_items)],
         "offsets": offsets,
-        "day7_acc_by_offset": [float(correct[steps == k].mean()) for k in offsets],
+        "items_acc_by_offset": [float(correct[steps == k].mean()) for k in offsets],
         "n_errors": int((~correct).sum()),
         "error_off_by_one_frac": float(one_off.mean()),
         "error_copy_frac": float(copied.mean()),
@@ -178,10 +181,10 @@ def figures(result: Result) -> list[Figure]:
     per_prompt = plots.bars(lab["prompts"], {"P(correct)": np.asarray(s["p_correct"])},
                             "Probability of the correct answer, per prompt", "P(correct)", height=460)
     templates = [f"T{t}: {text}" for t, text in enumerate(lab["templates"])]
-    by_template = plots.bars(templates, {"accuracy among the items": np.asarray(s["day7_acc_by_template"]),
+    by_template = plots.bars(templates, {"accuracy among the items": np.asarray(s["items_acc_by_template"]),
                                          "mean P(correct)": np.asarray(s["p_correct_by_template"])},
                              f"Per template (chance accuracy {s['chance_acc']:.2f})", "fraction", height=380)
-    by_item = plots.bars(items, {"accuracy among the items": np.asarray(s["day7_acc_by_item"])},
+    by_item = plots.bars(items, {"accuracy among the items": np.asarray(s["items_acc_by_item"])},
                          "Per item in the prompt (over the templates)", "fraction", height=360)
     confusion = plots.heatmap(a["confusion"], [f"→ {d}" for d in items], list(items),
                               "Item in the prompt (rows) → item the model prefers among the sequence (columns)",
@@ -198,7 +201,7 @@ def figures(result: Result) -> list[Figure]:
 def narrative(result: Result) -> list[str]:
     s = result.summary
     n, n_items = s["n_prompts"], s["n_items"]
-    top1, acc, copies = round(s["top1_acc"] * n), round(s["day7_acc"] * n), round(s["copy_choice_frac"] * n)
+    top1, acc, copies = round(s["top1_acc"] * n), round(s["items_acc"] * n), round(s["copy_choice_frac"] * n)
     sentences = []
     if s.get("ignores_relation"):
         sentences.append(
@@ -207,11 +210,11 @@ def narrative(result: Result) -> list[str]:
             f"{s['relation_p_value']:.2g}) and the clean wording's answer for "
             f"{round(s['relation_follows_clean_rule_frac'] * n)} of {n}; its relation-discrimination score, mean "
             f"LD(clean) − LD(twin), is {s['relation_discrimination_mean']:+.3g} logits.")
-    if not s["day7_above_chance"]:
+    if not s["items_above_chance"]:
         sentences.append(
             f"The model does not do this task: it picks the correct item among the {n_items} for {acc} of {n} "
             f"prompts, which is not above chance (chance is {1 / n_items:.2f} of the prompts; one-sided "
-            f"binomial p = {s['day7_p_value']:.2g}). The sections below describe what it does instead, not how "
+            f"binomial p = {s['items_p_value']:.2g}). The sections below describe what it does instead, not how "
             "it computes the answer.")
         if copies >= max(1, n // 2):
             sentences.append(f"Instead it mostly names the item already in the prompt (the copy distractor): "
@@ -219,13 +222,13 @@ def narrative(result: Result) -> list[str]:
     else:
         sentences.append(f"The model does the task above chance: the correct item is the most likely of the "
                          f"{n_items} for {acc} of {n} prompts (chance {1 / n_items:.2f}; one-sided binomial "
-                         f"p = {s['day7_p_value']:.2g}).")
+                         f"p = {s['items_p_value']:.2g}).")
     sentences.append(f"The correct item is the single most likely next token for {top1} of {n} prompts; its mean "
                      f"probability is {100 * s['p_correct_mean']:.1f}%.")
-    by_template = s["day7_acc_by_template"]
-    if len(s.get("offsets", [])) > 1:  # an offset family: one template per step k, so read it by k
+    by_template = s["items_acc_by_template"]
+    if len(s["offsets"]) > 1:  # an offset family: one template per step k, so read it by k
         sentences.append("Accuracy by step k: " + ", ".join(
-            f"k = {k:+d} {round(v * m)}/{m}" for k, v, m in zip(s["offsets"], s["day7_acc_by_offset"],
+            f"k = {k:+d} {round(v * m)}/{m}" for k, v, m in zip(s["offsets"], s["items_acc_by_offset"],
                                                                  s["n_prompts_by_offset"])) + ".")
     elif len(by_template) > 1:
         sentences.append("Accuracy per template: " + ", ".join(f"T{t} {round(v * n_items)}/{n_items}"
@@ -241,26 +244,83 @@ def narrative(result: Result) -> list[str]:
             f"relation-discrimination score, mean LD(clean) − LD(twin): {s['relation_discrimination_mean']:+.3g} "
             f"logits, positive for {s['relation_discrimination_positive']} of {n} prompts (two-sided sign test p = "
             f"{s['relation_discrimination_p_value']:.2g}).")
-    if s.get("n_errors"):
+    if s["n_errors"]:
         slips, copied = round(s["error_off_by_one_frac"] * n), round(s["error_copy_frac"] * n)
         sentences.append(f"Of the {s['n_errors']} prompts whose most likely item is wrong, {slips} pick an item one "
                          f"step from the answer (a counting slip) and {copied} the item named in the prompt (the "
                          f"copy); {s['n_errors'] - slips - copied} another item.")
-    if copies and s["day7_above_chance"]:
+    if copies and s["items_above_chance"]:
         sentences.append(f"The model picks the item named in the prompt (the copy distractor) for {copies} of {n} "
                          "prompts.")
     return sentences
+
+
+class BehaviourSummary(TypedDict):
+    """What the model answers: accuracies over the prompts, the chance test, the kind of error, the relation twins."""
+
+    family: Annotated[str, "the prompt family"]
+    sequence: Annotated[str, "the family's sequence (days, months, ...)"]
+    n_items: Annotated[Count, "items in the sequence (7 days, 12 months)"]
+    n_prompts: Annotated[Count, "clean prompts: templates x items"]
+    n_templates: Annotated[Count, "templates (paraphrases) of the family"]
+    top1_acc: Annotated[Fraction, "prompts whose correct item is the argmax over the whole vocabulary"]
+    items_acc: Annotated[Fraction, "prompts whose correct item is the argmax among the sequence's items"]
+    chance_acc: Annotated[Fraction, "1 / n_items: items_acc of a model that picks an item at random"]
+    items_above_chance: Annotated[bool, "items_acc passes the one-sided binomial test at p < 0.05; false: the "
+                                        "model does not do the task on this family"]
+    items_p_value: Annotated[PValue, "one-sided binomial p of items_acc against chance_acc"]
+    p_correct_mean: Annotated[Fraction, "mean softmax probability of the correct item over the vocabulary"]
+    copy_choice_frac: Annotated[Fraction, "prompts whose item argmax is the item named in the prompt (the copy)"]
+    items_acc_by_template: Annotated[list[float], "items_acc per template, in template order"]
+    p_correct_by_template: Annotated[list[float], "p_correct_mean per template"]
+    items_acc_by_item: Annotated[list[float], "items_acc per item in the prompt's slot, in sequence order"]
+    offsets: Annotated[list[int], "the family's distinct answer steps k (one for most families)"]
+    items_acc_by_offset: Annotated[list[float], "items_acc per step k, aligned with offsets"]
+    n_errors: Annotated[Count, "prompts whose item argmax is wrong"]
+    error_off_by_one_frac: Annotated[Fraction, "prompts whose wrong item argmax is one step from the answer "
+                                               "(not the copy), of all prompts"]
+    error_copy_frac: Annotated[Fraction, "prompts whose wrong item argmax is the copy distractor, of all prompts"]
+    n_prompts_by_offset: Annotated[list[int], "prompts per step k, aligned with offsets"]
+    first_prompt: Annotated[str, "the family's first clean prompt (the top-k table's)"]
+    first_top_token: Annotated[str, "its most likely next token"]
+    first_top_prob: Annotated[Fraction, "that token's probability"]
+    first_correct: Annotated[str, "its correct answer, with the leading space"]
+    rank_correct: Annotated[list[int], "per prompt, the correct answer's rank in the vocabulary (1 = top)"]
+    p_correct: Annotated[list[float], "per prompt, P(correct answer)"]
+    predicted_item: Annotated[list[str], "per prompt, the argmax among the items"]
+    correct_item: Annotated[list[str], "per prompt, the correct item"]
+    # the relation twins: only for a family with a relation corruption
+    relation_acc: NotRequired[Annotated[Fraction, "relation twins whose item argmax is the twin's own answer"]]
+    relation_above_chance: NotRequired[Annotated[bool, "relation_acc passes the binomial test at p < 0.05"]]
+    relation_p_value: NotRequired[Annotated[PValue, "one-sided binomial p of relation_acc"]]
+    relation_follows_clean_rule_frac: NotRequired[Annotated[Fraction, "relation twins answered by the clean "
+                                                                      "wording's rule"]]
+    relation_acc_by_template: NotRequired[Annotated[list[float], "relation_acc per template"]]
+    relation_discrimination_mean: NotRequired[Annotated[float, "mean over prompts of LD(clean) − LD(twin), LD = "
+                                                               "logit(clean answer) − logit(twin answer), logits"]]
+    relation_discrimination_positive: NotRequired[Annotated[Count, "prompts with LD(clean) − LD(twin) > 0"]]
+    relation_discrimination_p_value: NotRequired[Annotated[PValue, "exact two-sided sign test of those signs"]]
+    relation_discrimination_state: NotRequired[Annotated[str, "state of that gap (analyses/thresholds.py)"]]
+    ignores_relation: NotRequired[Annotated[bool, "does the clean task above chance but not the twin's"]]
+    relation_first_twin: NotRequired[Annotated[str, "the first relation twin prompt"]]
+    relation_lead: NotRequired[Annotated[str, "where ignores_relation: the page's opening sentence"]]
 
 
 BEHAVIOUR = Analysis(
     name="behaviour",
     title="Behaviour",
     definition="Top-1 accuracy: the correct item (with its leading space) is the argmax over the whole vocabulary "
-               "at the final position. Item accuracy (day7_acc): it is the argmax among the sequence's items (the "
+               "at the final position. Item accuracy (items_acc): it is the argmax among the sequence's items (the "
                "seven weekdays, the twelve months). Above chance: exact one-sided binomial test of that accuracy "
                "against 1/n at p < 0.05 over all prompts (templates × items; prompts share templates, so this is a "
                "floor, not proof of a mechanism). P(correct): softmax probability over the vocabulary. Relation "
                "twins: the same accuracy against the twin's answer, and the relation-discrimination score "
                "mean LD(clean) − LD(twin) with an exact sign test.",
-    compute=compute, figures=figures, narrative=narrative, part="behaviour",
+    compute=compute, figures=figures, narrative=narrative, part="behaviour", summary_type=BehaviourSummary,
+    headlines=(Headline("items_acc", "accuracy among the items", format="pct"),
+               Headline("top1_acc", "top-1 accuracy", format="pct", places=("overview",)),
+               Headline("p_correct_mean", "mean P(correct)", format="pct", places=("overview",)),
+               Headline("relation_acc", "relation twins: accuracy", format="pct", places=("comparison",)),
+               Headline("relation_discrimination_mean", "relation twins: discrimination", "logits", "signed",
+                        places=("comparison",))),
 )

@@ -47,11 +47,14 @@ ranking_gap_state, corruption.
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from analyses import paths, phrases, plots, shared, thresholds
+from analyses.contract import Corruption, Count, RankedNode
 from analyses.engine.prefixes import run_rows_sharing_prefixes
 from analyses.engine.readout import final_logits
 from analyses.engine.rows import Row, collect_base
@@ -238,7 +241,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
         "helpful_ablations": helpful,
         "removed_mlp": names[mlps[0]] if mlps else "",
         "ranking": [{"node": names[i], "value": float(exact[i])} for i in order["exact"][:10]],
-        "day7_above_chance": shared.above_chance(ctx, prompts),
+        "items_above_chance": shared.above_chance(ctx, prompts),
         **(heldout or {}),
     }
     # undefined values (a gap of exactly 0) are left out: the store refuses NaN
@@ -355,7 +358,7 @@ def circuit_edges(ctx: FamilyContext, prompts: PromptSet, circuit) -> tuple[list
 def figures(result: Result) -> list[Figure]:
     s, a = result.summary, result.arrays
     grid = a["grid"].tolist()
-    ablation = s.get("ablation", "mean")
+    ablation = s["ablation"]
     series = {f"ranked by exact patching, {ablation} ablation": a["faithfulness_exact"],
               f"ranked by attribution patching, {ablation} ablation": a["faithfulness_attribution"]}
     if "faithfulness_mean" in a:
@@ -363,7 +366,7 @@ def figures(result: Result) -> list[Figure]:
     curve = plots.lines(grid, series, f"Faithfulness of the top-n nodes, the rest ablated ({s['n_nodes']} nodes)",
                         "nodes kept (n)", "faithfulness")
     curve.add_hline(y=s["target"], line=dict(dash="dot", color="grey"))
-    if s.get("n_notable"):
+    if s["n_notable"]:
         curve.add_vline(x=s["n_notable"], line=dict(dash="dash", color="grey"))  # beyond it: under the threshold
     kept = "circuit" if _named(s) else "notable nodes"
     table = plots.bars(result.labels["items"], {"full model": a["p_correct_full"], kept: a["p_correct_circuit"],
@@ -378,7 +381,7 @@ def _named(s: dict) -> bool:
     """Older results have no `named`: they named a circuit when both gaps were informative."""
     if "named" in s:
         return bool(s["named"])
-    return bool(s["informative"] and s.get("ranking_informative", True))
+    return bool(s["informative"] and s["ranking_informative"])
 
 
 def diagram(result: Result) -> go.Figure:
@@ -418,7 +421,7 @@ def diagram(result: Result) -> go.Figure:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    ablation = s.get("ablation_text") or "mean ablation over the clean prompts"
+    ablation = s["ablation_text"]
     sentences = [*at_chance_lead(s),
                  f"Nodes ({s['n_nodes']}: every head and MLP) were ranked by exact activation patching on the "
                  f"{s['corruption']} corruption; all but the top n were ablated on the clean prompts by {ablation}."]
@@ -426,14 +429,14 @@ def narrative(result: Result) -> list[str]:
         sentences.append(f"Ablating every node barely changes the LD ({s['gap_reason']}), so faithfulness is "
                          "not defined meaningfully and no circuit is named.")
         return sentences
-    if not s.get("ranking_informative", True):
+    if not s["ranking_informative"]:
         sentences.append(phrases.not_informative(
-            s.get("ranking_gap_state"), s["ranking_gap_reason"],
+            s["ranking_gap_state"], s["ranking_gap_reason"],
             "the order of the nodes is not a finding, so no circuit is named; the curve shows what keeping the top n "
             f"of that order does (area {s['faithfulness_auc']:.2f})", runs=f"{phrases.RUNS} that rank the nodes"))
         return sentences
     if not _named(s):
-        notable = s.get("n_notable", 0)
+        notable = s["n_notable"]
         if notable:
             sentences.append(f"The {notable} node{'s' if notable > 1 else ''} whose patching effect reaches the "
                              f"naming threshold ({s['name_threshold_logits']:.2f} logits, {100 * NAME_FRACTION:.0f}% "
@@ -453,7 +456,7 @@ def narrative(result: Result) -> list[str]:
     grid = [int(n) for n in result.arrays["grid"]]
     below = grid[grid.index(size) - 1]
     sizes = f"{size}" if below == size - 1 else f"{size} (the size grid steps from {below} to {size} here)"
-    by_template = s.get("minimal_circuit_faithfulness_by_template") or []
+    by_template = s["minimal_circuit_faithfulness_by_template"]
     per = (" (per template: " + ", ".join(f"T{t} " + (f"{100 * v:.0f}%" if v is not None else "undefined")
                                           for t, v in enumerate(by_template)) + ")"
            if len(by_template) > 1 else "")
@@ -462,7 +465,7 @@ def narrative(result: Result) -> list[str]:
                      f"{100 * s['minimal_circuit_faithfulness']:.0f}% of the full model's LD over the ablated one"
                      f"{per}{instead(s)}.")
     if s["minimal_circuit_faithfulness"] > 1 + FAITHFULNESS_EXCESS:
-        helpful = s.get("helpful_ablations") or []
+        helpful = s["helpful_ablations"]
         if helpful:
             listed = ", ".join(f"{e['node']} (restoring it lowers faithfulness by {-100 * e['value']:.0f} points)"
                                for e in helpful[:3])
@@ -485,7 +488,59 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class CircuitSummary(TypedDict):
+    """The minimal circuit: nodes ranked by patching, kept in order until faithfulness reaches the target."""
+
+    family: Annotated[str, "the prompt family"]
+    corruption: Annotated[Corruption, "which corrupted twin ranks the nodes and resamples the ablated ones"]
+    n_prompts: Annotated[Count, "prompts"]
+    n_nodes: Annotated[Count, "heads and MLPs ranked"]
+    n_layers: Annotated[Count, "layers of the model"]
+    n_heads: Annotated[Count, "heads per layer"]
+    target: Annotated[float, "the faithfulness a minimal circuit must reach"]
+    ablation: Annotated[str, "the ablation of every node outside the kept set (resample: its value on the paired "
+                             "twin, MIB's counterfactual ablation)"]
+    ablation_text: Annotated[str, "the ablation in words, as the page states it"]
+    named: Annotated[bool, "a circuit is named: both gaps informative and the notable nodes reach the target"]
+    not_named_reason: Annotated[str, "why no circuit is named (empty when one is)"]
+    informative: Annotated[bool, "the full − all-ablated gap (which normalises faithfulness) is informative"]
+    gap_reason: Annotated[str, "why it is or is not"]
+    gap_state: Annotated[str, "state of the full − all-ablated gap (analyses/thresholds.py)"]
+    ranking_informative: Annotated[bool, "the clean − corrupted gap that ranks the nodes is informative"]
+    ranking_gap_reason: Annotated[str, "why the ranking gap is or is not informative"]
+    ranking_gap_state: Annotated[str, "state of the clean − corrupted gap that ranks the nodes"]
+    name_threshold_logits: NotRequired[Annotated[float, "|patching effect| a node needs to enter a named circuit"]]
+    n_notable: Annotated[Count, "nodes whose |patching effect| reaches that threshold"]
+    full_logit_diff_mean: Annotated[float, "mean LD of the full model, logits"]
+    all_ablated_logit_diff_mean: Annotated[float, "mean LD with every node ablated, logits"]
+    minimal_circuit: Annotated[list[str], "node names of the named circuit; empty when `named` is false"]
+    # faithfulness values are left out where undefined (a gap of exactly 0): the store refuses NaN
+    minimal_circuit_faithfulness: NotRequired[Annotated[float, "the named circuit's faithfulness"]]
+    minimal_circuit_faithfulness_by_template: Annotated[list[float | None], "the named circuit's faithfulness on "
+                                                                            "each template alone (empty when none)"]
+    minimal_circuit_reaches_target: Annotated[bool, "the named circuit reaches the target"]
+    notable_nodes_faithfulness: NotRequired[Annotated[float, "faithfulness when every notable node is kept"]]
+    faithfulness_auc: NotRequired[Annotated[float, "area under the faithfulness curve, nodes ranked by exact "
+                                                   "patching"]]
+    faithfulness_auc_attribution: NotRequired[Annotated[float, "the same, ranked by attribution patching"]]
+    faithfulness_auc_mean: NotRequired[Annotated[float, "the same, with contrast-matched mean ablation"]]
+    helpful_ablations: Annotated[list[RankedNode], "ablated nodes whose restoring lowers faithfulness (value: the "
+                                                   "change, negative)"]
+    removed_mlp: Annotated[str, "the circuit's top-ranked MLP, removed in the replication table ('' if none)"]
+    ranking: Annotated[list[RankedNode], "nodes by exact patching effect (value: mean LD change), top 10"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+    # leave-one-template-out, with two or more templates
+    heldout_faithfulness_by_template: NotRequired[Annotated[list[float | None], "the circuit found on the other "
+                                                                                "templates, on this one (null "
+                                                                                "where they name none)"]]
+    heldout_circuit_by_template: NotRequired[Annotated[list[list[str]], "the circuit each fold found"]]
+    heldout_faithfulness_mean: NotRequired[Annotated[float, "mean of the finite held-out faithfulness values"]]
+    heldout_faithfulness_min: NotRequired[Annotated[float, "their smallest"]]
+    heldout_faithfulness_max: NotRequired[Annotated[float, "their largest"]]
+
+
 CIRCUIT = Analysis(
+    summary_type=CircuitSummary,
     name=NAME,
     title="Circuit and faithfulness",
     definition="Nodes (heads and MLPs) ranked by exact patching effect (and by attribution patching); keep the top "

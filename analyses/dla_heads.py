@@ -13,6 +13,8 @@ is the model's own mean logit difference, against which the narrative's size thr
 
 from __future__ import annotations
 
+from typing import Annotated, TypedDict
+
 import numpy as np
 
 from analyses import phrases, plots
@@ -24,6 +26,7 @@ from analyses.attribution import (
     ranked_heads,
     run_clean_with_cache,
 )
+from analyses.contract import Count, Headline, RankedHead
 from analyses.metrics import answer_pair, logit_diff
 from analyses.text import signed
 from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, SCALE_LOGITS, notable_logits
@@ -90,7 +93,28 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class DlaHeadsSummary(TypedDict):
+    """Direct logit attribution per head, for the copy metric and for clean vs corrupted answer."""
+
+    family: Annotated[str, "the prompt family"]
+    top_positive: Annotated[list[RankedHead], "heads by mean copy DLA, largest first (value: logits)"]
+    top_negative: Annotated[list[RankedHead], "heads by mean copy DLA, most negative first"]
+    logit_diff_mean: Annotated[float, "the model's mean copy logit difference, logits"]
+    output_bias_by_layer: Annotated[list[float], "per layer, the attention output bias term's mean copy share"]
+    clean_vs_corrupted_top_positive: Annotated[list[RankedHead], "the same ranking for logit(clean answer) − "
+                                                                 "logit(corrupted answer)"]
+    clean_vs_corrupted_top_negative: Annotated[list[RankedHead], "most negative first, that metric"]
+    clean_vs_corrupted_logit_diff_mean: Annotated[float, "the model's mean clean vs corrupted logit difference"]
+    clean_vs_corrupted_output_bias_by_layer: Annotated[list[float], "per layer, the bias term's share, that metric"]
+    n_layers: Annotated[Count, "layers of the model"]
+    n_heads: Annotated[Count, "heads per layer"]
+    post_attention_norm: Annotated[bool, "the model normalises attention output (Gemma 2/3): head shares are of "
+                                         "the normalised output, the norm's scale frozen"]
+
+
 DLA_HEADS = Analysis(
+    headlines=(Headline("top_positive", "top heads by DLA", format="ranking", places=("comparison",)),),
+    summary_type=DlaHeadsSummary,
     name="dla_heads",
     title="Direct logit attribution by head",
     definition="Each head's output at the final position, scaled by the final LayerNorm of the run and projected on "

@@ -7,6 +7,8 @@ added to the unembedding bias term b_U[a_i] - b_U[b_i], it gives the model's log
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 from analyses import phrases, plots
 from analyses.attribution import METRIC_LABELS, layer_attributions, metric_terms, run_clean_with_cache
 from analyses.metrics import answer_pair, logit_diff
@@ -76,7 +78,34 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+def _metric(metric: str, what: str) -> dict:
+    """The keys of one metric's decomposition, `{metric}_*`."""
+    return {f"{metric}_top_component": Annotated[str, f"the component with the largest mean share of {what}"],
+            f"{metric}_top_value": Annotated[float, "its mean share, logits"],
+            f"{metric}_bottom_component": Annotated[str, "the component with the most negative mean share"],
+            f"{metric}_bottom_value": Annotated[float, "its mean share, logits"],
+            f"{metric}_bias_mean": Annotated[float, "the unembedding bias term's mean, logits"],
+            f"{metric}_logit_diff_mean": Annotated[float, f"the model's mean {what}, logits"],
+            f"{metric}_reconstruction_error_max": Annotated[float, "largest |components + bias − logit difference| "
+                                                                   "over prompts, logits"],
+            f"{metric}_mean_by_component": Annotated[list[float], "mean share per component, aligned with "
+                                                                  "components"]}
+
+
+DlaLayersSummary = TypedDict("DlaLayersSummary", {
+    "family": Annotated[str, "the prompt family"],
+    **_metric("copy", "logit(correct) − logit(item in the prompt)"),
+    **_metric("clean_vs_corrupted", "logit(clean answer) − logit(corrupted answer)"),
+    "components": Annotated[list[str], "the components: embeddings, each attention layer, each MLP"],
+    "dtype": Annotated[str, "the dtype the model ran in"],
+    "identity_tolerance": Annotated[float, "what the reconstruction error may reach in that dtype, logits"],
+    "logit_soft_cap": NotRequired[Annotated[float, "the model's final logit soft-cap, where it has one"]],
+})
+DlaLayersSummary.__doc__ = "Direct logit attribution per component; the decomposition's reconstruction error."
+
+
 DLA_LAYERS = Analysis(
+    summary_type=DlaLayersSummary,
     name="dla_layers",
     title="Direct logit attribution by layer",
     definition="Each component's output at the final position (embeddings, each attention layer, each MLP), scaled "

@@ -33,6 +33,7 @@ Documents: circuit-eap-ig-greedy-<f>.json per fraction, MIB's circuit JSON (`ana
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Annotated, NotRequired, TypedDict
 
 import numpy as np
 import plotly.graph_objects as go
@@ -40,6 +41,7 @@ import torch
 
 from analyses import edge_engine as ee
 from analyses import phrases, plots
+from analyses.contract import Corruption, Count, RankedEdge
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
 from analyses.metrics import answer_pair, does_the_task
 from analyses.mib_circuit import circuit_document
@@ -233,7 +235,7 @@ def compute(model, prompts: PromptSet, steps: int | None = None, context: Family
         "corrupted_logit_diff_mean": float(s["corrupted_ld"].mean()),
         "name_threshold": NAME_FRACTION, "top_edges": top, "named_edges": named, "exact_edges_patched": len(patched),
         "fractions": list(FRACTIONS), "edges_kept": ks, "target": FAITHFUL_TARGET,
-        "day7_above_chance": does_the_task(model, prompts), "heldout_reason": heldout_reason,
+        "items_above_chance": does_the_task(model, prompts), "heldout_reason": heldout_reason,
     }
     for method, numbers in agree.items():
         summary.update({f"{method}_{k}": v for k, v in numbers.items() if np.isfinite(v)})
@@ -396,7 +398,67 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class ScoredEdge(RankedEdge):
+    eap: NotRequired[Annotated[float, "the edge's EAP score (value is EAP-IG)"]]
+    exact: NotRequired[Annotated[float, "its exact edge-patching effect, where patched"]]
+
+
+def _curve_keys() -> dict:
+    """CPR / CMD of each faithfulness curve that is finite (edge_circuits.cpr, cmd)."""
+    return {f"{measure}_{curve}": NotRequired[Annotated[float, f"{words} of the {curve} curve"]]
+            for curve in ("greedy", "connected", "random", "nodes", "heldout")
+            for measure, words in (("cpr", "circuit performance ratio (area under the curve)"),
+                                   ("cmd", "circuit-model distance (area between the curve and 1)"))}
+
+
+def _agreement_keys() -> dict:
+    """How well EAP and EAP-IG estimate the exact edge effects (stats.agreement), where finite."""
+    return {f"{method}_{name}": NotRequired[Annotated[float, f"{method}: {name} against exact edge patching"]]
+            for method in ("eap", "eap_ig") for name in ("slope", "mae", "top_overlap", "pearson")}
+
+
+EdgeMeasures = TypedDict("EdgeMeasures", {**_curve_keys(), **_agreement_keys()})
+
+
+class EdgeCircuitsSummary(EdgeMeasures):
+    """Edge attribution (EAP, EAP-IG) checked against exact edge patching; greedy edge circuits and faithfulness."""
+
+    family: Annotated[str, "the prompt family"]
+    corruption: Annotated[Corruption, "which corrupted twin"]
+    n_prompts: Annotated[Count, "prompts"]
+    n_layers: Annotated[Count, "layers of the model"]
+    n_heads: Annotated[Count, "query heads per layer"]
+    n_key_value_heads: Annotated[Count, "key/value heads per layer"]
+    edge_set: Annotated[str, "sequential, or parallel attention and MLP (no head -> same-layer MLP edges)"]
+    n_edges: Annotated[Count, "edges scored"]
+    n_senders: Annotated[Count, "senders (input, heads, MLPs)"]
+    n_receivers: Annotated[Count, "receivers (q/k/v of heads, MLPs, logits)"]
+    ig_steps: Annotated[Count, "integration steps of EAP-IG"]
+    informative: Annotated[bool, "the clean − corrupted gap is informative"]
+    gap_reason: Annotated[str, "why it is or is not"]
+    normalised: Annotated[bool, "scores are fractions of the gap (else raw LD changes)"]
+    value_unit: Annotated[str, "what the scores are, in words"]
+    clean_logit_diff_mean: Annotated[float, "mean LD, clean run, logits"]
+    corrupted_logit_diff_mean: Annotated[float, "mean LD, corrupted run, logits"]
+    name_threshold: Annotated[float, "|exact effect| an edge needs to be named, fraction of the gap"]
+    top_edges: Annotated[list[ScoredEdge], "edges by |EAP-IG|, largest first; exact where patched"]
+    named_edges: Annotated[list[ScoredEdge], "edges whose exact patching reaches name_threshold of an "
+                                             "informative gap"]
+    exact_edges_patched: Annotated[Count, "edges checked by exact patching"]
+    fractions: Annotated[list[float], "the edge fractions of the faithfulness curves"]
+    edges_kept: Annotated[list[int], "edges kept at each fraction"]
+    target: Annotated[float, "the faithfulness a circuit must reach"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+    heldout_reason: Annotated[str, "why there is no held-out curve ('' when there is one)"]
+    heldout_template: NotRequired[Annotated[int, "the template the held-out curve is evaluated on"]]
+    diagram_fraction: NotRequired[Annotated[float, "the edge fraction of the drawn circuit (the first reaching "
+                                                   "the target)"]]
+    diagram_faithfulness: NotRequired[Annotated[float, "its faithfulness"]]
+    diagram_edges_kept: NotRequired[Annotated[int, "its edges"]]
+
+
 EDGE_CIRCUITS = Analysis(
+    summary_type=EdgeCircuitsSummary,
     name=NAME,
     title="Edge circuits (EAP-IG, MIB's faithfulness)",
     definition="Every edge (embeddings, heads and MLPs into later heads' q/k/v, MLPs and the logits) scored by EAP "

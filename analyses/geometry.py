@@ -48,6 +48,8 @@ the mean offset is within MAX_ROTATION_ERROR_STEPS of the expected one and the m
 
 from __future__ import annotations
 
+from typing import Annotated, TypedDict
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -64,7 +66,8 @@ from analyses.circle_geometry import (
     signed_step,
 )
 from analyses.circle_intervention import CausalTest, causal_test
-from analyses.item_states import item_positions, residual_streams
+from analyses.contract import Count, Fraction, PValue
+from analyses.item_states import ItemNote, item_positions, residual_streams
 from analyses.thresholds import MAX_ROTATION_ERROR_STEPS, MIN_CAUSAL_MARGIN, MIN_CIRCLE_ORDER, PLANE_DOMINANCE
 from analyses.types import Analysis, Figure, PromptSet, Result
 
@@ -375,7 +378,61 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class GeometrySummary(TypedDict):
+    """Is there a circle of the items in the residual stream, and does editing its plane move the answer?"""
+
+    family: Annotated[str, "the prompt family"]
+    sequence: Annotated[str, "the family's sequence"]
+    n_items: Annotated[Count, "items in the sequence"]
+    n_points: Annotated[Count, "points of the stream read (resid_pre of each block, then the final stream)"]
+    layer_labels: Annotated[list[str], "the points' names"]
+    circle_order: Annotated[list[float], "per point, how well the item means' angles in their top plane follow "
+                                         "the sequence's order"]
+    variance_top2: Annotated[list[float], "per point, the item means' variance share of their top two components"]
+    plane_floor: Annotated[float, "2/(n-1): the plane share of n evenly spread centred points"]
+    plane_dominance: Annotated[float, "the plane share, over the floor, a circle needs"]
+    circulant_p_value: Annotated[list[float], "per point, the plane share's p under the circulant null, "
+                                              "Bonferroni-corrected"]
+    circulant_null_share: Annotated[list[float], "per point, the plane share the circulant null reaches"]
+    circle_geometry: Annotated[list[bool], "per point: order, plane share and circulant null all pass"]
+    points_scanned: Annotated[Count, "points looked at (the correction's count)"]
+    best_layer: Annotated[int, "the point with the highest circle order"]
+    best_layer_label: Annotated[str, "its name"]
+    best_circle_order: Annotated[float, "its circle order"]
+    best_variance_top2: Annotated[float, "its top-two variance share"]
+    circle_chance: Annotated[float, "circle order of items in random order"]
+    circle_p_value: Annotated[PValue, "the best point's order p, corrected for the points scanned"]
+    circle_p_value_uncorrected: Annotated[PValue, "the same, uncorrected"]
+    reference_layer: Annotated[int, "the point the rotation is read against"]
+    reference_layer_label: Annotated[str, "its name"]
+    causal_layer: Annotated[int, "the point the plane edit is made at"]
+    causal_layer_label: Annotated[str, "its name"]
+    rotation_offset_steps: Annotated[float, "mean angle from the item to the final position, in item steps"]
+    expected_offset_steps: Annotated[float, "the family's answer step"]
+    rotation_match_frac: Annotated[Fraction, "prompts whose rotation lands on the answer's step"]
+    rotation_match_p_value: Annotated[PValue, "binomial p of that fraction against chance"]
+    rotation_match_above_chance: Annotated[bool, "it passes at p < 0.05"]
+    rotation_offset_steps_by_layer: Annotated[list[float | None], "per point; null where the final position "
+                                                                  "carries no item"]
+    rotation_match_frac_by_layer: Annotated[list[float | None], "per point; null likewise"]
+    final_spread_ratio_by_layer: Annotated[list[float], "per point, spread of the final position over the items, "
+                                                        "relative to the item position's"]
+    final_spread_ratio: Annotated[float, "the same at the last point"]
+    circle_named: Annotated[bool, "a circle geometrically at the causal layer and the plane edit moves the answer "
+                                  "above the baselines"]
+    causal_variants: Annotated[list[str], "the edits tried (plane-2, random-2, none, ...)"]
+    causal_success: Annotated[list[float], "aligned with causal_variants: fraction of (prompt, k) trials whose "
+                                           "answer moved to the intended item"]
+    causal_success_by_step: Annotated[list[list[float]], "the same per step k"]
+    causal_trials: Annotated[Count, "trials per variant"]
+    causal_chance: Annotated[Fraction, "1 / n_items"]
+    causal_margin: Annotated[float, "how far the plane edit must beat the best baseline"]
+    causal_p_value: Annotated[PValue, "binomial p of the plane edit's success against chance"]
+    causal_above_baseline: Annotated[bool, "above chance and beating the baselines by the margin"]
+
+
 GEOMETRY = Analysis(
+    summary_type=GeometrySummary | ItemNote,
     name=NAME,
     title="Geometry",
     definition="Residual stream at the item token (the last token of the prompt that names an item of the "

@@ -8,10 +8,21 @@ after the last block (the final stream, before the final norm).
 
 from __future__ import annotations
 
+from typing import Annotated, TypedDict
+
 import numpy as np
 
 from analyses.metrics import model_device
 from analyses.types import PromptSet
+
+
+class ItemNote(TypedDict):
+    """The whole summary of geometry or periodic on a family whose item token cannot be found (glued to other
+    text): nothing is computed, and the page says why."""
+
+    family: Annotated[str, "the prompt family"]
+    sequence: Annotated[str, "the family's sequence"]
+    note: Annotated[str, "why nothing was computed"]
 
 
 def item_positions(prompts: PromptSet) -> tuple[np.ndarray, np.ndarray]:

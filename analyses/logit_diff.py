@@ -14,9 +14,12 @@ section applies. Summary keys for the day corruption keep their historic names (
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import numpy as np
 
 from analyses import phrases, plots, thresholds
+from analyses.contract import Count, Fraction, Headline
 from analyses.metrics import answer_pair, logit_diff, model_device
 from analyses.text import num, signed
 from analyses.types import Analysis, Figure, PromptSet, Result
@@ -59,7 +62,7 @@ def compute(model, prompts: PromptSet) -> Result:
 def figures(result: Result) -> list[Figure]:
     a, s = result.arrays, result.summary
     series = {"correct − item in prompt (clean run)": a["copy"]}
-    for corruption in s.get("corruptions", ["day"]):
+    for corruption in s["corruptions"]:
         p = _prefix(corruption)
         series[f"{corruption}: clean − corrupted answer, clean run"] = a[f"{p}clean"]
         series[f"{corruption}: clean − corrupted answer, corrupted run"] = a[f"{p}corrupted"]
@@ -77,7 +80,7 @@ def narrative(result: Result) -> list[str]:
         f"(a probability ratio of {num(np.exp(copy))}×), positive for "
         f"{round(s['copy_logit_diff_positive_frac'] * n)} of {n} prompts.",
     ]
-    for corruption in s.get("corruptions", ["day"]):
+    for corruption in s["corruptions"]:
         p = _prefix(corruption)
         gap = s[f"{corruption}_gap_mean"]
         text = (f"With {WHAT[corruption]}, logit(clean answer) − logit(corrupted answer) is "
@@ -94,6 +97,41 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+def _runs(prefix: str, what: str, optional: bool) -> dict:
+    """The four keys of one per-prompt logit difference `{prefix}_logit_diff*` (NotRequired where `optional`)."""
+    keys = {f"{prefix}_logit_diff_mean": Annotated[float, f"mean over prompts of {what}, logits"],
+            f"{prefix}_logit_diff_min": Annotated[float, f"smallest {what} over the prompts"],
+            f"{prefix}_logit_diff_positive_frac": Annotated[Fraction, f"prompts where {what} > 0"],
+            f"{prefix}_logit_diff": Annotated[list[float], f"per prompt, {what}"]}
+    return {k: NotRequired[v] for k, v in keys.items()} if optional else keys
+
+
+def _gap(corruption: str, optional: bool) -> dict:
+    """The clean − corrupted gap of one corruption, `{corruption}_gap_*` (analyses/thresholds.py)."""
+    keys = {f"{corruption}_gap_mean": Annotated[float, f"mean clean − corrupted logit difference, {corruption} "
+                                                       "corruption (what patching normalises by), logits"],
+            f"{corruption}_gap_standard_error": Annotated[float, "its standard error over prompts"],
+            f"{corruption}_gap_positive_frac": Annotated[Fraction, "prompts whose gap is positive"],
+            f"{corruption}_gap_informative": Annotated[bool, "the gap passes the informative-gap rule"],
+            f"{corruption}_gap_reason": Annotated[str, "why it is or is not informative, in words"],
+            f"{corruption}_gap_state": Annotated[str, "its state (analyses/thresholds.py)"]}
+    return {k: NotRequired[v] for k, v in keys.items()} if optional else keys
+
+
+LogitDiffSummary = TypedDict("LogitDiffSummary", {
+    "family": Annotated[str, "the prompt family"],
+    "n_prompts": Annotated[Count, "clean prompts"],
+    "corruptions": Annotated[list[str], "the family's corruptions: day, and relation where it has a twin"],
+    **_runs("copy", "logit(correct) − logit(item named in the prompt), clean run", False),
+    **_runs("clean", "logit(clean answer) − logit(day-corrupted answer), clean run", False),
+    **_runs("corrupted", "logit(clean answer) − logit(day-corrupted answer), day-corrupted run", False),
+    **_runs("relation_clean", "logit(clean answer) − logit(relation twin's answer), clean run", True),
+    **_runs("relation_corrupted", "logit(clean answer) − logit(relation twin's answer), relation twin", True),
+    **_gap("day", False), **_gap("relation", True),
+})
+LogitDiffSummary.__doc__ = "Logit differences per prompt and their means, and each corruption's clean − corrupted gap."
+
+
 LOGIT_DIFF = Analysis(
     name="logit_diff",
     title="Logit difference",
@@ -101,5 +139,7 @@ LOGIT_DIFF = Analysis(
                "comparison; and, for each corruption, logit(clean answer) − logit(corrupted answer) on the clean and "
                "on the corrupted prompts. A difference d means the first token is e^d times as likely as the other. "
                "Rule for patching: " + thresholds.RULES + ".",
-    compute=compute, figures=figures, narrative=narrative, part="behaviour",
+    compute=compute, figures=figures, narrative=narrative, part="behaviour", summary_type=LogitDiffSummary,
+    headlines=(Headline("copy_logit_diff_mean", "mean logit diff vs item in prompt", "logits", "signed"),
+               Headline("day_gap_mean", "mean logit diff clean − corrupted", "logits", "signed")),
 )

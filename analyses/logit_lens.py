@@ -9,6 +9,8 @@ reports the first point at which the mean passes half its final value.
 
 from __future__ import annotations
 
+from typing import Annotated, TypedDict
+
 import numpy as np
 
 from analyses import plots
@@ -84,7 +86,22 @@ def narrative(result: Result) -> list[str]:
             f"reached {s['clean_vs_corrupted_half_point']}."]
 
 
+def _metric(metric: str) -> dict:
+    return {f"{metric}_final_mean": Annotated[float, "the lens's mean at the final stream (= the model's), logits"],
+            f"{metric}_half_point": Annotated[str, "the first point whose mean passes half the final value"],
+            f"{metric}_mean_by_point": Annotated[list[float], "mean lens value per point, aligned with points"]}
+
+
+LogitLensSummary = TypedDict("LogitLensSummary", {
+    "family": Annotated[str, "the prompt family"],
+    **_metric("copy"), **_metric("clean_vs_corrupted"),
+    "points": Annotated[list[str], "where the stream is read: 'before layer 3', 'after attention 3', 'final'"],
+})
+LogitLensSummary.__doc__ = "The logit difference read off the residual stream, point by point, for both metrics."
+
+
 LOGIT_LENS = Analysis(
+    summary_type=LogitLensSummary,
     name="logit_lens",
     title="Logit lens (final-norm scale frozen)",
     definition="The accumulated residual stream at the final position, before each layer and after each attention "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from analyses import thresholds
-from analyses.attribution import head_name
+from analyses.contract import Node
 from analyses.engine.rows import Edit
 from analyses.phrases import AT_CHANCE, INSTEAD
 from analyses.types import PromptSet
@@ -47,13 +47,13 @@ def gap_state(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> str:
 
 
 def at_chance_lead(summary: dict) -> list[str]:
-    """The narrative's first sentence when the model does not do the task (`day7_above_chance` false), else none."""
-    return [] if summary.get("day7_above_chance", True) else [AT_CHANCE]
+    """The narrative's first sentence when the model does not do the task (`items_above_chance` false), else none."""
+    return [] if summary["items_above_chance"] else [AT_CHANCE]
 
 
 def instead(summary: dict) -> str:
     """Appended to a named component's role when the model does not do the task: it is part of what it does instead."""
-    return "" if summary.get("day7_above_chance", True) else INSTEAD
+    return "" if summary["items_above_chance"] else INSTEAD
 
 
 def item_names(prompts: PromptSet) -> list[str]:
@@ -85,8 +85,8 @@ def nodes(n_layers: int, n_heads: int) -> list[tuple[str, int, int]]:
 
 
 def node_name(node: tuple[str, int, int]) -> str:
-    kind, layer, head = node
-    return head_name(layer, head) if kind == "head" else f"MLP{layer}"
+    """("head", 9, 1) -> 'L9H1', ("mlp", 3, 0) -> 'MLP3' (analyses.contract.Node)."""
+    return Node(*node).name
 
 
 def node_hook(node: tuple[str, int, int]) -> str:

@@ -34,11 +34,14 @@ top_k_patching = [{"node", "k", "value", "whole"}]; family_step; informative, ga
 
 from __future__ import annotations
 
+from typing import Annotated, TypedDict
+
 import numpy as np
 import torch
 
 from analyses import phrases, plots
 from analyses.attribution import norm_gain
+from analyses.contract import Corruption, Count, RankedNode
 from analyses.engine.readout import final_logit_diff
 from analyses.engine.rows import Edit, Row, collect_base, run_rows
 from analyses.engine.sweeps import Patch, Runs, collect_runs, patched_logit_diffs
@@ -200,7 +203,7 @@ def compute(model, prompts: PromptSet) -> Result:
                "n_layers": int(model.cfg.n_layers), "informative": informative, "gap_reason": reason,
                "name_threshold": NAME_FRACTION, "selective_share": SELECTIVE_NEURON, "family_step": step,
                "mlps": [{"node": f"MLP{layer}", "value": float(change[layer] / scale)} for layer in studied],
-               "neurons": neurons, "top_k_patching": patching, "day7_above_chance": does_the_task(model, prompts)}
+               "neurons": neurons, "top_k_patching": patching, "items_above_chance": does_the_task(model, prompts)}
     labels = {"mlps": [f"MLP{layer}" for layer in studied], "items": items}
     return Result(summary=summary, arrays=arrays, labels=labels)
 
@@ -272,7 +275,40 @@ def _top_k_sentence(node: str, patched: dict[int, dict]) -> str:
             f"{100 * patched[first]['value']:.0f}% of the gap against {100 * whole:.0f}% for the whole MLP{tail}.")
 
 
+class Neuron(RankedNode):
+    neuron: Annotated[int, "the neuron's index in its MLP"]
+    fires_for: Annotated[str, "the item it fires for selectively ('' when it fires for several)"]
+    promotes: Annotated[str, "the item its output weights promote most"]
+    offset: Annotated[int | None, "promoted minus fired-for item, signed (null when not selective)"]
+    role: Annotated[str, "its role in words"]
+
+
+class TopKPatching(RankedNode):
+    k: Annotated[int, "neurons patched (the top k by |effect|)"]
+    whole: Annotated[float, "the whole MLP's patching effect, for comparison"]
+
+
+class NeuronsSummary(TypedDict):
+    """The MLPs that patching names, and the few neurons in each that carry their effect."""
+
+    family: Annotated[str, "the prompt family"]
+    corruption: Annotated[Corruption, "which corrupted twin"]
+    n_prompts: Annotated[Count, "prompts"]
+    n_layers: Annotated[Count, "layers of the model"]
+    informative: Annotated[bool, "the clean − corrupted gap is informative"]
+    gap_reason: Annotated[str, "why it is or is not"]
+    name_threshold: Annotated[float, "|effect| an MLP needs to be studied, fraction of the gap"]
+    selective_share: Annotated[float, "how far its top item must lead for a neuron to fire selectively"]
+    family_step: Annotated[int, "the family's step (answer minus copy item)"]
+    mlps: Annotated[list[RankedNode], "the studied MLPs by |patching effect| (value: fraction of the gap)"]
+    neurons: Annotated[list[Neuron], "their top neurons by |patching effect|"]
+    top_k_patching: Annotated[list[TopKPatching], "each studied MLP's effect when only its top k neurons are "
+                                                  "patched"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+
+
 NEURONS = Analysis(
+    summary_type=NeuronsSummary,
     name=NAME,
     title="Neurons on the answer path",
     definition="For the MLPs whose patched output (clean → corrupted) restores the most of the gap: each neuron's "

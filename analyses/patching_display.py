@@ -122,7 +122,7 @@ def baseline_sentences(s: dict) -> list[str]:
     """What the corruption isolates, whether the model does the task, and whether the gap can be normalised."""
     corruption = s.get("corruption", "day")
     sentences = []
-    if not s.get("day7_above_chance", True):
+    if not s["items_above_chance"]:
         sentences.append(AT_CHANCE)
     sentences.append(f"{corruption.capitalize()} corruption: {WHAT_CORRUPTION_ISOLATES[corruption]}.")
     gap = (f"the mean logit difference (clean answer − corrupted answer) is {s['clean_logit_diff_mean']:+.3g} on the "
@@ -150,7 +150,7 @@ def top_sentence(entry: dict, s: dict, subject: str) -> str:
         return (f"Patching {entry['name_phrase']} {effect_phrase(entry, s['normalised'])}; the gap is not informative "
                 "(see above), so no role is read into it.")
     role = ROLE[s.get("corruption", "day")]
-    if not s.get("day7_above_chance", True):
+    if not s["items_above_chance"]:
         role += INSTEAD
     return f"Patching {entry['name_phrase']} {effect_phrase(entry, s['normalised'])}: it {role}."
 

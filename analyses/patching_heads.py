@@ -21,7 +21,7 @@ Summary contract: `corruption` ("day" or "relation": computed and saved once per
 [{"head": "L9H1", "value": 0.61, "ci_low", "ci_high", "attribution", "value_by_template", "v_value",
 "pattern_value", "noising_value"}] sorted by |value| (z sweep), largest first; `v_top_heads`, `pattern_top_heads`
 likewise; attribution_{slope,mae,top_overlap,pearson}_{s} (informative gap only); clean_logit_diff_mean,
-corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
+corrupted_logit_diff_mean, gap_*, normalised, items_above_chance.
 Under `--exact top:K,sample:S` (`analyses.verified`, AtP*) exact patching runs only on each sweep's top K cells by
 |attribution| and a random sample of S others (the noising sweep too): the rest are NaN in the exact arrays,
 {s}_verified [L, H] (1 = exact) says which, the rankings list verified heads only, and the summary records
@@ -31,12 +31,15 @@ per sweep (in every mode).
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import numpy as np
 
 from analyses import necessity, plots, shared
 from analyses import stats as st
 from analyses import verified as verify
 from analyses.attribution import head_name, parse_head_name
+from analyses.contract import Count, Headline
 from analyses.engine.attribution_sweeps import attribution_sweeps
 from analyses.engine.sweep_runs import run_sweeps
 from analyses.engine.sweeps import HEAD_SWEEPS, collect_runs
@@ -205,7 +208,7 @@ def narrative(result: Result) -> list[str]:
         sentences.append(f"Through {values} alone {best['head']} moves {percent(best['v_value'], normalised)}, "
                          f"through its attention pattern alone {percent(best['pattern_value'], normalised)}.")
     if best.get("noising_value") is not None:
-        at_chance = "" if s.get("day7_above_chance", True) else INSTEAD
+        at_chance = "" if s["items_above_chance"] else INSTEAD
         sentences.append(f"Noising {best['head']} (the clean run with its output from the corrupted twin) removes "
                          f"{percent(best['noising_value'], normalised)}, beside the "
                          f"{percent(best['value'], normalised)} its denoising restores{at_chance} (the ablations "
@@ -219,7 +222,32 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class PatchedHeadEntry(st.PatchedEntry):
+    head: Annotated[str, "the head 'L9H1' (in v_top_heads a key/value head under grouped-query attention)"]
+
+
+class TopHead(PatchedHeadEntry):
+    v_value: NotRequired[Annotated[float | None, "the v sweep's effect of its key/value head"]]
+    pattern_value: NotRequired[Annotated[float | None, "the pattern sweep's effect of the head"]]
+    noising_value: NotRequired[Annotated[float | None, "noising: the effect of corrupting only this head"]]
+
+
+HeadAgreement = TypedDict("HeadAgreement", st.agreement_keys(HEAD_SWEEPS))
+
+
+class PatchingHeadsSummary(st.PatchingCommon, HeadAgreement, st.ExactOptions):
+    """Activation patching of each head's output (z), values (v) and attention pattern, per corruption."""
+
+    n_heads: Annotated[Count, "query heads per layer"]
+    n_kv_heads: Annotated[Count, "key/value heads per layer"]
+    top_heads: Annotated[list[TopHead], "heads by |z effect|, largest first"]
+    v_top_heads: Annotated[list[PatchedHeadEntry], "key/value heads by |v effect|"]
+    pattern_top_heads: Annotated[list[PatchedHeadEntry], "heads by |pattern effect|"]
+
+
 PATCHING_HEADS = Analysis(
+    headlines=(Headline("top_heads", "top heads by patching", format="ranking", places=("comparison",)),),
+    summary_type=PatchingHeadsSummary,
     name=NAME,
     title="Activation patching by attention head",
     definition="Each cell: the corrupted prompts run with one head's output (z, before W_O), its values (v) or its "

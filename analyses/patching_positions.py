@@ -17,7 +17,7 @@ the templates differ; * = the token differs between the items of one template), 
 Summary: `corruption` ("day" or "relation": the analysis is computed and saved once per corruption);
 {s}_top = [{"component": "L3 pos5 ' Monday'", "value", "ci_low", "ci_high", "attribution", "value_by_template"}]
 sorted by |value|, largest first; attribution_{slope,mae,top_overlap,pearson}_{s} (only for an informative gap);
-clean_logit_diff_mean, corrupted_logit_diff_mean, gap_*, normalised, day7_above_chance.
+clean_logit_diff_mean, corrupted_logit_diff_mean, gap_*, normalised, items_above_chance.
 Under `--exact top:K,sample:S` (`analyses.verified`, AtP*) only each sweep's top K cells by |attribution| and a
 random sample of S others are patched exactly: the rest are NaN in the exact arrays, {s}_verified [L, S] (1 = exact)
 says which, the rankings list verified cells only, and the summary records exact_mode, verified_cells, cells,
@@ -35,6 +35,8 @@ and the per-index effect of each template alone, {s}_exact_by_template [T, L, S]
 """
 
 from __future__ import annotations
+
+from typing import Annotated, NotRequired, TypedDict
 
 import numpy as np
 
@@ -235,7 +237,33 @@ def _parse_component(name: str) -> tuple[int, int, str]:
     return int(layer[1:]), int(pos[3:]), token
 
 
+class PatchedCell(st.PatchedEntry):
+    component: Annotated[str, "the (layer, position) cell: 'L3 pos5 Monday', or (layer, role) 'L3 final'"]
+
+
+PositionAgreement = TypedDict("PositionAgreement", st.agreement_keys(POSITION_SWEEPS))
+
+
+class PatchingPositionsSummary(st.PatchingCommon, PositionAgreement, st.ExactOptions):
+    """Activation patching of the residual stream, attention and MLP outputs at each (layer, position)."""
+
+    resid_pre_top: Annotated[list[PatchedCell], "resid_pre cells by |effect|, largest first"]
+    attn_out_top: Annotated[list[PatchedCell], "attention-output cells by |effect|"]
+    mlp_out_top: Annotated[list[PatchedCell], "MLP-output cells by |effect|"]
+    # by token role (the same role sits at different positions in different templates): where roles are known
+    resid_pre_role_top: NotRequired[Annotated[list[PatchedCell], "resid_pre (layer, role) cells by |effect|"]]
+    attn_out_role_top: NotRequired[Annotated[list[PatchedCell], "attention-output (layer, role) cells"]]
+    mlp_out_role_top: NotRequired[Annotated[list[PatchedCell], "MLP-output (layer, role) cells"]]
+    resid_pre_all_positions_layer0_max_abs_error: Annotated[float, "check: largest per-prompt |LD(patch every "
+                                                                   "position before layer 0) − LD(clean)|, logits"]
+    resid_pre_all_positions_layer0_effect: NotRequired[Annotated[float, "that patch's normalised effect (1 = the "
+                                                                        "clean run), where the gap is informative"]]
+    dtype: Annotated[str, "the dtype the model ran in"]
+    identity_tolerance: Annotated[float, "what the check's error may reach in that dtype, logits"]
+
+
 PATCHING_POSITIONS = Analysis(
+    summary_type=PatchingPositionsSummary,
     name=NAME,
     title="Activation patching by layer and position",
     definition="Each cell: the corrupted prompts run with one activation (the residual stream entering the layer, "

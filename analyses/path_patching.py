@@ -32,10 +32,13 @@ normalised.
 
 from __future__ import annotations
 
+from typing import Annotated, TypedDict
+
 import numpy as np
 
 from analyses import necessity, paths, phrases, plots, shared, thresholds
 from analyses.attribution import head_name
+from analyses.contract import Corruption, Count, Necessity, RankedHead, RankedPath
 from analyses.mechanism import NAME_FRACTION, at_chance_lead, gap_state, informative_gap, instead, numpy
 from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
@@ -96,7 +99,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
                "corrupted_logit_diff_mean": float(corrupted.mean()), "name_threshold": NAME_FRACTION,
                "value_unit": "fraction of the clean − corrupted gap" if informative else "change in LD (logits)",
                "senders": [{"head": n, "value": float(v)} for n, v in zip(names, arrays["sender_patching"])],
-               "top_edges": edges(arrays, labels)[:TOP_K], "day7_above_chance": shared.above_chance(ctx, prompts),
+               "top_edges": edges(arrays, labels)[:TOP_K], "items_above_chance": shared.above_chance(ctx, prompts),
                "measured": MEASURED,
                "recompute_top_edges": edges(arrays, labels, prefix="recompute_")[:TOP_K],
                "noising_top_edges": _noising_edges(arrays, labels)[:TOP_K],
@@ -231,7 +234,48 @@ def _beside_sentences(s: dict) -> list[str]:
                                      instead=instead(s))
 
 
+class NoisedPath(RankedPath):
+    denoising: Annotated[float, "its denoising share, beside the noising share (value)"]
+
+
+class EdgeSum(TypedDict):
+    head: Annotated[str, "the sender"]
+    total: Annotated[float, "its total patching effect"]
+    edge_sum: Annotated[float, "the sum of its direct edges' effects"]
+    unexplained: Annotated[float, "total − edge_sum: what goes through longer paths"]
+
+
+class PathPatchingSummary(TypedDict):
+    """Path patching from the top heads to later heads' queries, keys and values and to the logits."""
+
+    family: Annotated[str, "the prompt family"]
+    corruption: Annotated[Corruption, "which corrupted twin"]
+    n_prompts: Annotated[Count, "prompts"]
+    n_layers: Annotated[Count, "layers of the model"]
+    informative: Annotated[bool, "the clean − corrupted gap is informative"]
+    gap_reason: Annotated[str, "why it is or is not"]
+    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/thresholds.py)"]
+    normalised: Annotated[bool, "effects are fractions of the gap (else raw LD changes)"]
+    clean_logit_diff_mean: Annotated[float, "mean LD, clean run, logits"]
+    corrupted_logit_diff_mean: Annotated[float, "mean LD, corrupted run, logits"]
+    name_threshold: Annotated[float, "|effect| a path needs to be named, fraction of the gap"]
+    value_unit: Annotated[str, "what the values are, in words"]
+    senders: Annotated[list[RankedHead], "the heads paths start from, by their patching effect"]
+    top_edges: Annotated[list[RankedPath], "direct paths by |denoising effect|, largest first"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+    measured: Annotated[str, "what the main numbers are: direct edges by denoising"]
+    recompute_top_edges: Annotated[list[RankedPath], "the variant where MLPs recompute (every later head frozen)"]
+    noising_top_edges: Annotated[list[NoisedPath], "share of the gap each path's noising removes (value)"]
+    edge_sums: Annotated[list[EdgeSum], "each sender's direct edges summed against its total effect"]
+    answer_informative: Annotated[bool, "the clean answer's logit gap is informative"]
+    answer_gap_reason: Annotated[str, "why it is or is not"]
+    and_paths: Annotated[list[Necessity], "paths needed but not sufficient alone (clean answer's logit)"]
+    or_paths: Annotated[list[Necessity], "paths sufficient alone but not needed"]
+    both_paths: Annotated[list[Necessity], "paths needed and sufficient alone"]
+
+
 PATH_PATCHING = Analysis(
+    summary_type=PathPatchingSummary,
     name=NAME,
     title="Path patching between heads",
     definition="Direct edges by denoising: the corrupted prompts run with one sender head's clean output delivered "

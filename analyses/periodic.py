@@ -26,12 +26,15 @@ about 0.45 of pure noise, 0.18 for one period; hence the level and the margin.)
 
 from __future__ import annotations
 
+from typing import Annotated, NotRequired, TypedDict
+
 import numpy as np
 import torch
 
 from analyses import phrases, plots
+from analyses.contract import Count
 from analyses.engine.readout import final_logits
-from analyses.item_states import item_positions, residual_streams
+from analyses.item_states import ItemNote, item_positions, residual_streams
 from analyses.metrics import model_device
 from analyses.thresholds import MIN_PERIOD_MARGIN, MIN_PERIOD_SHARE
 from analyses.types import Analysis, Figure, PromptSet, Result
@@ -178,7 +181,27 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class PeriodicSummary(TypedDict):
+    """Which periods over the item index carry the representation: a cycle of n, or base-10 waves."""
+
+    family: Annotated[str, "the prompt family"]
+    sequence: Annotated[str, "the family's sequence"]
+    n_items: Annotated[Count, "items in the sequence"]
+    layer_labels: Annotated[list[str], "the points read: resid_pre of each block, then the final stream"]
+    periods: Annotated[list[float], "n / f for f = 1 .. n // 2"]
+    item_period_share: Annotated[list[list[float]], "[points][periods] share of the item means' variance"]
+    logit_period_share: Annotated[list[float], "[periods] the same for the answer logits over the items"]
+    offset_family: Annotated[bool, "the family asks several steps k (then the sum view below is computed)"]
+    sum_periods: NotRequired[Annotated[list[float], "offset family: the periods T fitted over the sums"]]
+    sum_period_share: NotRequired[Annotated[list[list[float]], "[points][periods] variance share of each T's "
+                                                               "fit over the sums"]]
+    sum_base10_share: NotRequired[Annotated[list[float], "[points] share of the base-10 periods' joint fit"]]
+    sum_values: NotRequired[Annotated[list[int], "the distinct unreduced sums, slot item + k"]]
+    sum_verdict: NotRequired[Annotated[str, "cycle, base10 or undecided, at the final stream"]]
+
+
 PERIODIC = Analysis(
+    summary_type=PeriodicSummary | ItemNote,
     name=NAME,
     title="Periodic structure",
     definition="Fourier view over the item index: per layer, the share of the item means' variance (item token) at "

@@ -23,10 +23,12 @@ positive), nothing is normalised: every statistic is the raw change LD_patched -
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, NotRequired, TypedDict
 
 import numpy as np
 
 from analyses import thresholds
+from analyses.contract import Corruption, Count, Fraction, Ranked
 from analyses.types import PromptSet
 
 NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), with LD = logit(clean answer) "
@@ -246,6 +248,74 @@ def agreement_summary(sweep: str, stats: SweepStats) -> dict:
     return {f"attribution_{name}_{sweep}": value for name, value in agreement(stats).items() if np.isfinite(value)}
 
 
+class PatchedEntry(Ranked):
+    """A ranked cell of an exact patching sweep (`ranked`): its exact effect (value) and attribution estimate."""
+
+    attribution: NotRequired[Annotated[float | None, "attribution patching's estimate of the same effect"]]
+
+
+class PatchingCommon(TypedDict):
+    """The keys every activation-patching summary shares (`common_summary`)."""
+
+    family: Annotated[str, "the prompt family"]
+    corruption: Annotated[Corruption, "which corrupted twin this result patches from"]
+    n_prompts: Annotated[Count, "prompts patched"]
+    n_templates: Annotated[Count, "templates of the family"]
+    n_layers: Annotated[Count, "layers of the model"]
+    clean_logit_diff_mean: Annotated[float, "mean logit(clean answer) − logit(corrupted answer), clean run"]
+    corrupted_logit_diff_mean: Annotated[float, "the same on the corrupted run"]
+    gap_mean: Annotated[float, "mean clean − corrupted gap, logits (what effects are fractions of)"]
+    gap_standard_error: Annotated[float, "its standard error over prompts"]
+    gap_positive_frac: Annotated[Fraction, "prompts whose gap is positive"]
+    normalised: Annotated[bool, "the gap is informative, so effects are fractions of it; else raw changes, logits"]
+    gap_reason: Annotated[str, "why the gap is or is not informative"]
+    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/thresholds.py)"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+    value_unit: Annotated[str, "what the ranked values are, in words"]
+    interval: Annotated[str, "how the 95% intervals are computed, in words"]
+    interval_kind: Annotated[str, "cluster_bootstrap_templates or bootstrap_prompts"]
+    bootstrap_resamples: Annotated[Count, "bootstrap resamples per interval"]
+
+
+class Verification(TypedDict):
+    """One sweep's share of exact patching under `--exact` (analyses/verified.py)."""
+
+    sweep: Annotated[str, "the sweep (z, v, pattern, z_noising, resid_pre, ...)"]
+    exact_mode: Annotated[str, "all, or top:K,sample:S"]
+    verified_cells: Annotated[int, "cells patched exactly"]
+    cells: Annotated[int, "cells in the sweep"]
+    fn_sample: Annotated[int, "cells sampled outside the top K to estimate the false-negative rate (0: none)"]
+    fn_hits: NotRequired[Annotated[int, "sampled cells whose exact |effect| reaches the smallest among the top K"]]
+    false_negative_rate: NotRequired[Annotated[float, "fn_hits / fn_sample"]]
+    false_negative_rate_ci_low: NotRequired[Annotated[float, "95% Wilson interval, low end"]]
+    false_negative_rate_ci_high: NotRequired[Annotated[float, "95% Wilson interval, high end"]]
+
+
+class ExactOptions(TypedDict):
+    """Keys written by `--exact` (analyses/verified.py `summarise`) in every mode: how much was patched exactly and
+    the false-negative estimate, pooled over the analysis's sweeps, and per sweep in `verification`."""
+
+    exact_mode: Annotated[str, "how the exact sweeps were computed: all, or top:K,sample:S (AtP*)"]
+    verified_cells: Annotated[int, "cells patched exactly, over every sweep"]
+    cells: Annotated[int, "cells of every sweep"]
+    fn_sample: Annotated[int, "cells sampled outside the top K to estimate the false-negative rate (0: none)"]
+    fn_hits: NotRequired[Annotated[int, "sampled cells whose exact |effect| reaches the smallest among the top K"]]
+    false_negative_rate: NotRequired[Annotated[float, "fn_hits / fn_sample, pooled over the sweeps"]]
+    false_negative_rate_ci_low: NotRequired[Annotated[float, "95% Wilson interval, low end"]]
+    false_negative_rate_ci_high: NotRequired[Annotated[float, "95% Wilson interval, high end"]]
+    verification: Annotated[list[Verification], "the same keys for each sweep alone"]
+
+
+def agreement_keys(sweeps: tuple[str, ...]) -> dict:
+    """The optional keys of `agreement_summary` for these sweeps, for a functional TypedDict."""
+    what = {"slope": "least-squares slope of attribution on exact through the origin (1 = right size)",
+            "mae": "mean |attribution − exact|", "top_overlap": f"share of the top {TOP_OVERLAP_K} cells by |exact| "
+            "also top by |attribution|", "pearson": "Pearson r of attribution and exact"}
+    return {f"attribution_{name}_{sweep}": NotRequired[Annotated[float, f"{sweep} sweep: {text} (only where the "
+                                                                        "gap is informative)"]]
+            for sweep in sweeps for name, text in what.items()}
+
+
 def common_summary(results: SweepResults, prompts: PromptSet, n_layers: int, above_chance: bool) -> dict:
     gap = gap_of(results)
     return {
@@ -255,7 +325,7 @@ def common_summary(results: SweepResults, prompts: PromptSet, n_layers: int, abo
         "corrupted_logit_diff_mean": float(np.mean(results.corrupted_ld)),
         "gap_mean": gap.mean, "gap_standard_error": gap.standard_error, "gap_positive_frac": gap.positive_fraction,
         "normalised": gap.informative, "gap_reason": gap.reason, "gap_state": gap.state,
-        "day7_above_chance": bool(above_chance),
+        "items_above_chance": bool(above_chance),
         "value_unit": "fraction of the clean − corrupted logit difference" if gap.informative
         else "change in logit difference, logits (the clean and corrupted runs barely differ, so no normalisation)",
         "interval": CLUSTER_INTERVAL if len(set(prompts.template_index)) > 1 else INTERVAL,

@@ -47,11 +47,14 @@ modal_threshold, largest first; family_offset; modal_threshold; embedding (which
 
 from __future__ import annotations
 
+from typing import Annotated, TypedDict
+
 import numpy as np
 import torch
 
 from analyses import phrases, plots, thresholds
 from analyses.attribution import head_name, norm_gain, parse_head_name
+from analyses.contract import Count, Fraction, RankedHead
 from analyses.mechanism import family_step, item_names, numpy, signed_offsets
 from analyses.metrics import model_device
 from analyses.thresholds import OFFSET_NAME_P, OFFSET_NAME_SCORE, binomial_tail
@@ -210,7 +213,7 @@ def figures(result: Result) -> list[Figure]:
         out += _offset_figures(result)
     items = result.labels["items"]
     shown = []
-    offset_entries = [{"head": e["head"]} for e in s.get("offset_heads", [])[:GRID_HEADS]]
+    offset_entries = [{"head": e["head"]} for e in s["offset_heads"][:GRID_HEADS]]
     for entry in offset_entries + s["top_successor"][:GRID_HEADS] + s["top_copy"][:GRID_HEADS]:
         if entry["head"] in shown:
             continue
@@ -305,7 +308,30 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
+class OffsetHead(RankedHead):
+    offset: Annotated[int, "the head's modal offset: the step its OV circuit most often promotes"]
+
+
+class SuccessorHeadsSummary(TypedDict):
+    """Successor, copy and offset heads read from the weights (OV circuits on the items' effective embeddings)."""
+
+    family: Annotated[str, "the prompt family"]
+    n_items: Annotated[Count, "items in the sequence"]
+    n_layers: Annotated[Count, "layers of the model"]
+    n_heads: Annotated[Count, "heads per layer"]
+    chance_score: Annotated[Fraction, "1 / n_items: a score of a head unrelated to the items"]
+    name_threshold: Annotated[Fraction, "the score a head needs to be named"]
+    modal_threshold: Annotated[Fraction, "modal-offset frequency at or above which a head is an offset head"]
+    family_offset: Annotated[int, "the family's step: answer item minus the copy item, signed"]
+    embedding: Annotated[str, "which input the heads' OV circuits were read on"]
+    top_successor: Annotated[list[RankedHead], "heads by successor score, largest first"]
+    top_copy: Annotated[list[RankedHead], "heads by copy score"]
+    top_family_offset: Annotated[list[RankedHead], "heads by the score of the family's own step"]
+    offset_heads: Annotated[list[OffsetHead], "heads whose modal offset reaches modal_threshold (value: frequency)"]
+
+
 SUCCESSOR_HEADS = Analysis(
+    summary_type=SuccessorHeadsSummary,
     name=NAME,
     title="Successor, copy and offset heads (OV circuit)",
     definition="For each head, its OV circuit applied to each item's input (layer 0: the token embedding; later "

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from analyses.contract import CORRUPTIONS, Headline
+
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 SEQUENCES = {"days": DAYS, "months": MONTHS}  # built in; a families file may add its own
-CORRUPTIONS = ("day", "relation")  # the two corrupted twins a family can have (see PromptSet)
 
 
 @dataclass(frozen=True)
@@ -200,3 +201,9 @@ class Analysis:
     # compute(model, prompts, context=FamilyContext) reads the run's options from the context (e.g. `ig_steps`),
     # sharing no work; `uses_context` analyses read them too.
     reads_options: bool = False
+    # The TypedDict of its summary (analyses/contract.py): `run` validates every summary it writes against the
+    # JSON Schema generated from it, and report/schemas/ ships that schema. Every registered analysis declares one.
+    summary_type: type | None = None
+    # Summary keys the index shows for every family (overview) and model (comparison), in this order, after the
+    # headlines of the analyses before it in the registry. The renderer reads these; it names no analysis key.
+    headlines: tuple[Headline, ...] = ()

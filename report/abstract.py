@@ -95,7 +95,7 @@ def family_findings(summaries: dict[str, dict], model_name: str) -> Findings:
     if behaviour is None:
         return Findings(None, [Sentence("Behaviour was not computed, so nothing is established about this family.",
                                         None)])
-    findings = Findings(bool(behaviour.get("day7_above_chance")))
+    findings = Findings(behaviour["items_above_chance"])
     findings.sentences.append(_behaviour_sentence(behaviour, model_name))
     gaps = _gaps(summaries)
     if gaps:
@@ -113,11 +113,11 @@ def family_findings(summaries: dict[str, dict], model_name: str) -> Findings:
 
 
 def _behaviour_sentence(b: dict, model_name: str) -> Sentence:
-    n_items, n = int(b.get("n_items", 7)), int(b.get("n_prompts", 0))
-    correct = round(b["day7_acc"] * n)
-    numbers = (f"{accuracy_label(n_items, b.get('sequence'))} {correct}/{n} (chance 1/{n_items}, binomial p = "
-               f"{b.get('day7_p_value', float('nan')):.2g})")
-    if b.get("day7_above_chance"):
+    n_items, n = b["n_items"], b["n_prompts"]
+    correct = round(b["items_acc"] * n)
+    numbers = (f"{accuracy_label(n_items, b['sequence'])} {correct}/{n} (chance 1/{n_items}, binomial p = "
+               f"{b['items_p_value']:.2g})")
+    if b["items_above_chance"]:
         return Sentence(f"{model_name} does the task: {numbers}.", "behaviour")
     return Sentence(f"{model_name} does not do the task: {numbers}, not above chance, so nothing below is a finding "
                     "about how it computes the answer.", "behaviour")

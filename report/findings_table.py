@@ -46,8 +46,8 @@ def rows(build: render.Build) -> list[tuple[str, ...]]:
     for page in build.pages:
         b, ld = page.summary("behaviour") or {}, page.summary("logit_diff")
         n = int(b.get("n_prompts", 0))
-        accuracy = f"{round(b['day7_acc'] * n)}/{n}" if b else "–"
-        chance = (f"{'yes' if b.get('day7_above_chance') else 'no'} ({b.get('day7_p_value', float('nan')):.2g})"
+        accuracy = f"{round(b['items_acc'] * n)}/{n}" if b else "–"
+        chance = (f"{'yes' if b['items_above_chance'] else 'no'} ({b['items_p_value']:.2g})"
                   if b else "–")
         copies = f"{round(b['copy_choice_frac'] * n)}/{n}" if "copy_choice_frac" in b else "–"
         out.append((page.family, accuracy, chance, copies, _gap(ld, "day"), _gap(ld, "relation"),

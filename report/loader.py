@@ -67,8 +67,9 @@ class Run:
     problems: list[Problem] = field(default_factory=list)  # one per unreadable summary
 
 
-def load_manifest(run_dir: Path) -> dict:
-    """The run's manifest, checked against its schema; a missing, corrupt or damaged one is one line naming it."""
+def load_manifest(run_dir: Path, resume: bool = False) -> dict:
+    """The run's manifest, checked against its schema; a missing, corrupt or damaged one is one line naming it, and
+    so is a results format this version cannot read (with `resume`: cannot continue; report/results_format.py)."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         if Path(run_dir).is_dir():
@@ -84,7 +85,7 @@ def load_manifest(run_dir: Path) -> dict:
     for slug, model in manifest["models"].items():
         if not isinstance(model, dict) or not isinstance(model.get("families", {}), dict):
             raise UserError(f"{path} is corrupt (model {slug!r} is not an object with 'families')")
-    results_format.check(manifest, path)
+    results_format.check(manifest, path, resume)
     errors = validate(manifest, MANIFEST_SCHEMA)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -165,7 +166,7 @@ def read_summary(folder: Path) -> tuple[dict | None, Problem | None]:
         return None, Problem(path, f"corrupt (not valid JSON: {err})")
     if not isinstance(summary, dict):
         return None, Problem(path, "corrupt (not a JSON object)")
-    return summary, None
+    return results_format.upgrade(summary), None  # an older format's keys, renamed as the current format has them
 
 
 def read_result(folder: Path, entry: dict | None, identity: str | None) -> tuple[Result | None, Problem | None]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analyses import phrases
+from analyses.contract import entry_name
 from analyses.text import num
 from analyses.types import CORRUPTIONS, Analysis, Result
-from report import abstract, names
+from report import abstract, headlines, names
 from report.loader import Problem
 from report.units import unit_name
 
@@ -93,9 +94,14 @@ class FamilyPage:
         return section.title + (f" ({section.corruption} corruption)" if section.corruption else "")
 
     @property
-    def at_chance(self) -> bool:
+    def above_chance(self) -> bool | None:
+        """Behaviour's chance test on this family; None where behaviour was not computed."""
         behaviour = self.summary("behaviour")
-        return bool(behaviour) and behaviour.get("day7_above_chance") is False
+        return behaviour["items_above_chance"] if behaviour else None
+
+    @property
+    def at_chance(self) -> bool:
+        return self.above_chance is False
 
     @property
     def problems(self) -> list[Problem]:
@@ -129,6 +135,14 @@ class Build:
     @property
     def problems(self) -> list[Problem]:
         return [p for page in self.pages for p in page.problems]
+
+    @property
+    def overview_columns(self) -> list[headlines.Column]:
+        return headlines.columns("overview")
+
+    @property
+    def comparison_columns(self) -> list[headlines.Column]:
+        return headlines.columns("comparison")
 
     def abstract(self) -> dict:
         """The index's abstract: the question, each model's provenance, one line per model on what was found."""
@@ -174,9 +188,7 @@ def headline(summary: dict) -> list[tuple[str, str]]:
 
 
 def _ranked_entry(entry: dict) -> str:
-    name = entry.get("head") or entry.get("component") or entry.get("node")
-    if name is None:
-        name = f"{entry['sender']} → {entry['receiver']}" if "sender" in entry and "receiver" in entry else "?"
+    name = entry_name(entry) or "?"
     text = f"{name} ({num(entry.get('value', float('nan')), signed=True)}"
     if "ci_low" in entry and "ci_high" in entry:
         text += f", 95% CI {num(entry['ci_low'])} to {num(entry['ci_high'])}"
@@ -197,10 +209,10 @@ def overview_rows(manifest: dict, pages: list[FamilyPage]) -> list[dict]:
     for model_slug, model in manifest["models"].items():
         for family, info in model.get("families", {}).items():
             page = by_key.get((model_slug, family))
-            rows.append({"model": labels[model_slug], "family": family, "info": info,
-                         "page": page, "behaviour": page.summary("behaviour") if page else None,
-                         "logit_diff": page.summary("logit_diff") if page else None,
-                         "templates": family_templates(info)})
+            rows.append({"model": labels[model_slug], "family": family, "info": info, "page": page,
+                         "behaviour": page.summary("behaviour") if page else None,  # its badges
+                         "above_chance": page.above_chance if page else None,
+                         "cells": headlines.cells(page, "overview"), "templates": family_templates(info)})
     return rows
 
 

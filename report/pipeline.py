@@ -34,7 +34,7 @@ from tqdm import tqdm
 from analyses import BY_NAME, REGISTRY, shared
 from analyses import verified as exact_modes
 from analyses.types import Analysis, FamilyContext
-from report import files, results, results_format, runs
+from report import files, results, results_format, runs, schema
 from report.bundled import BUNDLED_MODEL_NAME
 from report.catalogue import count_parameters
 from report.checkpoint import CheckedModel, inspect_model
@@ -222,7 +222,7 @@ def _find_resumed(options: RunOptions) -> tuple[Path, dict]:
     if run_dir is None or not (run_dir / results.MANIFEST).is_file():
         raise UserError(f"--resume: no run to resume in {out}" + (f" named {options.run_id!r}"
                                                                   if options.run_id else ""))
-    return run_dir, load_manifest(run_dir)  # validated against its schema: damage is one line
+    return run_dir, load_manifest(run_dir, resume=True)  # schema and format checked: one line
 
 
 def _with_recorded_options(options: RunOptions, manifest: dict) -> RunOptions:
@@ -352,6 +352,7 @@ def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: A
         takes_context = (analysis.uses_context or analysis.reads_options) and context is not None
         result = (analysis.compute(model, prompts, context=context) if takes_context
                   else analysis.compute(model, prompts))
+    schema.check_summary(analysis, result.summary)  # its own type (analyses/contract.py): a wrong key is a bug
     checksums = results.save_result(folder, result, entry.get("fingerprint"))
     entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3),
                               "cpu_seconds": round(time.process_time() - cpu_started, 3), "files": checksums}

@@ -141,12 +141,12 @@ def _sequence_row(sequence: str, names: list[str], families, scores: dict, k: in
     if circles:
         summary, family = max(circles, key=lambda c: c[0]["best_circle_order"])
         best_circle = f"{summary['best_circle_order']:.2f} at {summary['best_layer_label']} ({family})"
-        if "circle_named" in summary:  # since issue 18 a polygon is not a circle until the causal test says so
-            best_circle += "; circle named (causal test)" if summary["circle_named"] else "; no circle named"
+        # a polygon is not a circle until the causal test says so
+        best_circle += "; circle named (causal test)" if summary["circle_named"] else "; no circle named"
     return SequenceRow(
         sequence=sequence, families=names,
-        n_above_chance=sum(bool(s.get("day7_above_chance")) for s in behaviours), n_with_behaviour=len(behaviours),
-        accuracy_above_chance=(float(np.mean([s["day7_acc"] - s["chance_acc"] for s in behaviours]))
+        n_above_chance=sum(s["items_above_chance"] for s in behaviours), n_with_behaviour=len(behaviours),
+        accuracy_above_chance=(float(np.mean([s["items_acc"] - s["chance_acc"] for s in behaviours]))
                                if behaviours else None),
         best_circle=best_circle,
         top_heads={kind: (transfer.notable_heads(value[0], value[1]) if kind == "patching"

@@ -191,7 +191,7 @@ def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tiny_checkp
     logit_diff = json.loads((run / "tiny-gpt20" / "tomorrow" / "logit_diff" / "summary.json").read_text())
     from analyses.text import signed
 
-    for expected in ("Printed report", "tiny-gpt20", pct(behaviour["day7_acc"]), pct(behaviour["top1_acc"]),
+    for expected in ("Printed report", "tiny-gpt20", pct(behaviour["items_acc"]), pct(behaviour["top1_acc"]),
                      signed(logit_diff["copy_logit_diff_mean"]), "Abstract", "Contents", "What we found"):
         assert expected in text, expected
     assert str(tmp_path) not in text and str(tiny_checkpoint) not in text and "…/tiny-gpt20" in text

@@ -122,7 +122,7 @@ def two_step(request, tmp_path_factory):
 def test_two_step_model_does_the_task_both_ways(two_step):
     model, prompts = two_step
     summary = BEHAVIOUR.compute(model, prompts).summary
-    assert summary["day7_acc"] == 1.0 and summary["day7_above_chance"]
+    assert summary["items_acc"] == 1.0 and summary["items_above_chance"]
     relation = prompts.with_corruption("relation")
     final = model(relation.corrupted_tokens)[:, -1]
     assert final.argmax(-1).tolist() == relation.corrupted_answer_ids.tolist()  # " yesterday" -> the day before
@@ -158,7 +158,7 @@ def copy_only(request, tmp_path_factory):
 def test_copy_model_is_at_chance_and_copies(copy_only):
     model, prompts = copy_only
     result = BEHAVIOUR.compute(model, prompts)
-    assert not result.summary["day7_above_chance"]
+    assert not result.summary["items_above_chance"]
     assert result.summary["copy_choice_frac"] == 1.0
     assert BEHAVIOUR.narrative(result)[0].startswith("The model does not do this task")
 
@@ -195,7 +195,7 @@ def test_mechanism_narratives_of_the_copy_model_say_it_is_what_the_model_does_in
     node an effect frames it as what the model does instead of the task."""
     for analysis in (ABLATIONS_ANALYSIS, PATH_PATCHING, CIRCUIT):
         result = _patched(analysis, copy_only, "day")
-        assert result.summary["day7_above_chance"] is False
+        assert result.summary["items_above_chance"] is False
         sentences = analysis.narrative(result)
         assert sentences[0].startswith("The model does not do this task"), (analysis.name, sentences)
         naming = [s for s in sentences[1:] if "L1H2" in s and re.search(r"restores|changes the LD|keeps", s)]

@@ -58,13 +58,13 @@ def test_behaviour_gives_a_twelve_by_twelve_confusion_matrix(name, tiny_model, t
     # every prompt counted once, in the row of the month it names
     np.testing.assert_array_equal(confusion.sum(axis=1), [len(prompts.templates)] * 12)
     assert result.summary["n_items"] == 12 and result.summary["chance_acc"] == pytest.approx(1 / 12)
-    assert len(result.summary["day7_acc_by_item"]) == 12
+    assert len(result.summary["items_acc_by_item"]) == 12
     if prompts.answer_offset is not None:  # one step for every template: the confusion matrix's shifted diagonal
-        assert result.summary["day7_acc"] == pytest.approx(
+        assert result.summary["items_acc"] == pytest.approx(
             sum(confusion[i, (i + prompts.answer_offset) % 12] for i in range(12)) / prompts.n_prompts)
     else:  # an offset family ("{k} months after {month} is"): each template its own step, so read it per prompt
         s = result.summary
-        assert s["day7_acc"] == pytest.approx(np.mean([p == c for p, c in zip(s["predicted_item"],
+        assert s["items_acc"] == pytest.approx(np.mean([p == c for p, c in zip(s["predicted_item"],
                                                                                 s["correct_item"])]))
         assert s["correct_item"] == [prompts.items[(i + k) % 12]
                                      for i, k in zip(prompts.item_index, prompts.prompt_offsets())]

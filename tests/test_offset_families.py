@@ -68,7 +68,7 @@ def test_a_plus_one_model_is_right_at_k_1_and_slips_by_one_at_k_2(next_day_model
     result = behaviour.compute(next_day_model, prompts)
     s = result.summary
     assert s["offsets"] == [1, 2, 3, 4, 5, 6] and s["n_prompts_by_offset"] == [7] * 6
-    np.testing.assert_allclose(s["day7_acc_by_offset"], [1, 0, 0, 0, 0, 0])
+    np.testing.assert_allclose(s["items_acc_by_offset"], [1, 0, 0, 0, 0, 0])
     # k = 2: day + 1 is one step short of the answer (a counting slip); k = 3..6: another item; never the copy
     assert s["n_errors"] == 35 and s["error_off_by_one_frac"] == pytest.approx(7 / 42)
     assert s["error_copy_frac"] == 0.0

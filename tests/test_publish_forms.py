@@ -170,8 +170,8 @@ def test_the_single_file_holds_every_page_and_the_bundles_once(golden_run, golde
 
 def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
-    edit_summary(run / SLUG / "tomorrow" / "behaviour", day7_above_chance=False)
-    edit_summary(run / SLUG / "day_after" / "behaviour", day7_above_chance=True)
+    edit_summary(run / SLUG / "tomorrow" / "behaviour", items_above_chance=False)
+    edit_summary(run / SLUG / "day_after" / "behaviour", items_above_chance=True)
     restamp(run)  # a run that computed these values (edits without it are refused: test_damaged_results.py)
     invoke("build", run, "--site", tmp_path / "site")
     chance = (tmp_path / "site" / SLUG / "tomorrow.html").read_text(encoding="utf-8")

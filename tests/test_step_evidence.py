@@ -141,7 +141,7 @@ def test_a_relation_blind_next_day_head_is_said_to_ignore_the_relation_word(rela
     model, prompts = relation_blind
     result = BEHAVIOUR.compute(model, prompts)
     s = result.summary
-    assert s["day7_acc"] == 1.0 and s["relation_acc"] == 0.0 and s["relation_follows_clean_rule_frac"] == 1.0
+    assert s["items_acc"] == 1.0 and s["relation_acc"] == 0.0 and s["relation_follows_clean_rule_frac"] == 1.0
     assert s["ignores_relation"] is True
     assert abs(s["relation_discrimination_mean"]) < 0.1  # the twin's LD is the clean one's
     assert BEHAVIOUR.narrative(result)[0].startswith(

@@ -59,7 +59,7 @@ def _result(summary=None, arrays=None):
 
 
 def _behaviour(acc, n, above):
-    return _result({"day7_acc": acc, "chance_acc": 1 / n, "day7_above_chance": above})
+    return _result({"items_acc": acc, "chance_acc": 1 / n, "items_above_chance": above})
 
 
 def _family(sequence, patching=None, successor=None, behaviour=None, geometry=None, informative=True):
