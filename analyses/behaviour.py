@@ -209,7 +209,12 @@ def narrative(result: Result) -> list[str]:
             f"answer for {round(s['relation_acc'] * n)} of {n} prompts (not above chance, p = "
             f"{s['relation_p_value']:.2g}) and the clean wording's answer for "
             f"{round(s['relation_follows_clean_rule_frac'] * n)} of {n}; its relation-discrimination score, mean "
-            f"LD(clean) − LD(twin), is {s['relation_discrimination_mean']:+.3g} logits.")
+            f"LD(clean) − LD(twin), is {s['relation_discrimination_mean']:+.3g} logits" + (
+                f" (positive for {s['relation_discrimination_positive']} of {n} prompts, sign test p = "
+                f"{s['relation_discrimination_p_value']:.2g}): the relation word moves the logits towards the "
+                "twin's answer, but not far enough to change the answer."
+                if s["relation_discrimination_state"] == "informative" else
+                ", which is not a consistent shift: the relation word does not move the answer's logits."))
     if not s["items_above_chance"]:
         sentences.append(
             f"The model does not do this task: it picks the correct item among the {n_items} for {acc} of {n} "

@@ -148,6 +148,22 @@ def test_a_relation_blind_next_day_head_is_said_to_ignore_the_relation_word(rela
         "The model answers the day after the one named, whatever the relation word says")
 
 
+def test_the_badge_says_ignores_only_when_the_relation_word_moves_nothing(relation_blind):
+    """A model at chance on the twins whose logits still move with the relation word (Gemma 3 270M on if_today:
+    +1.6 logits, 42 of 42 prompts) misses the twin; only one whose logits do not move ignores the word."""
+    from report.render import environment
+
+    model, prompts = relation_blind
+    blind = BEHAVIOUR.compute(model, prompts).summary
+    badge = environment().get_template("_macros.html").module.relation_badge
+    assert blind["relation_discrimination_state"] != "informative"
+    assert "ignores the relation word" in badge(blind) and "misses the relation twin" not in badge(blind)
+    moved = {**blind, "relation_discrimination_state": "informative", "relation_discrimination_mean": 1.6}
+    assert "misses the relation twin" in badge(moved) and "ignores the relation word" not in badge(moved)
+    result = BEHAVIOUR.compute(model, prompts)
+    assert "does not move the answer's logits" in BEHAVIOUR.narrative(result)[0]
+
+
 def test_a_model_that_follows_the_relation_word_is_not_said_to_ignore_it(two_step):
     model, prompts = two_step
     result = BEHAVIOUR.compute(model, prompts)
