@@ -10,6 +10,7 @@ option values are one line."""
 from __future__ import annotations
 
 import json
+from typing import Annotated, TypedDict
 
 import numpy as np
 import pytest
@@ -312,8 +313,13 @@ def test_patching_positions_under_top_k_states_its_estimates_on_every_map(plante
     assert len(marked) >= 3  # the three position maps at least (and the role maps where a role is unverified)
 
 
+class _ProbeSummary(TypedDict):
+    n: Annotated[int, "a count"]
+
+
 def test_the_pipeline_hands_the_options_to_an_analysis_that_reads_them(tmp_path):
     """`--steps` reaches edge_circuits through the context (`Analysis.reads_options`), never the command line."""
+
     from analyses.edge_circuits import EDGE_CIRCUITS
     from analyses.types import Analysis, Result
     from report import pipeline
@@ -326,7 +332,7 @@ def test_the_pipeline_hands_the_options_to_an_analysis_that_reads_them(tmp_path)
         return Result(summary={"n": 1})
 
     probe = Analysis(name="probe", title="t", definition="d", compute=compute, figures=lambda r: [],
-                     narrative=lambda r: [], reads_options=True)
+                     narrative=lambda r: [], reads_options=True, summary_type=_ProbeSummary)
     context = FamilyContext(model=None, exact="top:4,sample:4", ig_steps=7)
     pipeline._run_analysis(tmp_path / "probe", {"analyses": {}}, "f", "probe", probe, None, None, context)
     assert seen == [(7, "top:4,sample:4")]

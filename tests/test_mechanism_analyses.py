@@ -310,7 +310,11 @@ def test_a_large_circuit_is_listed_in_part_with_the_grid_step_it_falls_in():
     names = [f"L{i}H0" for i in range(41)]
     summary = {"n_nodes": 90, "corruption": "day", "informative": True, "ranking_informative": True, "target": 0.8,
                "minimal_circuit": names, "minimal_circuit_faithfulness": 0.81, "minimal_circuit_reaches_target": True,
-               "faithfulness_auc": 0.69, "faithfulness_auc_attribution": 0.68, "gap_reason": ""}
+               "faithfulness_auc": 0.69, "faithfulness_auc_attribution": 0.68, "gap_reason": "",
+               "items_above_chance": True, "ablation_text": "resample-ablated from the paired twin", "named": True,
+               "n_notable": 41, "helpful_ablations": [], "heldout_faithfulness_by_template": [],
+               "minimal_circuit_faithfulness_by_template": [], "ranking_gap_state": "informative",
+               "ranking_gap_reason": ""}
     grid = size_grid(90)
     assert 35 in grid and 41 in grid and grid.index(41) == grid.index(35) + 1
     text = " ".join(CIRCUIT.narrative(Result(summary=summary, arrays={"grid": np.array(grid)})))
@@ -322,6 +326,9 @@ def test_a_path_against_the_answer_is_not_said_to_restore_a_negative_share():
     from analyses.types import Result
 
     summary = {"senders": [{"head": "L11H3", "value": -0.29}], "corruption": "day", "informative": True,
-               "name_threshold": 0.1, "top_edges": [{"sender": "L11H3", "receiver": "logits", "value": -0.21}]}
+               "name_threshold": 0.1, "top_edges": [{"sender": "L11H3", "receiver": "logits", "value": -0.21}],
+               "items_above_chance": True, "measured": "direct edges by denoising", "recompute_top_edges": [],
+               "noising_top_edges": [], "edge_sums": [], "answer_informative": False, "answer_gap_reason": "x",
+               "and_paths": [], "or_paths": [], "both_paths": []}
     text = " ".join(PATH_PATCHING.narrative(Result(summary=summary)))
     assert "moves the LD away from the clean run by 21% of the gap" in text and "-21%" not in text, text

@@ -121,6 +121,6 @@ def test_self_repair_and_indirect_effects_are_split_by_which_is_larger():
     s = _summary(arrays, names, Prompts, Cfg, True, "")
     assert [e["node"] for e in s["self_repair"]] == ["L0H0"]
     assert [e["node"] for e in s["indirect"]] == ["L0H1"]
-    text = " ".join(ABLATIONS_ANALYSIS.narrative(Result(summary=s)))
+    text = " ".join(ABLATIONS_ANALYSIS.narrative(Result(summary={**s, "items_above_chance": True})))
     assert "Self-repair" in text.split("Indirect")[0] and "L0H0 (total -0.50, direct -3.00)" in text, text
     assert "L0H1 (total -3.00, direct -0.50)" in text.split("Indirect effect")[1], text

@@ -86,7 +86,7 @@ def test_a_sender_whose_edges_fall_short_of_its_total_is_said_so():
                "measured": "direct edges by denoising", "recompute_top_edges": [], "noising_top_edges": [],
                "edge_sums": [{"head": "L3H1", "total": 0.6, "edge_sum": 0.3, "unexplained": 0.3}],
                "answer_informative": False, "answer_gap_reason": "x", "and_paths": [], "or_paths": [],
-               "both_paths": []}
+               "both_paths": [], "items_above_chance": True}
     text = " ".join(PATH_PATCHING.narrative(Result(summary=summary)))
     assert "L3H1's direct edges sum to 30% of the gap against its total effect of 60%: +30% is carried by no single" \
            in text, text

@@ -176,7 +176,8 @@ def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_fami
     invoke("build", run, "--site", tmp_path / "site")
     chance = (tmp_path / "site" / SLUG / "tomorrow.html").read_text(encoding="utf-8")
     above = (tmp_path / "site" / SLUG / "day_after.html").read_text(encoding="utf-8")
-    assert 'class="at-chance-note"' in chance and 'class="at-chance-note"' not in above
+    note = "does not do this task:</strong>"  # (the planted model's relation note shares the note's style)
+    assert note in chance and note not in above
     assert 'class="analysis muted"' in chance and 'class="analysis muted"' not in above
     assert '<section id="behaviour" class="analysis">' in chance  # behaviour itself is not greyed
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")

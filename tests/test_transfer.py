@@ -80,7 +80,8 @@ def test_table_names_the_same_heads_when_days_and_months_share_them():
     z[1, 2], z[2, 0], z[0, 3] = 0.9, -0.6, 0.3
     families = {
         "tomorrow": _family("days", patching=z, behaviour=_behaviour(6 / 7, 7, True),
-                            geometry={"best_circle_order": 1.0, "best_layer_label": "L1 resid_pre"}),
+                            geometry={"best_circle_order": 1.0, "best_layer_label": "L1 resid_pre",
+                                      "circle_named": False}),
         "day_after": _family("days", patching=2 * z, behaviour=_behaviour(1 / 7, 7, False)),
         "next_month": _family("months", patching=40 * z + 0.01, behaviour=_behaviour(10 / 12, 12, True)),
     }
@@ -89,7 +90,7 @@ def test_table_names_the_same_heads_when_days_and_months_share_them():
     assert (days.sequence, days.families, days.n_above_chance, days.n_with_behaviour) == ("days", ["tomorrow",
                                                                                                     "day_after"], 1, 2)
     assert days.accuracy_above_chance == pytest.approx(np.mean([6 / 7 - 1 / 7, 0.0]))
-    assert days.best_circle == "1.00 at L1 resid_pre (tomorrow)" and months.best_circle is None
+    assert days.best_circle == "1.00 at L1 resid_pre (tomorrow); no circle named" and months.best_circle is None
     assert days.top_heads == {"patching": ["L1H2", "L2H0", "L0H3"]}  # no successor results: no successor column
     (comparison,) = table.comparisons
     assert comparison.kind == "patching" and comparison.overlap.jaccard == 1.0

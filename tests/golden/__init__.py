@@ -13,6 +13,7 @@ results format changes (report/results_format.py) or a summary's keys change, an
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 RUN = Path(__file__).parent / "run"
@@ -26,10 +27,14 @@ def problems(run: Path = RUN) -> list[str]:
     """Why `run` cannot stand for what this version's `run` writes: a results format other than the current one,
     a file whose checksum differs from the manifest's, a summary its schema rejects, a family or model missing."""
     from analyses import REGISTRY
-    from report import schema
+    from report import results_format, schema
     from report.errors import UserError
     from report.loader import load_run
 
+    recorded = json.loads((run / "manifest.json").read_text(encoding="utf-8")).get(results_format.KEY) \
+        if (run / "manifest.json").is_file() else None
+    if recorded != results_format.CURRENT:  # the loader upgrades older formats; the golden run must be current
+        return [f"{run} holds results format {recorded!r}, not the current {results_format.CURRENT}"]
     try:
         loaded = load_run(run)
     except UserError as err:  # no manifest, another results format, a damaged manifest
