@@ -16,7 +16,7 @@ import plotly.io as pio
 from markupsafe import Markup
 
 PRINT_FIGURE_WIDTH = 680  # px: an A4 page's text width at 96 dpi with 12 mm margins
-PRINT_FIGURE_HEIGHT = 270  # px at most: about a quarter of an A4 page, so that a family's figures fit in a few pages
+PRINT_FIGURE_HEIGHT = 200  # px at most: under a quarter of an A4 page, so that a family's figures fit in a few pages
 
 
 def script_json(data) -> str:
@@ -65,6 +65,7 @@ class Figures:
         if self.form == "print":
             height = min(height, PRINT_FIGURE_HEIGHT)
             layout["width"], layout["height"] = PRINT_FIGURE_WIDTH, height
+            spec["data"] = _fit_for_print(layout, spec.get("data", []))
             config = {"staticPlot": True}
         return Markup(
             f'<div id="{dom_id}" class="plotly-graph-div" style="height:{height}px;width:100%;"'
@@ -108,3 +109,30 @@ def _widget_still(widget: dict) -> dict:
     fig.update_xaxes(title_text="source", tickangle=-60)
     return {"id": widget["id"] + "-still", "spec": as_text(json.loads(pio.to_json(fig, validate=False))),
             "height": PRINT_FIGURE_HEIGHT}
+
+
+def _fit_for_print(layout: dict, traces: list) -> list:
+    """At print height, long rotated tick labels run into the axis titles and a colour bar's labels onto each
+    other: let every axis push its margin out (Plotly's automargin) and draw colour bars the plot's full height, small-typed."""
+    for key in list(layout):
+        if key.startswith(("xaxis", "yaxis")) and isinstance(layout[key], dict):
+            axis = dict(layout[key])
+            axis["automargin"] = True
+            axis["tickfont"] = {**axis.get("tickfont", {}), "size": 8}
+            layout[key] = axis
+    for key in list(layout):
+        axis = layout[key]
+        if key.startswith("coloraxis") and isinstance(axis, dict) and isinstance(axis.get("colorbar"), dict):
+            layout[key] = {**axis, "colorbar": _print_colorbar(axis["colorbar"])}
+    fitted = []  # copies: the figure's own traces stay as the other output forms draw them
+    for trace in traces:
+        bar = trace.get("colorbar") if isinstance(trace, dict) else None
+        if isinstance(bar, dict):
+            trace = {**trace, "colorbar": _print_colorbar(bar)}
+        fitted.append(trace)
+    return fitted
+
+
+def _print_colorbar(bar: dict) -> dict:
+    return {**bar, "thickness": 10, "len": 1.0, "lenmode": "fraction", "y": 0.5, "yanchor": "middle",
+            "tickfont": {**bar.get("tickfont", {}), "size": 8}}
