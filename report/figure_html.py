@@ -113,7 +113,8 @@ def _widget_still(widget: dict) -> dict:
 
 def _fit_for_print(layout: dict, traces: list) -> list:
     """At print height, long rotated tick labels run into the axis titles and a colour bar's labels onto each
-    other: let every axis push its margin out (Plotly's automargin) and draw colour bars the plot's full height, small-typed."""
+    other: let every axis push its margin out (Plotly's automargin) and draw colour bars the plot's full height,
+    small-typed."""
     for key in list(layout):
         if key.startswith(("xaxis", "yaxis")) and isinstance(layout[key], dict):
             axis = dict(layout[key])
