@@ -277,13 +277,13 @@ class PatchingCommon(TypedDict):
     bootstrap_resamples: Annotated[Count, "bootstrap resamples per interval"]
 
 
-class Verification(TypedDict):
-    """One sweep's share of exact patching under `--exact` (analyses/verified.py)."""
+class VerifiedCells(TypedDict):
+    """How much of one sweep, or of all an analysis's sweeps pooled, was patched exactly under `--exact`
+    (analyses/verified.py), and the false-negative estimate."""
 
-    sweep: Annotated[str, "the sweep (z, v, pattern, z_noising, resid_pre, ...)"]
-    exact_mode: Annotated[str, "all, or top:K,sample:S"]
+    exact_mode: Annotated[str, "how the exact sweeps were computed: all, or top:K,sample:S (AtP*)"]
     verified_cells: Annotated[int, "cells patched exactly"]
-    cells: Annotated[int, "cells in the sweep"]
+    cells: Annotated[int, "cells swept"]
     fn_sample: Annotated[int, "cells sampled outside the top K to estimate the false-negative rate (0: none)"]
     fn_hits: NotRequired[Annotated[int, "sampled cells whose exact |effect| reaches the smallest among the top K"]]
     false_negative_rate: NotRequired[Annotated[float, "fn_hits / fn_sample"]]
@@ -291,18 +291,16 @@ class Verification(TypedDict):
     false_negative_rate_ci_high: NotRequired[Annotated[float, "95% Wilson interval, high end"]]
 
 
-class ExactOptions(TypedDict):
-    """Keys written by `--exact` (analyses/verified.py `summarise`) in every mode: how much was patched exactly and
-    the false-negative estimate, pooled over the analysis's sweeps, and per sweep in `verification`."""
+class Verification(VerifiedCells):
+    """One sweep's share (analyses/verified.py `Verification.summary`)."""
 
-    exact_mode: Annotated[str, "how the exact sweeps were computed: all, or top:K,sample:S (AtP*)"]
-    verified_cells: Annotated[int, "cells patched exactly, over every sweep"]
-    cells: Annotated[int, "cells of every sweep"]
-    fn_sample: Annotated[int, "cells sampled outside the top K to estimate the false-negative rate (0: none)"]
-    fn_hits: NotRequired[Annotated[int, "sampled cells whose exact |effect| reaches the smallest among the top K"]]
-    false_negative_rate: NotRequired[Annotated[float, "fn_hits / fn_sample, pooled over the sweeps"]]
-    false_negative_rate_ci_low: NotRequired[Annotated[float, "95% Wilson interval, low end"]]
-    false_negative_rate_ci_high: NotRequired[Annotated[float, "95% Wilson interval, high end"]]
+    sweep: Annotated[str, "the sweep (z, v, pattern, z_noising, resid_pre, ...)"]
+
+
+class ExactOptions(VerifiedCells):
+    """Keys written by `--exact` (analyses/verified.py `summarise`) in every mode: the analysis's sweeps pooled, and
+    each sweep alone in `verification`."""
+
     verification: Annotated[list[Verification], "the same keys for each sweep alone"]
 
 
