@@ -15,7 +15,7 @@ import pytest
 from conftest import invoke
 
 import analyses
-from analyses.text import signed
+from analyses.common.text import signed
 
 pytestmark = pytest.mark.tiny
 
@@ -35,8 +35,7 @@ def example_module(monkeypatch) -> types.ModuleType:
 def register(monkeypatch, analysis) -> None:
     """The registry line: `analysis` appended to analyses.REGISTRY, seen by every module that imported it."""
     import report.cli
-    import report.pipeline
-    import report.render  # noqa: F401  (each binds REGISTRY when first imported: import them before patching it)
+    import report.publish.render  # noqa: F401  (each binds REGISTRY when first imported: import them before patching it)
 
     old_registry, old_by_name = analyses.REGISTRY, analyses.BY_NAME
     registry, by_name = (*old_registry, analysis), {**old_by_name, analysis.name: analysis}

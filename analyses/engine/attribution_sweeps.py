@@ -13,10 +13,10 @@ from functools import partial
 
 import torch
 
+from analyses.common.metrics import logit_diff
+from analyses.common.precision import widen
 from analyses.engine.chunks import Chunker
 from analyses.engine.sweeps import SWEEPS, Runs, hook_name
-from analyses.metrics import logit_diff
-from analyses.precision import widen
 
 
 def attribution_sweeps(model, runs: Runs, sweeps=tuple(SWEEPS)) -> dict[str, torch.Tensor]:
