@@ -42,7 +42,7 @@ from analyses.common.contract import Count, Headline
 from analyses.common.phrases import INSTEAD
 from analyses.common.thresholds import RULES
 from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
-from analyses.engine.attribution_sweeps import attribution_sweeps
+from analyses.engine.attribution_patching import attribution_sweeps
 from analyses.engine.sweep_runs import run_sweeps
 from analyses.engine.sweeps import HEAD_SWEEPS, collect_runs
 from analyses.methods import necessity, shared

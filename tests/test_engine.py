@@ -10,7 +10,7 @@ from conftest import save_tiny_gpt2
 from planted_circuit import save_planted_gpt2
 
 from analyses.common.metrics import answer_pair
-from analyses.engine import attribution_sweeps as attribution
+from analyses.engine import attribution_patching as attribution
 from analyses.engine import edge_runs, edges, sweeps
 from analyses.engine.chunks import Chunker
 from analyses.engine.edge_reference import looped_edge_patching

@@ -10,7 +10,7 @@ final position. Everything that intervenes is built on it:
   rows.py                Edit, Row, Base; `map_rows` (the one place rows run), `run_rows`, `looped_rows` (reference)
   prefixes.py            `run_rows_sharing_prefixes`: rows with the same edits below a layer share those blocks
   sweeps.py              activation patching: Patch, Runs, SWEEPS; each cell a Row (`patch_row`); `looped_sweep`
-  attribution_sweeps.py  attribution patching of the same sweeps (one forward, one backward)
+  attribution_patching.pyattribution patching of the same sweeps (one forward, one backward)
   sweep_runs.py          `run_sweeps` / `sweep_results`: one call for an analysis, as numpy
   edges.py               the edge graph and the pair of runs (senders' differences are rows)
   edge_runs.py           runs with removed edges, many circuits per block call (own layout, same chunks)
@@ -21,7 +21,7 @@ Not an analysis: nothing here is registered, and nothing here imports an analysi
 the engine's public surface (`from analyses import engine`, then `engine.run_rows`); the modules are its parts.
 """
 
-from analyses.engine.attribution_sweeps import attribution_sweeps
+from analyses.engine.attribution_patching import attribution_sweeps
 from analyses.engine.chunks import (
     CPU_TOKENS_PER_CHUNK,
     MEMORY_FRACTION,

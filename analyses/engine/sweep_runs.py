@@ -7,7 +7,7 @@ import torch
 
 from analyses.common.stats import SweepResults
 from analyses.common.types import PromptSet
-from analyses.engine.attribution_sweeps import attribution_sweeps
+from analyses.engine.attribution_patching import attribution_sweeps
 from analyses.engine.sweeps import Runs, collect_runs, exact_sweeps, hook_name, patch_everything, patched_logit_diffs
 
 
