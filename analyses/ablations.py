@@ -2,11 +2,11 @@
 
 Method (Wang et al. 2022, "Interpretability in the Wild", mean ablation; Heimersheim & Nanda 2024 on ablation
 kinds; McGrath et al. 2023, "The Hydra Effect", for self-repair): the clean prompts are run with one node's
-activation replaced (`analyses.mechanism`: a head's output z at every position, or an MLP's output at every
+activation replaced (`analyses.methods.mechanism`: a head's output z at every position, or an MLP's output at every
 position) by its value on the paired twin of the corruption in use (resample: the primary ablation, `ablation` in
 the summary; MIB's counterfactual ablation), by its mean over a reference set that varies only that corruption's
-variable, per template (`analyses.mechanism.mean_reference`), or by zero. Computed once per corruption, since both
-the resample and the mean reference depend on it. Effects are read on three numbers at the final position:
+variable, per template (`analyses.methods.mechanism.mean_reference`), or by zero. Computed once per corruption, since
+both the resample and the mean reference depend on it. Effects are read on three numbers at the final position:
     LD        logit(clean answer) − logit(corrupted answer)   (the patching metric)
     copy LD   logit(correct answer) − logit(item named in the prompt)
     P(correct) softmax over the whole vocabulary
@@ -21,14 +21,15 @@ components compensate (self-repair, backup heads); far below, the node also acts
 Off the diagonal, split by which side: |total| < |direct| is self-repair (later components compensate for the
 node, McGrath et al. 2023); |total| > |direct| is an indirect effect (the node also acts through later components).
 
-Necessity beside sufficiency (`analyses.necessity`): every node is also noised (the clean run with its output from
+Necessity beside sufficiency (`analyses.methods.necessity`): every node is also noised (the clean run with its output
+from
 the paired corrupted prompt) and denoised (the corrupted run with its output from the clean prompt), read as shares
 of the clean − corrupted gap on the LD and on the clean answer's own logit; the latter says which nodes form AND
 (each needed, none sufficient alone) and OR (each sufficient alone, none needed: backups) structure.
 
-Batched with `analyses.intervention.run_rows`: one row per (node, ablation), joining the batch at the node's layer.
+Batched with `analyses.engine.run_rows`: one row per (node, ablation), joining the batch at the node's layer.
 A node is named only when |effect| >= NAME_FRACTION of the clean − corrupted gap and the gap is informative
-(`analyses.mechanism.informative_gap`).
+(`analyses.methods.mechanism.informative_gap`).
 
 Arrays (N nodes, B prompts): {kind}_logit_diff, {kind}_copy_logit_diff, {kind}_p_correct, {kind}_answer_logit
 [N, B] (ablated runs; answer_logit = logit(clean answer)); clean_logit_diff, corrupted_logit_diff,
@@ -44,7 +45,7 @@ nodes named for |total − direct| above threshold, split into self_repair (|tot
 (|total| >= |direct|), each [{"node", "value" (total − direct), "total", "direct"}]; noising_top = [{"node", "value"
 (noising share of the LD gap), "denoising"}] by the larger of the two; and_nodes, or_nodes, both_nodes =
 [{"node", "noising", "denoising"}] (shares of the clean answer's logit gap; empty unless answer_informative: AND,
-OR and needed-and-sufficient nodes, `analyses.necessity`); answer_informative,
+OR and needed-and-sufficient nodes, `analyses.methods.necessity`); answer_informative,
 answer_gap_reason; informative, gap_reason, corruption.
 """
 
@@ -56,12 +57,16 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from analyses import necessity, phrases, plots, shared, thresholds
-from analyses.attribution import head_outputs, metric_terms, project
-from analyses.contract import Corruption, Count, Fraction, Necessity, RankedNode
+from analyses.common import phrases, plots, thresholds
+from analyses.common.contract import Corruption, Count, Fraction, Necessity, RankedNode
+from analyses.common.metrics import answer_pair, model_device
+from analyses.common.plots import LAYOUT
+from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
 from analyses.engine.readout import final_logits
 from analyses.engine.rows import Base, Row, collect_base, run_rows
-from analyses.mechanism import (
+from analyses.methods import necessity, shared
+from analyses.methods.attribution import head_outputs, metric_terms, project
+from analyses.methods.mechanism import (
     ABLATION_TEXT,
     ABLATIONS,
     NAME_FRACTION,
@@ -78,9 +83,6 @@ from analyses.mechanism import (
     nodes,
     numpy,
 )
-from analyses.metrics import answer_pair, model_device
-from analyses.plots import LAYOUT
-from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "ablations"
 TOP_K = 10
@@ -370,7 +372,7 @@ class AblationsSummary(TypedDict):
     clean_p_correct_mean: Annotated[Fraction, "mean P(correct answer), clean run"]
     informative: Annotated[bool, "the clean − corrupted gap is informative (a node can be named)"]
     gap_reason: Annotated[str, "why it is or is not"]
-    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/thresholds.py)"]
+    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/common/thresholds.py)"]
     name_threshold_logits: Annotated[float, "|effect| a node needs to be named, logits"]
     ablation: Annotated[str, "the primary ablation (resample from the paired twin of this corruption)"]
     mean_ablation_top: Annotated[list[AblatedNode], "nodes by |ΔLD| under mean ablation (value: ΔLD, logits)"]

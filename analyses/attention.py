@@ -17,13 +17,13 @@ from typing import Annotated, NotRequired, TypedDict
 
 import torch
 
-from analyses import phrases
-from analyses.attribution import head_attributions, parse_head_name, ranked_heads, run_clean_with_cache
-from analyses.contract import Fraction, RankedHead
-from analyses.metrics import logit_diff
-from analyses.text import signed
-from analyses.thresholds import ATTENTION_OVER_UNIFORM, MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.common import phrases
+from analyses.common.contract import Fraction, RankedHead
+from analyses.common.metrics import logit_diff
+from analyses.common.text import signed
+from analyses.common.thresholds import ATTENTION_OVER_UNIFORM, MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
+from analyses.common.types import Analysis, Figure, PromptSet, Result
+from analyses.methods.attribution import head_attributions, parse_head_name, ranked_heads, run_clean_with_cache
 
 N_SHOWN = 3
 

@@ -9,7 +9,7 @@ For each clean prompt (templates x items), read the final-position logits [batch
     prompt -> predicted item), the fraction of prompts choosing the copy distractor (the item named in the
     prompt), and the same accuracies per template and per item;
   - `items_above_chance`: an exact one-sided binomial test of the n-item accuracy against chance 1/n at
-    p < 0.05 over all the family's prompts (`analyses.thresholds`). Where it is false the report says that the
+    p < 0.05 over all the family's prompts (`analyses.common.thresholds`). Where it is false the report says that the
     model does not do this task, and reads every other section as "what the model does instead".
   - the kind of error: among the prompts whose n-item argmax is wrong, how many pick an item one step from the
     answer (answer +- 1: a counting slip, `error_off_by_one_frac`; the copy is not counted here) and how many
@@ -22,7 +22,7 @@ Relation behaviour (families with a relation twin: the same item under another r
     by the same binomial test; `relation_follows_clean_rule_frac`: the twin's argmax is the CLEAN rule's answer;
   - relation-discrimination score: per prompt D = LD(clean) − LD(twin), LD = logit(clean answer) − logit(twin
     answer); its mean (`relation_discrimination_mean`, logits), the number of prompts with D > 0 and an exact
-    two-sided sign test (`relation_discrimination_p_value`), and the state of that gap (`analyses.thresholds`);
+    two-sided sign test (`relation_discrimination_p_value`), and the state of that gap (`analyses.common.thresholds`);
   - `ignores_relation`: the model does the clean task above chance but not the twin's. The page then opens with
     "answers <the clean rule>, whatever the relation word says" (`relation_lead`), and the overview and the
     models-side-by-side table mark it.
@@ -35,11 +35,11 @@ from typing import Annotated, NotRequired, TypedDict
 import numpy as np
 import torch
 
-from analyses import plots, thresholds
-from analyses.contract import Count, Fraction, Headline, PValue
-from analyses.metrics import model_device
-from analyses.text import num
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.common import plots, thresholds
+from analyses.common.contract import Count, Fraction, Headline, PValue
+from analyses.common.metrics import model_device
+from analyses.common.text import num
+from analyses.common.types import Analysis, Figure, PromptSet, Result
 
 TOP_K = 10
 
@@ -305,7 +305,7 @@ class BehaviourSummary(TypedDict):
                                                                "logit(clean answer) − logit(twin answer), logits"]]
     relation_discrimination_positive: NotRequired[Annotated[Count, "prompts with LD(clean) − LD(twin) > 0"]]
     relation_discrimination_p_value: NotRequired[Annotated[PValue, "exact two-sided sign test of those signs"]]
-    relation_discrimination_state: NotRequired[Annotated[str, "state of that gap (analyses/thresholds.py)"]]
+    relation_discrimination_state: NotRequired[Annotated[str, "state of that gap (analyses/common/thresholds.py)"]]
     ignores_relation: NotRequired[Annotated[bool, "does the clean task above chance but not the twin's"]]
     relation_first_twin: NotRequired[Annotated[str, "the first relation twin prompt"]]
     relation_lead: NotRequired[Annotated[str, "where ignores_relation: the page's opening sentence"]]

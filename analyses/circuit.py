@@ -6,7 +6,7 @@ at every position) and every MLP (its output); the embeddings are always kept. N
 activation-patching effect| (clean → corrupted, the node's activation at every position; batched engine) and, for
 comparison, by attribution patching (its first-order estimate). For each n on GRID, the clean prompts run with every
 node outside the top n ablated. The primary ablation (`ablation` in the summary) is resample ablation from the
-paired twin of the same corruption (`analyses.mechanism`): the ranking and the evaluation then vary the same
+paired twin of the same corruption (`analyses.methods.mechanism`): the ranking and the evaluation then vary the same
 variable. (Mean-ablating over all clean prompts, which share the relation word and differ in the item, removed
 the item under the relation contrast: the nodes that carry the item ranked among the noise yet broke the answer.)
 A second curve shows mean ablation over the contrast-matched reference set, per template.
@@ -31,7 +31,8 @@ t's prompts alone: `heldout_faithfulness_by_template` (None where the other temp
 and spread. `minimal_circuit_faithfulness_by_template`: the named circuit on each template's prompts.
 
 The replication's table: per item, P(correct) of the full model, of the circuit (the notable nodes when none is
-named), and of the circuit without its top-ranked MLP. The diagram's edges: path patching (`analyses.paths`) from
+named), and of the circuit without its top-ranked MLP. The diagram's edges: path patching (`analyses.methods.paths`)
+from
 each head of the named circuit to the circuit's later nodes and the logits; none when nothing is named.
 Computed once per corruption (the ranking and the ablation depend on it).
 
@@ -53,13 +54,18 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from analyses import paths, phrases, plots, shared, thresholds
-from analyses.contract import Corruption, Count, RankedNode
+from analyses.common import phrases, plots, thresholds
+from analyses.common.contract import Corruption, Count, RankedNode
+from analyses.common.metrics import answer_pair
+from analyses.common.plots import LAYOUT
+from analyses.common.thresholds import FAITHFUL_TARGET, FAITHFULNESS_EXCESS
+from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
 from analyses.engine.prefixes import run_rows_sharing_prefixes
 from analyses.engine.readout import final_logits
 from analyses.engine.rows import Row, collect_base
 from analyses.engine.sweeps import Patch, Runs, patched_logit_diffs
-from analyses.mechanism import (
+from analyses.methods import paths, shared
+from analyses.methods.mechanism import (
     ABLATION_TEXT,
     NAME_FRACTION,
     PRIMARY_ABLATION,
@@ -73,10 +79,6 @@ from analyses.mechanism import (
     nodes,
     numpy,
 )
-from analyses.metrics import answer_pair
-from analyses.plots import LAYOUT
-from analyses.thresholds import FAITHFUL_TARGET, FAITHFULNESS_EXCESS
-from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "circuit"
 DENSE_UP_TO = 16  # every circuit size up to this, then a geometric grid up to all nodes
@@ -505,7 +507,7 @@ class CircuitSummary(TypedDict):
     not_named_reason: Annotated[str, "why no circuit is named (empty when one is)"]
     informative: Annotated[bool, "the full − all-ablated gap (which normalises faithfulness) is informative"]
     gap_reason: Annotated[str, "why it is or is not"]
-    gap_state: Annotated[str, "state of the full − all-ablated gap (analyses/thresholds.py)"]
+    gap_state: Annotated[str, "state of the full − all-ablated gap (analyses/common/thresholds.py)"]
     ranking_informative: Annotated[bool, "the clean − corrupted gap that ranks the nodes is informative"]
     ranking_gap_reason: Annotated[str, "why the ranking gap is or is not informative"]
     ranking_gap_state: Annotated[str, "state of the clean − corrupted gap that ranks the nodes"]

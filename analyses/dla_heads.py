@@ -17,8 +17,13 @@ from typing import Annotated, TypedDict
 
 import numpy as np
 
-from analyses import phrases, plots
-from analyses.attribution import (
+from analyses.common import phrases, plots
+from analyses.common.contract import Count, Headline, RankedHead
+from analyses.common.metrics import answer_pair, logit_diff
+from analyses.common.text import signed
+from analyses.common.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, SCALE_LOGITS, notable_logits
+from analyses.common.types import Analysis, Figure, PromptSet, Result
+from analyses.methods.attribution import (
     METRIC_LABELS,
     head_attributions,
     head_name,
@@ -26,11 +31,6 @@ from analyses.attribution import (
     ranked_heads,
     run_clean_with_cache,
 )
-from analyses.contract import Count, Headline, RankedHead
-from analyses.metrics import answer_pair, logit_diff
-from analyses.text import signed
-from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, SCALE_LOGITS, notable_logits
-from analyses.types import Analysis, Figure, PromptSet, Result
 
 TOP_K = 5
 

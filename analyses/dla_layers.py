@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, NotRequired, TypedDict
 
-from analyses import phrases, plots
-from analyses.attribution import METRIC_LABELS, layer_attributions, metric_terms, run_clean_with_cache
-from analyses.metrics import answer_pair, logit_diff
-from analyses.precision import dtype_name, identity_tolerance, soft_cap, uncapped
-from analyses.text import num, signed
-from analyses.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.common import phrases, plots
+from analyses.common.metrics import answer_pair, logit_diff
+from analyses.common.precision import dtype_name, identity_tolerance, soft_cap, uncapped
+from analyses.common.text import num, signed
+from analyses.common.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
+from analyses.common.types import Analysis, Figure, PromptSet, Result
+from analyses.methods.attribution import METRIC_LABELS, layer_attributions, metric_terms, run_clean_with_cache
 
 
 def compute(model, prompts: PromptSet) -> Result:

@@ -1,14 +1,14 @@
 """Edge-level circuits: EAP and EAP-IG over every edge, exact edge patching of the top edges, and circuits on MIB's
 grid of edge fractions with counterfactual ablation, their faithfulness, CPR and CMD.
 
-Method. The graph and the engine: `analyses.edge_engine` (senders: the embeddings, each head, each MLP; receivers:
+Method. The graph and the engine: `analyses.engine` (senders: the embeddings, each head, each MLP; receivers:
 each head's q, each key/value head's k and v, each MLP's input, the logits; parallel-attention models have no
 head -> same-layer-MLP edges). On the family's day corruption:
   * scores: EAP (Syed et al. 2023) and EAP-IG (Hanna et al. 2024; `--steps N` interpolation steps of the embeddings
     from the corrupted to the clean prompts, STEPS = 5 by default, 1 = EAP; recorded as `ig_steps`) estimate, per
     edge, LD(edge carries its clean value on the corrupted run) − LD_corrupted; exact edge patching measures it
     for the EXACT_EDGES edges with the largest |EAP-IG|, and the agreement of each estimate with it is stated as
-    slope through the origin, mean absolute error, top-k overlap (`analyses.stats.agreement`);
+    slope through the origin, mean absolute error, top-k overlap (`analyses.common.stats.agreement`);
   * circuits (MIB, Mueller et al. 2025): at each edge fraction f of FRACTIONS the top max(1, round(f·E)) edges by
     |EAP-IG| ("greedy"), the same pruned to the edges on a path from the input to the logits ("logit-connected"),
     a random order (the baseline) and, beside them, a node-level circuit (the top f of the nodes by |sum of their
@@ -20,14 +20,14 @@ head -> same-layer-MLP edges). On the family's day corruption:
   * held out: with several templates, scores from every template but the last and the greedy circuits evaluated on
     the last template's prompts only.
 LD = logit(clean answer) − logit(corrupted answer) at the final position. Edge values are fractions of the clean −
-corrupted gap when it is informative (`analyses.thresholds`), else raw LD changes and no edge is named.
+corrupted gap when it is informative (`analyses.common.thresholds`), else raw LD changes and no edge is named.
 
 Arrays: fractions [F]; faithfulness_{greedy,connected,random,nodes,heldout} [F] (heldout absent with one template;
 all absent when the gap is not informative: faithfulness is then not evaluated);
 edges_kept_{greedy,connected} [F]; eap, eap_ig [E] (every edge, the order of labels.edges); exact [K], exact_eap,
 exact_eap_ig [K] (the patched edges, labels.exact_edges); diagram_score [D]. Labels: edges [E], exact_edges [K],
 diagram_sender, diagram_receiver, diagram_input [D].
-Documents: circuit-eap-ig-greedy-<f>.json per fraction, MIB's circuit JSON (`analyses.mib_circuit`).
+Documents: circuit-eap-ig-greedy-<f>.json per fraction, MIB's circuit JSON (`analyses.methods.mib_circuit`).
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from analyses import edge_engine as ee
-from analyses import phrases, plots
-from analyses.contract import Corruption, Count, RankedEdge
-from analyses.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
-from analyses.metrics import answer_pair, does_the_task
-from analyses.mib_circuit import circuit_document
-from analyses.plots import LAYOUT
-from analyses.stats import agreement
-from analyses.thresholds import FAITHFUL_TARGET
-from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
+from analyses import engine as ee
+from analyses.common import phrases, plots
+from analyses.common.contract import Corruption, Count, RankedEdge
+from analyses.common.metrics import answer_pair, does_the_task
+from analyses.common.plots import LAYOUT
+from analyses.common.stats import agreement
+from analyses.common.thresholds import FAITHFUL_TARGET
+from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
+from analyses.methods.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
+from analyses.methods.mib_circuit import circuit_document
 
 NAME = "edge_circuits"
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit sizes (fractions of edges)

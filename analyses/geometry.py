@@ -2,7 +2,7 @@
 
 Engels et al. (2025, "Not all language model features are one-dimensionally linear") find the days of the week on a
 circle in a 2-D plane of the residual stream, and show by intervention on that plane that the model uses it. A PCA
-of item means alone is not enough: any neighbour-similar representation draws a polygon (analyses.circle_stats).
+of item means alone is not enough: any neighbour-similar representation draws a polygon (analyses.common.circle_stats).
 So this analysis draws the plane, tests it against the nulls, then intervenes on it:
 
   1. Read the residual stream [points, batch, d_model] at two positions of every clean prompt (templates x items):
@@ -22,10 +22,10 @@ So this analysis draws the plane, tests it against the nulls, then intervenes on
      Bonferroni-corrected for the points scanned (`circle_p_value_uncorrected` beside it).
      A point holds a circle geometrically (`circle_geometry`) when the order is >= MIN_CIRCLE_ORDER, the plane holds
      >= PLANE_DOMINANCE x the floor, and the corrected p of the plane share under the circulant null
-     (neighbour-similar features, no circle; analyses.circle_stats) is < ALPHA. The random-angle probability is
+     (neighbour-similar features, no circle; analyses.common.circle_stats) is < ALPHA. The random-angle probability is
      reported but does not gate: the circulant null is the stronger null, and for 7 items the random-angle floor
      (2/720) could not survive the correction for 19 points even for a perfect heptagon.
-  4. Causal test (analyses.circle_intervention) at the item token of one resid_pre point: the first point that
+  4. Causal test (analyses.methods.circle_intervention) at the item token of one resid_pre point: the first point that
      holds a circle geometrically, else the resid_pre point with the best circle order. The item's plane
      projection is replaced by another item's (2 PCs and 5 PCs) or rotated by k steps, beside a random plane of
      the same size, the whole state, and no edit. A circle is NAMED (`circle_named`) only where it holds
@@ -53,8 +53,8 @@ from typing import Annotated, TypedDict
 import numpy as np
 import plotly.graph_objects as go
 
-from analyses import circle_stats, plots, thresholds
-from analyses.circle_geometry import (
+from analyses.common import circle_stats, plots, thresholds
+from analyses.common.circle_geometry import (
     angles,
     circle_chance,
     circle_order,
@@ -65,17 +65,17 @@ from analyses.circle_geometry import (
     rotation_offsets,
     signed_step,
 )
-from analyses.circle_intervention import CausalTest, causal_test
-from analyses.contract import Count, Fraction, PValue
-from analyses.item_states import ItemNote, item_positions, residual_streams
-from analyses.thresholds import MAX_ROTATION_ERROR_STEPS, MIN_CAUSAL_MARGIN, MIN_CIRCLE_ORDER, PLANE_DOMINANCE
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.common.contract import Count, Fraction, PValue
+from analyses.common.thresholds import MAX_ROTATION_ERROR_STEPS, MIN_CAUSAL_MARGIN, MIN_CIRCLE_ORDER, PLANE_DOMINANCE
+from analyses.common.types import Analysis, Figure, PromptSet, Result
+from analyses.methods.circle_intervention import CausalTest, causal_test
+from analyses.methods.item_states import ItemNote, item_positions, residual_streams
 
 NAME = "geometry"
 MIN_FINAL_SPREAD = 1e-3  # final states spread less than this (relative to the items) carry no angle
 
 
-# --- reading the model: analyses.item_states (shared with analyses.periodic) ----------------------------------
+# --- reading the model: analyses.methods.item_states (shared with analyses.periodic) ----------------------------------
 
 
 def compute(model, prompts: PromptSet) -> Result:
@@ -209,7 +209,7 @@ def _spread(xy: np.ndarray) -> float:
 
 
 def causal_success(summary: dict) -> dict[str, float]:
-    """variant -> fraction of trials whose answer moved to the intended item (analyses.circle_intervention)."""
+    """variant -> fraction of trials whose answer moved to the intended item (analyses.methods.circle_intervention)."""
     return dict(zip(summary["causal_variants"], summary["causal_success"]))
 
 

@@ -6,7 +6,7 @@ and for each corruption c of the family (`day`: another item named; `relation`: 
   {c} clean:     logit(clean answer) - logit(c's corrupted answer), clean run;
   {c} corrupted: the same difference on c's corrupted prompts (expected negative).
 Their difference, the clean − corrupted gap, is what activation patching normalises by. Whether that gap is
-informative (clearly non-zero) is decided by `analyses.thresholds.informative_gap`, the same rule every patching
+informative (clearly non-zero) is decided by `analyses.common.thresholds.informative_gap`, the same rule every patching
 section applies. Summary keys for the day corruption keep their historic names (`clean_logit_diff_mean`,
 `corrupted_logit_diff_mean`); the relation corruption's are prefixed `relation_`; both have `{c}_gap_mean`,
 `{c}_gap_standard_error`, `{c}_gap_informative` and `{c}_gap_reason`.
@@ -18,11 +18,11 @@ from typing import Annotated, NotRequired, TypedDict
 
 import numpy as np
 
-from analyses import phrases, plots, thresholds
-from analyses.contract import Count, Fraction, Headline
-from analyses.metrics import answer_pair, logit_diff, model_device
-from analyses.text import num, signed
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.common import phrases, plots, thresholds
+from analyses.common.contract import Count, Fraction, Headline
+from analyses.common.metrics import answer_pair, logit_diff, model_device
+from analyses.common.text import num, signed
+from analyses.common.types import Analysis, Figure, PromptSet, Result
 
 WHAT = {"day": "another item named (day corruption)", "relation": "another step asked (relation corruption)"}
 
@@ -107,14 +107,14 @@ def _runs(prefix: str, what: str, optional: bool) -> dict:
 
 
 def _gap(corruption: str, optional: bool) -> dict:
-    """The clean − corrupted gap of one corruption, `{corruption}_gap_*` (analyses/thresholds.py)."""
+    """The clean − corrupted gap of one corruption, `{corruption}_gap_*` (analyses/common/thresholds.py)."""
     keys = {f"{corruption}_gap_mean": Annotated[float, f"mean clean − corrupted logit difference, {corruption} "
                                                        "corruption (what patching normalises by), logits"],
             f"{corruption}_gap_standard_error": Annotated[float, "its standard error over prompts"],
             f"{corruption}_gap_positive_frac": Annotated[Fraction, "prompts whose gap is positive"],
             f"{corruption}_gap_informative": Annotated[bool, "the gap passes the informative-gap rule"],
             f"{corruption}_gap_reason": Annotated[str, "why it is or is not informative, in words"],
-            f"{corruption}_gap_state": Annotated[str, "its state (analyses/thresholds.py)"]}
+            f"{corruption}_gap_state": Annotated[str, "its state (analyses/common/thresholds.py)"]}
     return {k: NotRequired[v] for k, v in keys.items()} if optional else keys
 
 

@@ -13,11 +13,11 @@ from typing import Annotated, TypedDict
 
 import numpy as np
 
-from analyses import plots
-from analyses.attribution import METRIC_LABELS, logit_lens, run_clean_with_cache
-from analyses.text import signed
-from analyses.thresholds import MIN_EFFECT_LOGITS
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.common import plots
+from analyses.common.text import signed
+from analyses.common.thresholds import MIN_EFFECT_LOGITS
+from analyses.common.types import Analysis, Figure, PromptSet, Result
+from analyses.methods.attribution import METRIC_LABELS, logit_lens, run_clean_with_cache
 
 
 def point_name(label: str) -> str:

@@ -39,13 +39,16 @@ from typing import Annotated, TypedDict
 import numpy as np
 import torch
 
-from analyses import phrases, plots
-from analyses.attribution import norm_gain
-from analyses.contract import Corruption, Count, RankedNode
+from analyses.common import phrases, plots
+from analyses.common.contract import Corruption, Count, RankedNode
+from analyses.common.metrics import answer_pair, does_the_task, model_device
+from analyses.common.thresholds import NEURONS_ENOUGH, SELECTIVE_NEURON
+from analyses.common.types import Analysis, Figure, PromptSet, Result
 from analyses.engine.readout import final_logit_diff
 from analyses.engine.rows import Edit, Row, collect_base, run_rows
 from analyses.engine.sweeps import Patch, Runs, collect_runs, patched_logit_diffs
-from analyses.mechanism import (
+from analyses.methods.attribution import norm_gain
+from analyses.methods.mechanism import (
     NAME_FRACTION,
     at_chance_lead,
     family_step,
@@ -55,9 +58,6 @@ from analyses.mechanism import (
     numpy,
     signed_offsets,
 )
-from analyses.metrics import answer_pair, does_the_task, model_device
-from analyses.thresholds import NEURONS_ENOUGH, SELECTIVE_NEURON
-from analyses.types import Analysis, Figure, PromptSet, Result
 
 NAME = "neurons"
 TOP_MLPS = 2

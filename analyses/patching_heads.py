@@ -4,7 +4,7 @@ For every head, the corrupted prompts are run with that head's z (its output bef
 attention pattern taken from the clean prompts at every position. Patching v changes the head's output through
 what it moves; patching the pattern, through where it looks; z is both. Effects are normalised so that 0 is the
 corrupted run and 1 the clean run, on LD = logit(clean answer) - logit(corrupted answer) at the final position
-(`analyses.intervention`, `analyses.stats`). Attribution patching is computed beside it.
+(`analyses.engine`, `analyses.common.stats`). Attribution patching is computed beside it.
 
 Arrays, per sweep s in (z, v, pattern), L layers, H heads (v: key-value heads), B prompts:
     {s}_exact, {s}_attribution, {s}_ci_low, {s}_ci_high      [L, H]
@@ -13,7 +13,8 @@ Arrays, per sweep s in (z, v, pattern), L layers, H heads (v: key-value heads), 
     clean_logit_diff, corrupted_logit_diff                  [B]
     z_noising                                               [L, H] share of the gap that NOISING the head's z
                                                             removes (the clean run with its z from the corrupted
-                                                            twin; `analyses.necessity`), beside z_exact (denoising)
+                                                            twin; `analyses.methods.necessity`), beside z_exact
+                                                            (denoising)
 Labels: `heads` ([L][H] "L9H1"), `kv_heads` ([L][H_kv] names of the value heads).
 Widgets: attention patterns, on the first clean prompt, of the top heads by |z effect| in the early, middle and
 late thirds of the layers.
@@ -22,8 +23,8 @@ Summary contract: `corruption` ("day" or "relation": computed and saved once per
 "pattern_value", "noising_value"}] sorted by |value| (z sweep), largest first; `v_top_heads`, `pattern_top_heads`
 likewise; attribution_{slope,mae,top_overlap,pearson}_{s} (informative gap only); clean_logit_diff_mean,
 corrupted_logit_diff_mean, gap_*, normalised, items_above_chance.
-Under `--exact top:K,sample:S` (`analyses.verified`, AtP*) exact patching runs only on each sweep's top K cells by
-|attribution| and a random sample of S others (the noising sweep too): the rest are NaN in the exact arrays,
+Under `--exact top:K,sample:S` (`analyses.methods.verified`, AtP*) exact patching runs only on each sweep's top K cells
+by |attribution| and a random sample of S others (the noising sweep too): the rest are NaN in the exact arrays,
 {s}_verified [L, H] (1 = exact) says which, the rankings list verified heads only, and the summary records
 exact_mode, verified_cells, cells, fn_sample, fn_hits, false_negative_rate (+ _ci_low/_ci_high) and `verification`
 per sweep (in every mode).
@@ -35,15 +36,19 @@ from typing import Annotated, NotRequired, TypedDict
 
 import numpy as np
 
-from analyses import necessity, plots, shared
-from analyses import stats as st
-from analyses import verified as verify
-from analyses.attribution import head_name, parse_head_name
-from analyses.contract import Count, Headline
-from analyses.engine.attribution_sweeps import attribution_sweeps
+from analyses.common import plots
+from analyses.common import stats as st
+from analyses.common.contract import Count, Headline
+from analyses.common.phrases import INSTEAD
+from analyses.common.thresholds import RULES
+from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
+from analyses.engine.attribution_patching import attribution_sweeps
 from analyses.engine.sweep_runs import run_sweeps
 from analyses.engine.sweeps import HEAD_SWEEPS, collect_runs
-from analyses.patching_display import (
+from analyses.methods import necessity, shared
+from analyses.methods import verified as verify
+from analyses.methods.attribution import head_name, parse_head_name
+from analyses.methods.patching_display import (
     agreement_scatter,
     agreement_sentence,
     baseline_sentences,
@@ -54,9 +59,6 @@ from analyses.patching_display import (
     top_sentence,
     unit_label,
 )
-from analyses.phrases import INSTEAD
-from analyses.thresholds import RULES
-from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "patching_heads"
 TOP_K = 10

@@ -4,7 +4,7 @@ For every layer L and position p, the corrupted prompts are run with one activat
 clean prompts: the residual stream entering block L (resid_pre), the attention output of layer L (attn_out) or
 its MLP output (mlp_out). The effect is normalised so that 0 is the corrupted run and 1 the clean run, on the
 patching logit difference LD = logit(clean answer) - logit(corrupted answer) at the final position
-(`analyses.intervention` has the method and how it is made fast, `analyses.stats` the normalisation).
+(`analyses.engine` has the method and how it is made fast, `analyses.common.stats` the normalisation).
 Attribution patching (first-order estimate from one forward and one backward pass) is computed beside it.
 
 Arrays, per sweep s in (resid_pre, attn_out, mlp_out), L layers, S positions, B prompts:
@@ -18,7 +18,7 @@ Summary: `corruption` ("day" or "relation": the analysis is computed and saved o
 {s}_top = [{"component": "L3 pos5 ' Monday'", "value", "ci_low", "ci_high", "attribution", "value_by_template"}]
 sorted by |value|, largest first; attribution_{slope,mae,top_overlap,pearson}_{s} (only for an informative gap);
 clean_logit_diff_mean, corrupted_logit_diff_mean, gap_*, normalised, items_above_chance.
-Under `--exact top:K,sample:S` (`analyses.verified`, AtP*) only each sweep's top K cells by |attribution| and a
+Under `--exact top:K,sample:S` (`analyses.methods.verified`, AtP*) only each sweep's top K cells by |attribution| and a
 random sample of S others are patched exactly: the rest are NaN in the exact arrays, {s}_verified [L, S] (1 = exact)
 says which, the rankings list verified cells only, and the summary records exact_mode, verified_cells, cells,
 fn_sample, fn_hits, false_negative_rate (+ _ci_low/_ci_high) and `verification` per sweep (in every mode). The role
@@ -40,11 +40,15 @@ from typing import Annotated, NotRequired, TypedDict
 
 import numpy as np
 
-from analyses import phrases, plots, shared, thresholds
-from analyses import stats as st
-from analyses import verified as verify
+from analyses.common import phrases, plots, thresholds
+from analyses.common import stats as st
+from analyses.common.precision import dtype_name, identity_tolerance
+from analyses.common.thresholds import RULES
+from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
 from analyses.engine.sweeps import POSITION_SWEEPS
-from analyses.patching_display import (
+from analyses.methods import shared
+from analyses.methods import verified as verify
+from analyses.methods.patching_display import (
     agreement_scatter,
     agreement_sentence,
     baseline_sentences,
@@ -55,9 +59,6 @@ from analyses.patching_display import (
     top_sentence,
     unit_label,
 )
-from analyses.precision import dtype_name, identity_tolerance
-from analyses.thresholds import RULES
-from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
 
 NAME = "patching_positions"
 TOP_K = 5
@@ -181,7 +182,7 @@ def _per_template(result: Result, sweep: str):
     values, layers = result.arrays[f"{sweep}_exact_by_template"], result.labels["layers"]
     columns = result.labels["template_positions"]
     unit = unit_label(result.summary)
-    # anchored like every signed map (analyses/plots.py): noise stays pale instead of filling the scale
+    # anchored like every signed map (analyses/common/plots.py): noise stays pale instead of filling the scale
     floor = thresholds.SCALE_FRACTION if unit == "fraction restored" else thresholds.SCALE_LOGITS
     limit = plots.signed_limit(values, floor)
     fig = go.Figure([go.Heatmap(z=z, x=columns[t], y=layers, visible=t == 0, colorscale="RdBu", reversescale=True,

@@ -1,19 +1,21 @@
 """Path patching from the top heads by activation patching: which later inputs each one's output reaches.
 
-What the main numbers are: DIRECT EDGES by DENOISING (`analyses.paths`): the sender's clean output delivered to one
-receiver of the corrupted run, every node in between frozen at the corrupted run, everything after the receiver
+What the main numbers are: DIRECT EDGES by DENOISING (`analyses.methods.paths`): the sender's clean output delivered to
+one receiver of the corrupted run, every node in between frozen at the corrupted run, everything after the receiver
 recomputed. Beside them: each sender's direct edges summed against its total effect (patching its output alone; the
 rest is the share carried by no single edge), the variant in which MLPs recompute (Wang et al. 2022's choice: other
 heads frozen, MLPs not), and noising (the sender's corrupted output delivered along one path of the clean run), whose
-reading beside denoising says which paths are needed, sufficient, or both (`analyses.necessity`: AND / OR structure,
+reading beside denoising says which paths are needed, sufficient, or both (`analyses.methods.necessity`: AND / OR
+structure,
 on the clean answer's own logit).
 
-Method: `analyses.paths` (Wang et al. 2022, §3.1; Goldowsky-Dill et al. 2023). Senders: the SENDERS heads with the
+Method: `analyses.methods.paths` (Wang et al. 2022, §3.1; Goldowsky-Dill et al. 2023). Senders: the SENDERS heads with
+the
 largest |effect| of exact z patching (clean → corrupted, every position), computed here with the batched engine.
 For each sender, its clean output is delivered along one path only: directly to the logits, or into the query,
 key or value input of each later head, or the input of each MLP at or after its layer; every other path stays
 at the corrupted run. Effect = (LD_path − LD_corrupted), as a fraction of the clean − corrupted gap when that gap
-is informative (`analyses.mechanism.informative_gap`), else in logits with no edge named.
+is informative (`analyses.methods.mechanism.informative_gap`), else in logits with no edge named.
 Computed once per corruption of the family (`per_corruption`).
 
 Arrays (K senders, L layers, H heads, H_kv key/value heads): logits [K]; q [K, L, H]; k, v [K, L, H_kv]; mlp [K, L]
@@ -25,7 +27,7 @@ Labels: senders [K], heads [L][H], kv_heads [L][H_kv].
 Summary: top_edges = [{"sender": "L9H1", "receiver": "L10H3.q" | "MLP9" | "logits", "value"}] by |value|;
 recompute_top_edges likewise (MLPs recomputing); noising_top_edges = [{"sender", "receiver", "value" (share removed by
 noising), "denoising"}]; edge_sums = [{"head", "total", "edge_sum", "unexplained" (total − edge_sum)}];
-and_paths, or_paths, both_paths = [{"node": "L0H1 → MLP0", "noising", "denoising"}] (`analyses.necessity`);
+and_paths, or_paths, both_paths = [{"node": "L0H1 → MLP0", "noising", "denoising"}] (`analyses.methods.necessity`);
 answer_informative, answer_gap_reason; measured (what the main numbers are, in words); informative, gap_reason,
 normalised.
 """
@@ -36,11 +38,12 @@ from typing import Annotated, TypedDict
 
 import numpy as np
 
-from analyses import necessity, paths, phrases, plots, shared, thresholds
-from analyses.attribution import head_name
-from analyses.contract import Corruption, Count, Necessity, RankedHead, RankedPath
-from analyses.mechanism import NAME_FRACTION, at_chance_lead, gap_state, informative_gap, instead, numpy
-from analyses.types import Analysis, FamilyContext, Figure, PromptSet, Result
+from analyses.common import phrases, plots, thresholds
+from analyses.common.contract import Corruption, Count, Necessity, RankedHead, RankedPath
+from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
+from analyses.methods import necessity, paths, shared
+from analyses.methods.attribution import head_name
+from analyses.methods.mechanism import NAME_FRACTION, at_chance_lead, gap_state, informative_gap, instead, numpy
 
 NAME = "path_patching"
 SENDERS = 3  # senders per family: each costs one batched pass per later receiver
@@ -254,7 +257,7 @@ class PathPatchingSummary(TypedDict):
     n_layers: Annotated[Count, "layers of the model"]
     informative: Annotated[bool, "the clean − corrupted gap is informative"]
     gap_reason: Annotated[str, "why it is or is not"]
-    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/thresholds.py)"]
+    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/common/thresholds.py)"]
     normalised: Annotated[bool, "effects are fractions of the gap (else raw LD changes)"]
     clean_logit_diff_mean: Annotated[float, "mean LD, clean run, logits"]
     corrupted_logit_diff_mean: Annotated[float, "mean LD, corrupted run, logits"]

@@ -5,7 +5,8 @@ Engels et al. 2025) and base-10 addition on periodic features of periods 2, 5 an
 back to an item ("arithmetic in the wild", 2026). They predict different periods:
 
   1. Item view (every family). At every point (resid_pre of each block, then the final stream) the n per-item means
-     at the item token (analyses.item_states), centred, [n, d_model], are Fourier-transformed over the item index:
+     at the item token (analyses.methods.item_states), centred, [n, d_model], are Fourier-transformed over the item
+     index:
      share(f) = |F_f|^2 (twice for f < n/2: the pair f, n - f) / total, for f = 1 .. n // 2, period n / f.
      The same for the answer logits over the items at the final position, [n items in the prompt, n answers].
      A circle (any rotation of it) puts everything at f = 1 (period n). Over n consecutive items a period-10 wave
@@ -31,13 +32,13 @@ from typing import Annotated, NotRequired, TypedDict
 import numpy as np
 import torch
 
-from analyses import phrases, plots
-from analyses.contract import Count
+from analyses.common import phrases, plots
+from analyses.common.contract import Count
+from analyses.common.metrics import model_device
+from analyses.common.thresholds import MIN_PERIOD_MARGIN, MIN_PERIOD_SHARE
+from analyses.common.types import Analysis, Figure, PromptSet, Result
 from analyses.engine.readout import final_logits
-from analyses.item_states import ItemNote, item_positions, residual_streams
-from analyses.metrics import model_device
-from analyses.thresholds import MIN_PERIOD_MARGIN, MIN_PERIOD_SHARE
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.methods.item_states import ItemNote, item_positions, residual_streams
 
 NAME = "periodic"
 BASE10_PERIODS = (2, 5, 10)

@@ -52,13 +52,13 @@ from typing import Annotated, TypedDict
 import numpy as np
 import torch
 
-from analyses import phrases, plots, thresholds
-from analyses.attribution import head_name, norm_gain, parse_head_name
-from analyses.contract import Count, Fraction, RankedHead
-from analyses.mechanism import family_step, item_names, numpy, signed_offsets
-from analyses.metrics import model_device
-from analyses.thresholds import OFFSET_NAME_P, OFFSET_NAME_SCORE, binomial_tail
-from analyses.types import Analysis, Figure, PromptSet, Result
+from analyses.common import phrases, plots, thresholds
+from analyses.common.contract import Count, Fraction, RankedHead
+from analyses.common.metrics import model_device
+from analyses.common.thresholds import OFFSET_NAME_P, OFFSET_NAME_SCORE, binomial_tail
+from analyses.common.types import Analysis, Figure, PromptSet, Result
+from analyses.methods.attribution import head_name, norm_gain, parse_head_name
+from analyses.methods.mechanism import family_step, item_names, numpy, signed_offsets
 
 NAME = "successor_heads"
 TOP_K = 10

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 from patching import describe_machine, timed  # noqa: E402
 
-from analyses import edge_engine as ee  # noqa: E402
-from analyses.metrics import answer_pair  # noqa: E402
+from analyses import engine as ee  # noqa: E402
+from analyses.common.metrics import answer_pair  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,8 +46,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     model = load_model(args.model, device=args.device).model
     prompts = build_prompt_set(load_family_specs()[args.family], model.tokenizer, model.cfg.default_prepend_bos)

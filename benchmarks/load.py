@@ -1,4 +1,4 @@
-"""Where loading a local checkpoint goes: the checks before the run (report/checkpoint.py) and the load itself
+"""Where loading a local checkpoint goes: the checks before the run (report/run/checkpoint.py) and the load itself
 (reading the weights into the Hugging Face model, building the TransformerLens bridge, the weight processing).
 
     python benchmarks/load.py PATH/TO/CHECKPOINT [--profile N]
@@ -30,8 +30,8 @@ def measure(path: str) -> list[tuple[str, float, float]]:
         import transformer_lens  # noqa: F401
         import transformers  # noqa: F401
 
-        from report import checkpoint, model
-        from report.processing import processing_for
+        from report.run import checkpoint, model
+        from report.run.processing import processing_for
     with stage(table, "checks: config, architecture, weight files"):
         resolved = checkpoint.resolve_source(path)
         config = checkpoint._config(path, resolved)

@@ -1,10 +1,10 @@
-"""Benchmark: the mechanism sweeps, batched (`analyses.intervention.run_rows`) vs one forward per intervention.
+"""Benchmark: the mechanism sweeps, batched (`analyses.engine.run_rows`) vs one forward per intervention.
 
 Same randomly initialised GPT-2-shaped checkpoint and tokenizer as benchmarks/patching.py (default: GPT-2 small's
 shape), one prompt family (templates x items), and in the same run:
   ablations    every head and MLP x (zero, mean, resample): batched rows vs `looped_rows` (one full forward each);
   circuit      the faithfulness grid (top-n kept, the rest mean-ablated): batched vs looped;
-  path patching from SENDERS heads to every later q/k/v/MLP input and the logits: `analyses.paths.path_effects`
+  path patching from SENDERS heads to every later q/k/v/MLP input and the logits: `analyses.methods.paths.path_effects`
                (three batched passes) vs the reference of the tests (per path, a forward with every other component
                frozen, then a forward with the receiver's input replaced: two full forwards per path).
 The loop is timed on a random sample of --loop-rows interventions (seed 0) and scaled to all of them; the report
@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 from patching import build_checkpoint, describe_machine, timed  # noqa: E402
 
-from analyses import intervention as engine  # noqa: E402
-from analyses import paths  # noqa: E402
+from analyses import engine as engine  # noqa: E402
 from analyses.ablations import ablation_rows  # noqa: E402
 from analyses.circuit import circuit_rows, size_grid  # noqa: E402
-from analyses.mechanism import node_hook, nodes  # noqa: E402
+from analyses.methods import paths  # noqa: E402
+from analyses.methods.mechanism import node_hook, nodes  # noqa: E402
 
 SENDERS = [(0, 0), (1, 1), (2, 2)]
 
@@ -96,8 +96,8 @@ def compare_paths(model, prompts, device, n_loop) -> dict:
 def main() -> None:
     args = parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     machine = describe_machine(device)
     print("machine:", json.dumps(machine))

@@ -5,8 +5,8 @@ GPT-2's tokenizer (tests/fixtures/gpt2-tokenizer), takes one prompt family (7 pr
 times the six sweeps of the patching analyses three ways:
   (a) the loop: one full forward per patch, `transformer_lens.patching` (or `--loop reference`: this project's
       `looped_sweep`, the seed notebook's way);
-  (b) `analyses.intervention.exact_sweeps` (batched, later blocks only, two logits);
-  (c) `analyses.intervention.attribution_sweeps` (one forward + one backward for all six sweeps).
+  (b) `analyses.engine.exact_sweeps` (batched, later blocks only, two logits);
+  (c) `analyses.engine.attribution_sweeps` (one forward + one backward for all six sweeps).
 Prints seconds per sweep, speed-up ratios, the largest |difference| between (a) and (b), the arithmetic each
 needs, and the achieved GFLOP/s against a float32 matmul peak measured here.
 
@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from analyses import intervention as core  # noqa: E402
-from analyses import stats  # noqa: E402
-from analyses.metrics import logit_diff  # noqa: E402
+from analyses import engine as core  # noqa: E402
+from analyses.common import stats  # noqa: E402
+from analyses.common.metrics import logit_diff  # noqa: E402
 
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "gpt2-tokenizer"
 TL_SWEEPS = {  # sweep -> transformer_lens.patching function (one forward per patch)
@@ -54,7 +54,7 @@ ATTRIBUTION_TARGET = 50.0
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    p.add_argument("--family", default="tomorrow", help="prompt family of report/families.toml")
+    p.add_argument("--family", default="tomorrow", help="prompt family of report/run/families.toml")
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--d-model", type=int, default=768)
@@ -64,7 +64,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="repeat (b) and (c) and keep the fastest")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.add_argument("--exact", action="append", default=[], metavar="top:K[,sample:S]",
-                   help="also compare `--exact all` with this mode (AtP*, analyses/verified.py) in the same process: "
+                   help="also compare `--exact all` with this mode (AtP*, analyses/methods/verified.py) in the "
+                        "same process: "
                         "CPU and wall seconds, ratio, top-10 agreement, estimated and true false-negative rates; "
                         "repeat for several modes")
     p.add_argument("--exact-only", action="store_true", help="skip the loop comparison: only the --exact modes")
@@ -180,8 +181,8 @@ def loop_sweep(model, runs: core.Runs, sweep: str, kind: str) -> torch.Tensor:
 def main() -> None:
     args = parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     machine = describe_machine(device)
     print("machine:", json.dumps(machine))
@@ -257,8 +258,7 @@ def compare_exact_modes(model, runs: core.Runs, modes: list[str], device: str, c
     all, per sweep the top-10 agreement (the top 10 by exact under all vs under the mode's ranking, verified cells
     by exact first), the estimated false-negative rate (from the sample) and the true one (over every unverified
     cell, from all's numbers)."""
-    from analyses import verified as verify
-
+    from analyses.methods import verified as verify
     sweeps = tuple(core.SWEEPS)
     attribution, t_attr = timed(lambda: core.attribution_sweeps(model, runs, sweeps), device)
     cpu_attr = timed.last_cpu

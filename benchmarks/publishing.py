@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report.outputs import OutputOptions, build
+from report.publish.outputs import OutputOptions, build
 
 
 def folder_size(folder: Path) -> int:
@@ -52,7 +52,7 @@ def main() -> None:
             "site": OutputOptions(site=out / "site"),
             "shared": OutputOptions(site=out / "shared", shared_assets=True),
             "single": OutputOptions(single_file=out / "report.html"),
-            "pdf": OutputOptions(pdf=out / "report.pdf", chromium=args.chromium),
+            "pdf": OutputOptions(pdf=out / "report.publish.pdf", chromium=args.chromium),
         }.items():
             started = time.perf_counter()
             build(args.run_dirs, options)
@@ -67,7 +67,7 @@ def main() -> None:
         single = out / "report.html"
         print(f"single file:        {single.stat().st_size / 1e6:7.2f} MB, first contentful paint "
               f"{first_paint_ms(single, args.chromium):.0f} ms (median of 3)  (built in {timings['single']:.1f} s)")
-        pdf = out / "report.pdf"
+        pdf = out / "report.publish.pdf"
         try:
             info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
             n_pages = next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:"))

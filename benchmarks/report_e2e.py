@@ -6,7 +6,7 @@ Shapes (configs only, random weights, GPT-2's tokenizer from tests/fixtures/gpt2
   llama-3.2-1b  Llama, 16 layers, 32 heads (8 key-value), d_model 2048, d_mlp 8192, tied embeddings
                 (1.08B with this vocabulary; the real model's 128k vocabulary makes it 1.24B)
 Each shape runs every family and every analysis (unless --families / --analyses narrow it) through
-`report.pipeline.run` and `report.outputs.build` (the default --site form), exactly what
+`report.run.pipeline.run` and `report.publish.outputs.build` (the default --site form), exactly what
 `weekday-circuits report` calls, and reports
 the seconds of: loading the model; each analysis (summed over families, writing excluded); writing results
 (summary, arrays, manifest); rendering the pages; the wall time of the whole report; with the device, dtype
@@ -49,10 +49,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from analyses import REGISTRY  # noqa: E402
-from report import results  # noqa: E402
-from report.catalogue import count_parameters  # noqa: E402
-from report.dtype import resolve_dtype  # noqa: E402
-from report.model import pick_device  # noqa: E402
+from report.run.catalogue import count_parameters  # noqa: E402
+from report.run.dtype import resolve_dtype  # noqa: E402
+from report.run.model import pick_device  # noqa: E402
+from report.store import results  # noqa: E402
 
 TOKENIZER_DIR = ROOT / "tests" / "fixtures" / "gpt2-tokenizer"
 SHAPES = {
@@ -139,9 +139,9 @@ def peak_memory_gib(device: str) -> float:
 
 
 def run_shape(shape: str, args, device: str, work: Path) -> dict:
-    from report.outputs import OutputOptions, build
-    from report.pipeline import RunOptions
-    from report.pipeline import run as run_pipeline
+    from report.publish.outputs import OutputOptions, build
+    from report.run.pipeline import RunOptions
+    from report.run.pipeline import run as run_pipeline
 
     folder = work / shape
     n_params_guess = None

@@ -26,11 +26,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from analyses import REGISTRY  # noqa: E402
-from analyses import intervention as engine  # noqa: E402
+from analyses import engine as engine  # noqa: E402
 from analyses.circuit import circuit_rows, size_grid  # noqa: E402
-from analyses.mechanism import node_hook, nodes  # noqa: E402
-from analyses.types import FamilyContext  # noqa: E402
-from report.results import units  # noqa: E402
+from analyses.common.types import FamilyContext  # noqa: E402
+from analyses.methods.mechanism import node_hook, nodes  # noqa: E402
+from report.store.results import units  # noqa: E402
 
 
 class BlockRows:
@@ -95,8 +95,8 @@ def main() -> None:
     parser.add_argument("--family", default="tomorrow")
     parser.add_argument("--skip-analyses", action="store_true")
     args = parser.parse_args()
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     model = load_model(args.path, device="cpu").model
     prompts = build_prompt_set(load_family_specs()[args.family], model.tokenizer, model.cfg.default_prepend_bos)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from report.boundary import error_boundary
-from report.files import check_writable_dir
+from report.store.files import check_writable_dir
 
 DEFAULT_OUT = Path("runs")
 DEFAULT_SITE = Path("site")
@@ -69,8 +69,8 @@ def _options(models, families, families_file, analyses, out, device, resume, run
              exact, steps):
     from click.core import ParameterSource
 
-    from report.pipeline import RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps
-    from report.shard import parse_shard
+    from report.run.pipeline import RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps
+    from report.run.shard import parse_shard
 
     context = click.get_current_context()
     given = frozenset(name for name in RESUMABLE_OPTIONS
@@ -111,7 +111,7 @@ def main():
 @error_boundary
 def run(**kwargs):
     """Compute every analysis for every model and family, and save the results under --out."""
-    from report.pipeline import run as run_pipeline
+    from report.run.pipeline import run as run_pipeline
 
     run_dir = run_pipeline(_options(**kwargs))
     click.echo(f"results: {run_dir}")
@@ -142,7 +142,7 @@ def output_options(command):
 
 
 def _output_options(site, assets_mode, single_file, pdf, chromium, title, force):
-    from report.outputs import OutputOptions
+    from report.publish.outputs import OutputOptions
 
     if site is None and single_file is None and pdf is None:
         site = DEFAULT_SITE
@@ -151,7 +151,7 @@ def _output_options(site, assets_mode, single_file, pdf, chromium, title, force)
 
 
 def _build(run_dirs, outputs) -> None:
-    from report.outputs import build as build_outputs
+    from report.publish.outputs import build as build_outputs
 
     written, problems = build_outputs(run_dirs, outputs)
     for problem in problems:
@@ -174,8 +174,8 @@ def build(run_dirs, **kwargs):
 @error_boundary
 def report(site, assets_mode, single_file, pdf, chromium, title, force, **kwargs):
     """Run, then build: compute everything and write the report."""
-    from report.outputs import check
-    from report.pipeline import run as run_pipeline
+    from report.publish.outputs import check
+    from report.run.pipeline import run as run_pipeline
 
     outputs = _output_options(site, assets_mode, single_file, pdf, chromium, title, force)
     check(outputs, out=kwargs["out"])  # refuse a bad output (or one on the results) before minutes of computing
@@ -192,8 +192,8 @@ def report(site, assets_mode, single_file, pdf, chromium, title, force, **kwargs
 def list_(what, families_file):
     """List the prompt families, the analyses, or the documented models."""
     if what == "families":
-        from analyses.types import SEQUENCES
-        from report.families import load_family_specs
+        from analyses.common.types import SEQUENCES
+        from report.run.families import load_family_specs
 
         specs = load_family_specs(families_file).values()
         for spec in specs:
@@ -209,8 +209,8 @@ def list_(what, families_file):
         for analysis in REGISTRY:
             click.echo(f"{analysis.name:20} {analysis.title}")
     else:
-        from report.catalogue import describe
-        from report.model import pick_device
+        from report.run.catalogue import describe
+        from report.run.model import pick_device
 
         click.echo("\n".join(describe(pick_device("auto"))))
 

@@ -78,7 +78,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(tiny_checkpoint), device="cpu").model
 
@@ -86,7 +86,7 @@ def tiny_model(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def tiny_prompt_sets(tiny_model):
     """Every shipped family, tokenized for the tiny model."""
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     specs = load_family_specs()
     return {name: build_prompt_set(spec, tiny_model.tokenizer, tiny_model.cfg.default_prepend_bos)
@@ -156,7 +156,7 @@ def gemma_first_load(tmp_path_factory) -> SimpleNamespace:
     first-load test and again for the report, and the tests never write into the user's own cache.
     Holds the first load's final-position logits on GEMMA_PROBE and the cache folder's entries after it.
     """
-    import report.bundled as bundled
+    import report.run.bundled as bundled
 
     folder = tmp_path_factory.mktemp("weekday-circuits-cache")
     with pytest.MonkeyPatch.context() as mp:
@@ -187,7 +187,7 @@ def gemma_report(tmp_path_factory, gemma_first_load) -> tuple[Path, Path]:
     path patching, circuit) are left to the tiny and planted models, where batched equals the loop within 1e-4 on a
     Gemma-3-style checkpoint too; `weekday-circuits report --model gemma-3-270m` runs them all.
     """
-    from report.families import load_family_specs
+    from report.run.families import load_family_specs
 
     root = tmp_path_factory.mktemp("gemma-report")
     families = root / "gemma-families.toml"

@@ -28,7 +28,7 @@ The planted head:
 Embeddings are untied (`tie_word_embeddings=False`): the token embedding writes DAY_DIMS while the
 unembedding reads ANSWER_DIMS, so the day in the prompt (the copy distractor) gets no logit boost and
 the correct day wins over the whole vocabulary. LayerNorm gains are 1 and biases 0, so the folding and
-centring `report.model.load_model` applies leave the logits unchanged (up to a constant per position).
+centring `report.run.model.load_model` applies leave the logits unchanged (up to a constant per position).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from analyses.types import DAYS
+from analyses.common.types import DAYS
 
 TOKENIZER_DIR = Path(__file__).parent / "fixtures" / "gpt2-tokenizer"
 

@@ -23,7 +23,7 @@ import torch
 from planted_circuit import ANSWER_DIMS
 from planted_two_step import MOVED_DIMS, _head, save_two_step_gpt2
 
-from analyses.types import DAYS
+from analyses.common.types import DAYS
 
 POS_DIMS = list(range(24, 31))
 QUERY_STEP = (1, 2)  # (layer, head)

@@ -28,7 +28,7 @@ from planted_circuit import (
     _fill_with_noise,
 )
 
-from analyses.types import DAYS
+from analyses.common.types import DAYS
 
 HEAD = (1, 2)  # (layer, head) of the planted head
 EMBED_SCALE = 1.0

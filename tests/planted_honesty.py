@@ -36,7 +36,7 @@ from planted_circuit import (
     _fill_with_noise,
 )
 
-from analyses.types import DAYS
+from analyses.common.types import DAYS
 
 CIRCLE_DIMS = (0, 1)  # the copy model's day plane
 ANSWER_PLANE = (9, 10)  # the copy model's answer plane

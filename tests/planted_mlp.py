@@ -34,7 +34,7 @@ from planted_circuit import (
 )
 from planted_honesty import _head_slices
 
-from analyses.types import DAYS
+from analyses.common.types import DAYS
 
 X_DIMS = list(range(16, 23))
 Y_DIMS = list(range(23, 30))

@@ -30,7 +30,7 @@ from planted_circuit import (
     _set_embeddings,
 )
 
-from analyses.types import DAYS
+from analyses.common.types import DAYS
 
 MOVED_DIMS = list(range(16, 23))
 MOVED_FLAG = 23

@@ -50,7 +50,7 @@ def edit_summary(folder: Path, **changes) -> None:
 def restamp(run_dir: Path) -> None:
     """Record the current files of every result in the manifest, as the run would have had it computed them: for
     tests that edit saved results to stage a state (an at-chance family) rather than to test tamper detection."""
-    from report.results import sha256
+    from report.store.results import sha256
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     for slug, model in manifest["models"].items():

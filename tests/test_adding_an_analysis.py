@@ -15,7 +15,7 @@ import pytest
 from conftest import invoke
 
 import analyses
-from analyses.text import signed
+from analyses.common.text import signed
 
 pytestmark = pytest.mark.tiny
 
@@ -34,9 +34,13 @@ def example_module(monkeypatch) -> types.ModuleType:
 
 def register(monkeypatch, analysis) -> None:
     """The registry line: `analysis` appended to analyses.REGISTRY, seen by every module that imported it."""
+    # Every module that binds REGISTRY or BY_NAME when first imported is imported before patching: one imported
+    # inside the patch window would keep this test's registry after the undo, and a later test would run it.
     import report.cli
-    import report.pipeline
-    import report.render  # noqa: F401  (each binds REGISTRY when first imported: import them before patching it)
+    import report.publish.headlines
+    import report.publish.render
+    import report.publish.sections
+    import report.run.pipeline  # noqa: F401
 
     old_registry, old_by_name = analyses.REGISTRY, analyses.BY_NAME
     registry, by_name = (*old_registry, analysis), {**old_by_name, analysis.name: analysis}

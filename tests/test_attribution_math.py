@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analyses import attribution
+from analyses.common.metrics import answer_pair, logit_diff
 from analyses.dla_heads import DLA_HEADS
 from analyses.dla_layers import DLA_LAYERS
 from analyses.logit_lens import LOGIT_LENS
-from analyses.metrics import answer_pair, logit_diff
+from analyses.methods import attribution
 
 TOLERANCE = 1e-4
 METRICS = list(attribution.METRIC_LABELS)

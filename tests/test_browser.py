@@ -174,22 +174,22 @@ def test_pdf_has_pages_and_the_headline_numbers_as_text(tiny_report, tiny_checkp
     from conftest import invoke
     from publish_util import copy_run
 
-    from analyses.text import pct
+    from analyses.common.text import pct
 
     if not shutil.which("pdftotext"):
         pytest.fail("pdftotext is missing: install poppler-utils (apt-get install poppler-utils), as .ci/run does")
     run_dir, _ = tiny_report
     run = copy_run(run_dir, tmp_path / "run", families=["tomorrow"],
                    command=f"weekday-circuits report --model {tiny_checkpoint} --out {tmp_path}")
-    invoke("build", run, "--pdf", tmp_path / "report.pdf", "--chromium", CHROMIUM, "--title", "Printed report")
-    pdf = tmp_path / "report.pdf"
+    invoke("build", run, "--pdf", tmp_path / "report.publish.pdf", "--chromium", CHROMIUM, "--title", "Printed report")
+    pdf = tmp_path / "report.publish.pdf"
     assert pdf.read_bytes().startswith(b"%PDF-")
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
     assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) >= 1
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     behaviour = json.loads((run / "tiny-gpt20" / "tomorrow" / "behaviour" / "summary.json").read_text())
     logit_diff = json.loads((run / "tiny-gpt20" / "tomorrow" / "logit_diff" / "summary.json").read_text())
-    from analyses.text import signed
+    from analyses.common.text import signed
 
     for expected in ("Printed report", "tiny-gpt20", pct(behaviour["items_acc"]), pct(behaviour["top1_acc"]),
                      signed(logit_diff["copy_logit_diff_mean"]), "Abstract", "Contents", "What we found"):

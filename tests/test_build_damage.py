@@ -13,8 +13,8 @@ from publish_util import restamp
 from safetensors.numpy import load_file, save_file
 
 from analyses import REGISTRY
-from report import sections
 from report.cli import main
+from report.publish import sections
 
 
 def build(run, site):

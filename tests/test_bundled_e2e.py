@@ -9,8 +9,8 @@ import pytest
 from conftest import GEMMA_ANALYSES, GEMMA_FAMILIES
 
 from analyses import REGISTRY
-from report.results import analysis_dir, load_result
-from report.units import unit_name
+from report.store.results import analysis_dir, load_result
+from report.store.units import unit_name
 
 pytestmark = pytest.mark.slow
 MODEL = "gemma-3-270m"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import GEMMA_PROBE, gemma_cache
 
-import report.bundled as bundled
+import report.run.bundled as bundled
 from report.errors import ModelUnavailable
 
 PROMPT = GEMMA_PROBE

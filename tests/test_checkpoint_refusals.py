@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_cli_errors import assert_user_error, run_cli
 
-from report.checkpoint import CheckpointError, check_finite
+from report.run.checkpoint import CheckpointError, check_finite
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_a_model_that_fails_after_the_checks_leaves_no_run_folder(tmp_path, tiny
     def broken(name, *args, **kwargs):
         raise CheckpointError(f"model {name!r}: weight x holds NaN or infinite values")
 
-    monkeypatch.setattr("report.pipeline.load_model", broken)
+    monkeypatch.setattr("report.run.pipeline.load_model", broken)
     out = tmp_path / "runs"
     result = run_cli(["--model", str(tiny_checkpoint), "--analyses", "behaviour"], out)
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output

@@ -28,8 +28,8 @@ FAMILY = "tomorrow"  # templates with " tomorrow", relation twins with " yesterd
 
 
 def _load(builder, folder, **kwargs):
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     model = load_model(str(builder(folder, **kwargs)), device="cpu").model
     return model, build_prompt_set(load_family_specs()[FAMILY], model.tokenizer, model.cfg.default_prepend_bos)

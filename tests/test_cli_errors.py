@@ -181,7 +181,7 @@ def test_a_bug_keeps_its_traceback_and_asks_for_a_report(tmp_path, tiny_checkpoi
     def broken(folder, result, *args):
         raise ZeroDivisionError("planted bug")
 
-    monkeypatch.setattr("report.results.save_result", broken)
+    monkeypatch.setattr("report.store.results.save_result", broken)
     result = run_cli(["--model", str(tiny_checkpoint), "--families", "tomorrow", "--analyses", "behaviour"],
                      tmp_path / "runs")
     assert result.exit_code == 70

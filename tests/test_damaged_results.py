@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from conftest import invoke, save_tiny_gpt2
 from publish_util import copy_run, edit_summary, fails
 
-from report import results
 from report.cli import main
-from report.loader import load_run
+from report.store import results
+from report.store.loader import load_run
 
 SLUG = golden.MODEL  # the golden run's model folder
 

@@ -8,9 +8,9 @@ import pytest
 from conftest import invoke
 
 from analyses import REGISTRY
-from analyses.precision import IDENTITY_TOLERANCE
-from report.catalogue import MODELS, count_parameters, describe
-from report.dtype import HALF_PRECISION_ABOVE, resolve_dtype
+from analyses.common.precision import IDENTITY_TOLERANCE
+from report.run.catalogue import MODELS, count_parameters, describe
+from report.run.dtype import HALF_PRECISION_ABOVE, resolve_dtype
 
 
 @pytest.mark.parametrize("device,n_params,expected", [

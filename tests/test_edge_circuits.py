@@ -1,4 +1,4 @@
-"""Edge-level circuits (analyses/edge_engine.py, analyses/edge_circuits.py): a planted two-route model's edges are
+"""Edge-level circuits (analyses/engine/, analyses/edge_circuits.py): a planted two-route model's edges are
 found with their receivers, a random model names none, batched edge runs equal full forwards one edge at a time on
 every architecture, and the exported MIB circuit JSON validates and loads back."""
 
@@ -12,22 +12,22 @@ import torch
 from planted_edges import PLANTED_EDGES, save_two_route_gpt2
 from test_architectures import ARCHITECTURES, save_tiny
 
-from analyses import edge_engine as ee
+from analyses import engine as ee
+from analyses.common.metrics import answer_pair
 from analyses.edge_circuits import EDGE_CIRCUITS, FRACTIONS
-from analyses.metrics import answer_pair
 
 PERFECT_CPR = FRACTIONS[-1] - FRACTIONS[0]  # faithfulness 1 at every size
 TOLERANCE = 1e-4  # logits, float32 (the suite's identity tolerance)
 
 
 def prompt_set(model, family: str = "tomorrow"):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
 
 def load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
@@ -170,8 +170,8 @@ def test_one_ig_step_is_eap(planted):
 
 
 def test_exported_circuits_validate_and_load_back(planted, tmp_path):
-    from report.mib_circuit import load_circuit
-    from report.schema import validate
+    from report.store.mib_circuit import load_circuit
+    from report.store.schema import validate
 
     _, _, result = planted
     assert len(result.documents) == len(FRACTIONS)
@@ -188,8 +188,8 @@ def test_exported_circuits_validate_and_load_back(planted, tmp_path):
 
 
 def test_grouped_query_export_round_trips(tmp_path, tokenizer):
-    from analyses.mib_circuit import circuit_document, matrices
-    from report.mib_circuit import load_circuit
+    from analyses.methods.mib_circuit import circuit_document, matrices
+    from report.store.mib_circuit import load_circuit
 
     es = ee.edge_set(load(save_tiny(tmp_path / "llama", "llama", tokenizer)))
     scores = np.where(es.valid, np.random.default_rng(0).normal(size=es.valid.shape), 0.0)
@@ -206,7 +206,7 @@ def test_grouped_query_export_round_trips(tmp_path, tokenizer):
 
 def test_a_file_that_is_not_a_circuit_is_refused(tmp_path):
     from report.errors import UserError
-    from report.mib_circuit import load_circuit
+    from report.store.mib_circuit import load_circuit
 
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"cfg": {}, "nodes": {}, "edges": {"a->b": 1}}), encoding="utf-8")

@@ -9,14 +9,14 @@ import torch
 from conftest import save_tiny_gpt2
 from planted_circuit import save_planted_gpt2
 
-from analyses.engine import attribution_sweeps as attribution
+from analyses.common.metrics import answer_pair
+from analyses.engine import attribution_patching as attribution
 from analyses.engine import edge_runs, edges, sweeps
 from analyses.engine.chunks import Chunker
 from analyses.engine.edge_reference import looped_edge_patching
 from analyses.engine.prefixes import run_rows_sharing_prefixes
 from analyses.engine.readout import final_logit_diff, final_logits
 from analyses.engine.rows import Edit, Row, collect_base, looped_rows, run_rows
-from analyses.metrics import answer_pair
 
 pytestmark = pytest.mark.tiny  # builds its own planted and random checkpoints
 TOL = 1e-4  # fp32: batched and looped must agree to this (the suite's identity tolerance)
@@ -24,14 +24,14 @@ SAME = 1e-5  # the same engine under another chunking
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 @pytest.fixture(scope="module", params=["planted", "random-3-layers"])
 def setting(request, tmp_path_factory):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     folder = tmp_path_factory.mktemp(request.param)
     model = _load(save_planted_gpt2(folder) if request.param == "planted"

@@ -1,5 +1,6 @@
-"""`--exact top:K[,sample:S]` (AtP*, analyses/verified.py): attribution ranks every cell, exact patching verifies the
-top K and a seeded random sample, the false-negative rate is estimated from the sample; `--steps N` for EAP-IG.
+"""`--exact top:K[,sample:S]` (AtP*, analyses/methods/verified.py): attribution ranks every cell, exact patching
+verifies the top K and a seeded random sample, the false-negative rate is estimated from the sample; `--steps N` for
+EAP-IG.
 
 Properties: every-cell mode is reproduced bit for bit when K covers the sweep; the verified cells are the top K by
 |attribution| and a sample of exactly S others; a cell that attribution misses is counted by the estimator; on a
@@ -19,24 +20,24 @@ from click.testing import CliRunner
 from conftest import invoke
 from planted_circuit import save_planted_gpt2
 
-from analyses import intervention as engine
-from analyses import shared
-from analyses import stats as st
-from analyses import verified as verify
-from analyses.types import FamilyContext
+from analyses import engine as engine
+from analyses.common import stats as st
+from analyses.common.types import FamilyContext
+from analyses.methods import shared
+from analyses.methods import verified as verify
 from report.cli import main
 
 PLANTED = (1, 2)  # the planted head L1H2 (tests/planted_circuit.py's default)
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 def _prompts(model, family="tomorrow"):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
@@ -320,10 +321,9 @@ class _ProbeSummary(TypedDict):
 def test_the_pipeline_hands_the_options_to_an_analysis_that_reads_them(tmp_path):
     """`--steps` reaches edge_circuits through the context (`Analysis.reads_options`), never the command line."""
 
+    from analyses.common.types import Analysis, Result
     from analyses.edge_circuits import EDGE_CIRCUITS
-    from analyses.types import Analysis, Result
-    from report import pipeline
-
+    from report.run import pipeline
     assert EDGE_CIRCUITS.reads_options and not EDGE_CIRCUITS.uses_context
     seen = []
 

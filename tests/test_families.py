@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from report.families import FamilyError, build_prompt_set, load_family_specs, select_families
+from report.run.families import FamilyError, build_prompt_set, load_family_specs, select_families
 
 SHIPPED = load_family_specs()
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import invoke
 from planted_circuit import save_planted_gpt2
 
-from report import render
+from report.publish import render
 
 PALE = 0.25  # no cell of a random model's heatmap beyond a quarter of its colour scale
 EXEMPT = {"behaviour-confusion"}  # counts of the model's choices, a record of behaviour, not an effect size
@@ -116,15 +116,14 @@ def test_planted_head_is_drawn_dark_and_the_box_links_to_its_evidence(planted_re
 
 
 def test_readme_findings_table_is_printed_from_the_run(planted_report):
-    from report import findings_table
-
+    from report.publish import findings_table
     run_dir, _ = planted_report
     table = findings_table.markdown(render.collect([run_dir]))
     header, rule, *rows = table.splitlines()
     assert header.count("|") == rule.count("|") == len(findings_table.HEADER) + 1
     (row,) = rows
     cells = [c.strip() for c in row.strip("|").split("|")]
-    from report.families import load_family_specs
+    from report.run.families import load_family_specs
 
     n = 7 * len(load_family_specs()["tomorrow"].templates)  # every prompt right: 7 days x the family's templates
     assert cells[0] == "tomorrow" and cells[1] == f"{n}/{n}" and cells[2].startswith("yes (")
@@ -133,8 +132,8 @@ def test_readme_findings_table_is_printed_from_the_run(planted_report):
 
 
 def test_ov_text_names_every_copy_head_and_shows_ties_as_ties():
+    from analyses.common.types import Result
     from analyses.successor_heads import SUCCESSOR_HEADS
-    from analyses.types import Result
 
     heads = [[f"L{layer}H{h}" for h in range(4)] for layer in range(2)]
     copy = np.array([[0.9, 0.8, 0.1, 0.86], [0.0, 0.72, 0.0, 0.0]])  # four copy heads (threshold 5/7)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import circle_geometry, geometry
+from analyses import geometry
+from analyses.common import circle_geometry
 from tests.conftest import save_tiny_gpt2
 
 RANDOM_SEEDS = (0, 1)
@@ -144,9 +145,9 @@ PLANTED = {"tomorrow": 7, "day_after": 7, "next_month": 12, "month_list_continua
 def planted(tmp_path_factory, tokenizer):
     """(model, {family: prompt set}, {n items: identity scale}): days on a circle plus an identity part sized for
     1/3 of the variance per top component, months on a pure circle (1/2 per component)."""
-    from analyses.types import DAYS, MONTHS
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from analyses.common.types import DAYS, MONTHS
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     scales = {7: one_third_scale(7), 12: 0.0}
     folder = save_planted_circles(tmp_path_factory.mktemp("circles"), tokenizer, [(DAYS, scales[7]),
@@ -196,7 +197,7 @@ def test_planted_circle_scores_one_at_every_layer_with_the_closed_form_variance(
 
 @pytest.fixture(scope="module")
 def random_models(tiny_model, tmp_path_factory):
-    from report.model import load_model
+    from report.run.model import load_model
 
     folder = save_tiny_gpt2(tmp_path_factory.mktemp("random-seed-1"), seed=1)
     return {0: tiny_model, 1: load_model(str(folder), device="cpu").model}
@@ -205,7 +206,7 @@ def random_models(tiny_model, tmp_path_factory):
 @pytest.mark.parametrize("seed", RANDOM_SEEDS)
 @pytest.mark.parametrize("family", ["next_month", "tomorrow"])
 def test_random_model_reports_no_circle(random_models, family, seed):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     model = random_models[seed]
     prompts = build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
@@ -300,8 +301,8 @@ def feature_models(tmp_path_factory):
     """(kind, shift, seed, output_scale) -> (model, tomorrow-style prompt set whose answer is day + shift)."""
     from planted_features import save_planted_features
 
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     specs, built = load_family_specs(), {}
 
@@ -376,16 +377,14 @@ def test_editing_the_circle_plane_moves_the_answer_and_a_random_plane_does_not(f
 # --- the nulls, in closed form ------------------------------------------------------------------------------------
 
 def test_plane_floor_is_two_over_n_minus_one_and_evenly_spread_points_sit_on_it():
-    from analyses import circle_stats
-
+    from analyses.common import circle_stats
     assert circle_stats.plane_floor(7) == pytest.approx(1 / 3) and circle_stats.plane_floor(12) == pytest.approx(2 / 11)
     simplex = np.eye(7) - 1 / 7  # 7 centred orthonormal items: variance spread evenly over 6 dimensions
     assert circle_stats.plane_share(simplex) == pytest.approx(1 / 3)
 
 
 def test_neighbour_mixed_orthogonal_features_match_the_circulant_null_and_a_circle_beats_it():
-    from analyses import circle_stats
-
+    from analyses.common import circle_stats
     eye = np.eye(7)
     mixed = eye + np.roll(eye, -1, axis=0)  # e_i + e_{i+1}: spectrum 2 + 2 cos(2 pi f / 7)
     mixed -= mixed.mean(axis=0)

@@ -9,7 +9,7 @@ import shutil
 import golden
 import pytest
 
-from report import results_format
+from report.store import results_format
 
 
 def test_the_golden_run_is_current():

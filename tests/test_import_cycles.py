@@ -105,7 +105,7 @@ def test_the_cycle_finder_sees_a_cycle_closed_by_a_function_local_import(tmp_pat
 
 def test_report_and_analyses_have_no_import_cycle():
     graph = import_graph()
-    assert "report.catalogue" in graph and "analyses.intervention" in graph  # the walk found the packages
+    assert "report.run.catalogue" in graph and "analyses.engine.rows" in graph  # the walk found the packages
     found = cycles(graph)
     assert found == [], "import cycles (function-local imports included): " + "; ".join(
         " <-> ".join(component) for component in found)
@@ -117,3 +117,50 @@ def test_analyses_never_imports_report():
     upward = sorted(f"{name} -> {target}" for name, targets in graph.items() if name.startswith("analyses")
                     for target in targets if target.split(".")[0] == "report")
     assert upward == []
+
+
+# Each layer may import only the layers named here (its own package always). A registered analysis is a module of
+# analyses/ outside the three sub-packages; `report` alone (cli, boundary, errors, bundled_name) is the top of report/.
+LAYERS = {
+    "analyses.common": set(),
+    "analyses.engine": {"analyses.common"},
+    "analyses.methods": {"analyses.common", "analyses.engine"},
+    "analyses (registered)": {"analyses.common", "analyses.engine", "analyses.methods", "analyses (registry)"},
+    "report.store": {"report", "analyses (registered)", "analyses (registry)", "analyses.common"},
+    "report.run": {"report", "report.store", "analyses (registered)", "analyses (registry)", "analyses.common",
+                   "analyses.engine", "analyses.methods"},
+    "report.publish": {"report", "report.store", "analyses (registered)", "analyses (registry)", "analyses.common",
+                       "analyses.methods"},
+}
+
+
+def layer_of(module: str) -> str:
+    """The layer a module belongs to: its sub-package, 'analyses (registered)' / '(registry)', or 'report'."""
+    parts = module.split(".")
+    if parts[0] == "analyses":
+        if len(parts) == 1:
+            return "analyses (registry)"
+        return ".".join(parts[:2]) if parts[1] in ("common", "engine", "methods") else "analyses (registered)"
+    return ".".join(parts[:2]) if len(parts) > 1 and parts[1] in ("run", "store", "publish") else "report"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{name} ({layer_of(name)}) -> {target} ({layer_of(target)})"
+                  for name, targets in graph.items() if layer_of(name) in LAYERS
+                  for target in targets if layer_of(target) not in LAYERS[layer_of(name)] | {layer_of(name)})
+
+
+def test_the_layers_import_only_downward():
+    """store below run and publish, which never import each other; common below engine below methods below the
+    registered analyses (issue 20: folders that show the layers)."""
+    graph = import_graph()
+    assert {layer_of(name) for name in graph} >= set(LAYERS)  # every layer has modules: the walk found them
+    assert layer_violations(graph) == []
+
+
+def test_the_layer_check_sees_a_publishing_module_that_imports_the_run_side():
+    graph = {"report.publish.abstract": {"report.run.bundled"}, "analyses.common.types": {"analyses.engine.rows"},
+             "report.run.pipeline": {"report.store.results"}}
+    assert layer_violations(graph) == [
+        "analyses.common.types (analyses.common) -> analyses.engine.rows (analyses.engine)",
+        "report.publish.abstract (report.publish) -> report.run.bundled (report.run)"]

@@ -10,10 +10,10 @@ import torch
 from planted_circuit import save_planted_gpt2
 
 from analyses import BY_NAME
-from analyses.types import FamilyContext
-from report.model import load_model
-from report.processing import WEIGHT_PROCESSING
-from report.results import units
+from analyses.common.types import FamilyContext
+from report.run.model import load_model
+from report.run.processing import WEIGHT_PROCESSING
+from report.store.results import units
 
 TOL = 1e-4
 HEAD_READERS = ("attention", "dla_heads", "patching_heads", "successor_heads", "path_patching", "circuit")
@@ -29,7 +29,7 @@ def both(tmp_path_factory):
     refactored.enable_compatibility_mode(**{**WEIGHT_PROCESSING, "refactor_factored_attn_matrices": True},
                                          disable_warnings=True)
     refactored.eval().requires_grad_(False)
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     prompts = build_prompt_set(load_family_specs()["tomorrow"], plain.tokenizer, plain.cfg.default_prepend_bos)
     return plain, refactored, prompts

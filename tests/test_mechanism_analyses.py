@@ -9,11 +9,11 @@ from conftest import save_tiny_gpt2
 from planted_circuit import save_planted_gpt2
 from planted_two_step import MOVER, SUCCESSOR, save_two_step_gpt2
 
-from analyses import intervention as engine
-from analyses import paths
+from analyses import engine as engine
 from analyses.ablations import ABLATIONS_ANALYSIS, ablation_rows
 from analyses.circuit import CIRCUIT, circuit_rows
-from analyses.mechanism import ABLATIONS, node_hook, nodes
+from analyses.methods import paths
+from analyses.methods.mechanism import ABLATIONS, node_hook, nodes
 from analyses.path_patching import PATH_PATCHING
 from analyses.successor_heads import SUCCESSOR_HEADS, effective_embeddings, has_position_embedding, head_ov_outputs
 
@@ -26,13 +26,13 @@ RANDOM_SCORE_BOUND = 0.1  # |mean score over 32 random heads − 1/7|: ~4 standa
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 def _prompts(model, family="tomorrow"):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
@@ -305,7 +305,7 @@ def test_a_large_circuit_is_listed_in_part_with_the_grid_step_it_falls_in():
     import numpy as np
 
     from analyses.circuit import LISTED, size_grid
-    from analyses.types import Result
+    from analyses.common.types import Result
 
     names = [f"L{i}H0" for i in range(41)]
     summary = {"n_nodes": 90, "corruption": "day", "informative": True, "ranking_informative": True, "target": 0.8,
@@ -323,7 +323,7 @@ def test_a_large_circuit_is_listed_in_part_with_the_grid_step_it_falls_in():
 
 
 def test_a_path_against_the_answer_is_not_said_to_restore_a_negative_share():
-    from analyses.types import Result
+    from analyses.common.types import Result
 
     summary = {"senders": [{"head": "L11H3", "value": -0.29}], "corruption": "day", "informative": True,
                "name_threshold": 0.1, "top_edges": [{"sender": "L11H3", "receiver": "logits", "value": -0.21}],

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import invoke, save_tiny_gpt2
 
-from analyses import intervention as core
-from analyses.chunking import map_chunks
+from analyses import engine as core
 from analyses.engine import rows as engine_rows
+from analyses.engine.chunks import map_chunks
 
 OOM = torch.cuda.OutOfMemoryError
 
@@ -62,7 +62,7 @@ def test_patching_under_a_tiny_memory_budget_equals_the_unchunked_sweep(tiny_mod
 
 @pytest.mark.tiny  # builds a tiny checkpoint
 def test_each_models_weights_are_freed_before_the_next_model_loads(tmp_path, monkeypatch):
-    import report.pipeline as pipeline
+    import report.run.pipeline as pipeline
 
     folders = [save_tiny_gpt2(tmp_path / name, seed=seed) for seed, name in enumerate(("first", "second"))]
     loaded, freed = [], []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from report.model import WEIGHT_PROCESSING, load_model, processing_for
+from report.run.model import WEIGHT_PROCESSING, load_model, processing_for
 
 
 def raw_logits(folder, tokens):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import gemma_cache
 
-from analyses.types import MONTHS
-from report.families import build_prompt_set, load_family_specs
+from analyses.common.types import MONTHS
+from report.run.families import build_prompt_set, load_family_specs
 
 SHIPPED = load_family_specs()
 MONTH_FAMILIES = [name for name, spec in SHIPPED.items() if spec.sequence == "months"]
@@ -72,7 +72,7 @@ def test_behaviour_gives_a_twelve_by_twelve_confusion_matrix(name, tiny_model, t
 
 @pytest.fixture(scope="module")
 def gemma_tokenizer(gemma_first_load):
-    from report.bundled import load_bundled_tokenizer
+    from report.run.bundled import load_bundled_tokenizer
 
     with gemma_cache(gemma_first_load):
         return load_bundled_tokenizer()

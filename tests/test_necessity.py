@@ -9,7 +9,7 @@ from conftest import save_tiny_gpt2
 from planted_mlp import HEAD_A, HEAD_B, save_and_or_gpt2
 
 from analyses.ablations import ABLATIONS_ANALYSIS, _summary
-from analyses.types import Result
+from analyses.common.types import Result
 
 SEEDS = (0, 1)
 A, B = (f"L{layer}H{head}" for layer, head in (HEAD_A, HEAD_B))
@@ -18,13 +18,13 @@ NEW_SENTENCES = ("AND structure", "OR structure", "is needed but", "suffices alo
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 def _prompts(model, family="tomorrow"):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 

@@ -9,21 +9,21 @@ from conftest import save_tiny_gpt2
 from planted_mlp import NEURONS as PLANTED_NEURONS
 from planted_mlp import save_neuron_gpt2
 
-from analyses.attribution import metric_terms, project
+from analyses.common.types import DAYS
+from analyses.methods.attribution import metric_terms, project
 from analyses.neurons import NEURONS, neuron_effects, role
-from analyses.types import DAYS
 
 SEEDS = (0, 1)
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 def _prompts(model, family="tomorrow"):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
@@ -101,7 +101,7 @@ def test_figures_and_text_rebuild_from_saved_results(tmp_path):
     """`build` draws from saved results alone (arrays come back as float32): the planted neuron model's neurons
     and successor_heads sections, figures and text, rebuild from disk."""
     from analyses.successor_heads import SUCCESSOR_HEADS
-    from report.results import load_result, save_result
+    from report.store.results import load_result, save_result
 
     model = _load(save_neuron_gpt2(tmp_path / "model"))
     prompts = _prompts(model)

@@ -7,7 +7,7 @@ import pytest
 from planted_circuit import save_planted_gpt2
 
 from analyses import behaviour
-from report.families import FamilyError, build_prompt_set, load_family_specs
+from report.run.families import FamilyError, build_prompt_set, load_family_specs
 
 SHIPPED = load_family_specs()
 OFFSET_FAMILIES = ("days_after_k_words", "days_after_k_digits", "day_of_week_math", "months_after_k_words",
@@ -58,7 +58,7 @@ def test_a_bad_offset_list_names_the_family(tmp_path, offsets, relation, message
 @pytest.fixture(scope="module")
 def next_day_model(tmp_path_factory):
     """The planted +1 head of tests/planted_circuit.py: it answers day + 1 whatever k the prompt asks."""
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(save_planted_gpt2(tmp_path_factory.mktemp("plus-one"))), device="cpu").model
 

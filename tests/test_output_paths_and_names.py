@@ -15,7 +15,7 @@ import pytest
 from conftest import invoke, save_tiny_gpt2
 from publish_util import copy_run, fails
 
-from report import names, render
+from report.publish import names, render
 
 SLUG = golden.MODEL  # the golden run's model folder
 
@@ -105,8 +105,8 @@ def test_report_refuses_an_output_around_or_in_its_out_before_any_model_loads(tm
     def no_model(*args, **kwargs):
         raise AssertionError("a model was inspected or loaded before the output check")
 
-    monkeypatch.setattr("report.pipeline.inspect_model", no_model)
-    monkeypatch.setattr("report.pipeline.load_model", no_model)
+    monkeypatch.setattr("report.run.pipeline.inspect_model", no_model)
+    monkeypatch.setattr("report.run.pipeline.load_model", no_model)
     site = tmp_path / "S"
     cases = [("--site", site, site / "runs"), ("--site", tmp_path / "runs", tmp_path / "runs"),
              ("--single-file", tmp_path / "runs" / "R" / "x.html", tmp_path / "runs")]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import intervention as core
-from analyses import stats, thresholds
+from analyses import engine as core
+from analyses.common import stats, thresholds
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 
@@ -74,7 +74,7 @@ def test_chunk_size_does_not_change_results(tiny_model, runs, exact):
 def test_batched_patching_matches_looped_on_rotary_grouped_query_model(tmp_path, tokenizer):
     """Gemma-3 blocks need the mask and rotary embeddings the model passes them; v has fewer (kv) heads."""
     model = _tiny_gemma3(tmp_path, tokenizer)
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     prompts = build_prompt_set(load_family_specs()[FAMILY], model.tokenizer, model.cfg.default_prepend_bos)
     gemma_runs = core.collect_runs(model, prompts)
@@ -140,7 +140,7 @@ def test_bridge_start_at_layer_still_runs_the_earlier_blocks(tiny_model, runs):
 
 
 def test_head_with_zero_output_weights_has_no_effect(tiny_checkpoint, prompts):
-    from report.model import load_model
+    from report.run.model import load_model
 
     model = load_model(str(tiny_checkpoint)).model
     layer, head = 1, 2
@@ -167,7 +167,7 @@ def test_head_with_zero_output_weights_has_no_effect(tiny_checkpoint, prompts):
 @pytest.fixture(scope="module")
 def model64(tiny_checkpoint):
     """The tiny model in float64, so that finite differences measure the maths, not fp32 rounding."""
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(tiny_checkpoint)).model.to(torch.float64)
 

@@ -9,9 +9,9 @@ import torch
 from conftest import save_tiny_gpt2
 from planted_mlp import HEAD_A, HEAD_B, MOVER, save_and_or_gpt2, save_neuron_gpt2
 
-from analyses import paths
+from analyses.common.types import Result
+from analyses.methods import paths
 from analyses.path_patching import PATH_PATCHING
-from analyses.types import Result
 
 SEEDS = (0, 1)
 TOL = 1e-4
@@ -21,13 +21,13 @@ NEW_SENTENCES = ("These are direct edges", "direct edges sum to", "With the MLPs
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 def _prompts(model):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()["tomorrow"], model.tokenizer, model.cfg.default_prepend_bos)
 

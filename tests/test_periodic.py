@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyses import periodic, thresholds
+from analyses import periodic
+from analyses.common import thresholds
 
 SEEDS = (0, 1)
 
@@ -58,8 +59,8 @@ def test_sum_view_tells_a_seven_cycle_from_base_ten_features(seed):
 def planted(tmp_path_factory):
     from planted_features import save_planted_features
 
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     specs, built = load_family_specs(), {}
 
@@ -93,7 +94,7 @@ def test_a_planted_seven_circle_and_planted_base_ten_features_are_told_apart(pla
 
 
 def test_an_offset_family_gets_the_sum_view(planted):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     model, _ = planted("circle", 0)
     prompts = build_prompt_set(load_family_specs()["days_after_k_words"], model.tokenizer,

@@ -1,12 +1,13 @@
-"""The narrative's recurring sentences come from one phrase book (analyses/phrases.py), and say the gap's state."""
+"""The narrative's recurring sentences come from one phrase book (analyses/common/phrases.py), and say the gap's
+state."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from analyses import phrases
-from analyses.thresholds import GAP_STATES, INFORMATIVE, NOISY, REVERSED, SMALL
+from analyses.common import phrases
+from analyses.common.thresholds import GAP_STATES, INFORMATIVE, NOISY, REVERSED, SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,11 +35,11 @@ def test_shares_round_to_whole_percent_and_never_print_minus_zero():
 
 
 def test_no_narrative_writes_the_recurring_sentences_by_hand():
-    """'barely differ' and 'nothing stands out' are built in analyses/phrases.py only (docstrings and comments may
-    name them), so that a reworded rule reads the same on every section."""
+    """'barely differ' and 'nothing stands out' are built in analyses/common/phrases.py only (docstrings and
+    comments may name them), so that a reworded rule reads the same on every section."""
     pattern = re.compile(r"""["'][^"'\n]*(barely differ|nothing stands out)""", re.IGNORECASE)
     files = [p for folder in ("analyses", "report") for p in sorted((ROOT / folder).rglob("*.py"))]
-    assert ROOT / "analyses" / "phrases.py" in files
+    assert ROOT / "analyses" / "common" / "phrases.py" in files
     others = {"phrases.py",
               "thresholds.py",  # its docstring states the rules the phrases say
               "stats.py"}  # the saved `value_unit` label of a raw sweep, read by other programs: not a narrative

@@ -17,7 +17,7 @@ MIN_MARGIN = 5.0  # logits; the construction gives ~16
 
 @pytest.fixture(scope="module")
 def planted_model(tmp_path_factory):
-    from report.model import load_model
+    from report.run.model import load_model
 
     folder = save_planted_gpt2(tmp_path_factory.mktemp("planted-gpt2"), layer=LAYER, head=HEAD)
     return load_model(str(folder), device="cpu").model
@@ -25,7 +25,7 @@ def planted_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def planted_prompts(planted_model):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     specs = load_family_specs()
     return {name: build_prompt_set(specs[name], planted_model.tokenizer, planted_model.cfg.default_prepend_bos)
@@ -34,8 +34,7 @@ def planted_prompts(planted_model):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_planted_model_predicts_next_day_top1(planted_model, planted_prompts, family):
-    from analyses import metrics
-
+    from analyses.common import metrics
     prompts = planted_prompts[family]
     final = planted_model(prompts.clean_tokens)[:, -1]
     assert final.argmax(-1).tolist() == prompts.answer_ids.tolist()
@@ -54,8 +53,7 @@ def test_planted_head_attends_to_the_day(planted_model, planted_prompts, family)
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_direct_logit_attribution_ranks_planted_head_first(planted_model, planted_prompts, family):
-    from analyses import metrics
-
+    from analyses.common import metrics
     prompts = planted_prompts[family]
     _, cache = planted_model.run_with_cache(prompts.clean_tokens)
     results, labels = cache.stack_head_results(layer=-1, pos_slice=-1, return_labels=True)

@@ -9,21 +9,21 @@ import torch
 from conftest import save_tiny_gpt2
 from planted_circuit import save_planted_gpt2
 
-from analyses import intervention as engine
+from analyses import engine as engine
 from analyses.circuit import circuit_rows, size_grid
-from analyses.mechanism import ablation_source, node_edit, node_hook, nodes
+from analyses.methods.mechanism import ablation_source, node_edit, node_hook, nodes
 
 TOL = 1e-4
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 def _prompts(model, family="tomorrow"):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 

@@ -13,8 +13,8 @@ from conftest import invoke
 from publish_util import assert_no_local_path, copy_run, edit_summary, fails, local_paths, restamp
 
 from analyses import REGISTRY
-from report import render, sections
-from report.site import MARKER
+from report.publish import render, sections
+from report.publish.site import MARKER
 
 SLUG = golden.MODEL
 
@@ -293,8 +293,7 @@ def test_the_print_page_has_a_still_per_widget_section_open_sections_and_a_conte
     """The PDF fits a family in a few pages: every section printed open with its narrative and first figure, the
     first attention widget of a section without figures as a still (the rest, and the headline tables, are in the
     HTML)."""
-    from report import assets, pdf
-
+    from report.publish import assets, pdf
     build = render.collect([two_families], "Printed")
     html = pdf.render_print(build)
     sections = [s for p in build.pages for s in p.sections]

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from analyses import REGISTRY
-from report import schema
-from report.loader import load_run
+from report.store import schema
+from report.store.loader import load_run
 
 
 def test_every_analysis_ships_a_schema():

@@ -52,7 +52,7 @@ def test_a_wheel_installed_elsewhere_builds_the_report(golden_run, tmp_path):
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    located = run(python, "-c", "import report, report.render; print(report.__file__)", cwd=elsewhere)
+    located = run(python, "-c", "import report, report.publish.render; print(report.__file__)", cwd=elsewhere)
     assert Path(located.stdout.strip()).is_relative_to(purelib), located.stdout
     run(venv / "bin" / "weekday-circuits", "build", run_dir, "--site", "published", cwd=elsewhere)
     site = elsewhere / "published"

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import TINY_FAMILIES, invoke
 
 from analyses import REGISTRY
-from analyses.types import CORRUPTIONS
+from analyses.common.types import CORRUPTIONS
 from report.cli import main
 
 REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)  # http://, https://, //host (not file: here)
@@ -76,12 +76,12 @@ def test_pages_make_no_network_request(golden_site):
 
 def test_build_from_the_saved_run_alone_gives_the_same_bytes(tiny_report, tmp_path, monkeypatch):
     run_dir, site = tiny_report
-    import report.model
+    import report.run.model
 
     def no_model(*args, **kwargs):
         raise AssertionError("build must not load a model")
 
-    monkeypatch.setattr(report.model, "load_model", no_model)
+    monkeypatch.setattr(report.run.model, "load_model", no_model)
     invoke("build", run_dir, "--site", tmp_path / "rebuilt")
     assert pages(tmp_path / "rebuilt") == pages(site)
 
@@ -153,12 +153,12 @@ def test_an_interrupted_run_leaves_only_complete_results(tiny_checkpoint, tmp_pa
 
     import dataclasses
 
-    import report.pipeline
+    import report.run.pipeline
 
     crashing = tuple(dataclasses.replace(a, compute=crash_on_second_family) if a.name == "logit_diff" else a
                      for a in REGISTRY)
-    monkeypatch.setattr(report.pipeline, "REGISTRY", crashing)
-    monkeypatch.setattr(report.pipeline, "BY_NAME", {a.name: a for a in crashing})
+    monkeypatch.setattr(report.run.pipeline, "REGISTRY", crashing)
+    monkeypatch.setattr(report.run.pipeline, "BY_NAME", {a.name: a for a in crashing})
     result = CliRunner().invoke(main, ["run", "--model", str(tiny_checkpoint), "--families", "tomorrow,day_after",
                                        "--analyses", "behaviour,logit_diff", "--out", str(tmp_path),
                                        "--device", "cpu", "--run-id", "r"])

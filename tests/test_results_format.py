@@ -1,4 +1,5 @@
-"""The results format recorded in every manifest: `build` and report.loader read the format this version writes and
+"""The results format recorded in every manifest: `build` and report.store.loader read the format this version writes
+and
 upgrade format 1 (only renames) to it where they read a summary; `run --resume` continues only the current format;
 any other run (unrecorded, unknown older, newer, malformed) is refused in one line naming the manifest."""
 
@@ -11,11 +12,11 @@ import pytest
 from conftest import invoke
 from publish_util import fails
 
-from analyses.text import pct
-from report import results, results_format
+from analyses.common.text import pct
 from report.errors import UserError
-from report.loader import load_run
-from report.schema import validate
+from report.store import results, results_format
+from report.store.loader import load_run
+from report.store.schema import validate
 
 
 def edited_copy(small_run, tmp_path, **changes):

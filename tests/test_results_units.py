@@ -1,4 +1,4 @@
-"""Results units: `<analysis>` or `<analysis>-<corruption>`, named and split in report/units.py only."""
+"""Results units: `<analysis>` or `<analysis>-<corruption>`, named and split in report/store/units.py only."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from analyses import REGISTRY
-from analyses.types import CORRUPTIONS
-from report import transfer_page
-from report.schema import schema_name
-from report.units import unit_name, unit_of
+from analyses.common.types import CORRUPTIONS
+from report.publish import transfer_page
+from report.store.schema import schema_name
+from report.store.units import unit_name, unit_of
 
 UNITS = [(a.name, c) for a in REGISTRY for c in ((None, *CORRUPTIONS) if a.per_corruption else (None,))]
 
@@ -41,13 +41,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_no_module_but_units_builds_or_splits_a_unit_name_by_hand():
     """A unit's name written out in code (`f"patching_heads-{c}"`, `"ablations-day"`) or split with a hyphen
-    outside report/units.py would be a second vocabulary that drifts from the first."""
+    outside report/store/units.py would be a second vocabulary that drifts from the first."""
     names = "|".join(sorted(a.name for a in REGISTRY))
     by_hand = re.compile(rf"""["'](?:{names})-(?:\{{|{"|".join(CORRUPTIONS)}\b)""")
     split = re.compile(r"""\.r?(?:partition|split)\(["']-["']""")
     files = [p for folder in ("report", "analyses") for p in sorted((ROOT / folder).rglob("*.py"))]
-    assert ROOT / "report" / "units.py" in files
+    assert ROOT / "report" / "store" / "units.py" in files
     found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in files if p.name != "units.py"
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              if by_hand.search(line.split("#")[0]) or split.search(line)]
-    assert found == [], "unit names built or split outside report/units.py:\n" + "\n".join(found)
+    assert found == [], "unit names built or split outside report/store/units.py:\n" + "\n".join(found)

@@ -15,8 +15,9 @@ import torch
 from click.testing import CliRunner
 from test_cli_errors import assert_user_error, run_cli
 
-from report import families, files
 from report.cli import main
+from report.run import families
+from report.store import files
 
 
 def manifest(run_dir: Path) -> dict:

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from test_cli_errors import assert_user_error, run_cli
 
-from report import files
 from report.cli import main
+from report.store import files
 
 ROOT = Path(__file__).resolve().parents[1]
 FEW = "behaviour,logit_diff,dla_layers"  # fast analyses; dla_layers writes arrays.safetensors
@@ -46,7 +46,7 @@ def families_file(tmp_path_factory):
 
 
 def test_two_runs_started_in_the_same_second_get_different_folders(tmp_path, tiny_checkpoint, monkeypatch):
-    monkeypatch.setattr("report.runs.time.time", lambda: 1_800_000_000.25)  # the very same instant
+    monkeypatch.setattr("report.run.runs.time.time", lambda: 1_800_000_000.25)  # the very same instant
     out = tmp_path / "runs"
     args = ["--model", str(tiny_checkpoint), "--families", "tomorrow", "--analyses", "behaviour"]
     first, second = ok(run_cli(args, out)), ok(run_cli(args, out))

@@ -12,7 +12,7 @@ from conftest import invoke, save_tiny_gpt2
 
 from report.cli import main
 from report.errors import UserError
-from report.shard import Shard, assign, parse_shard
+from report.run.shard import Shard, assign, parse_shard
 
 FAMILIES = ("tomorrow", "day_after", "if_today")
 ANALYSES = "behaviour,logit_diff,dla_heads"

@@ -9,24 +9,25 @@ import pytest
 from conftest import invoke, save_tiny_gpt2
 from planted_circuit import save_planted_gpt2
 
-from analyses import REGISTRY, paths, shared
-from analyses import intervention as engine
+from analyses import REGISTRY
+from analyses import engine as engine
+from analyses.common.types import FamilyContext
 from analyses.engine import sweep_runs
-from analyses.types import FamilyContext
-from report.results import units
+from analyses.methods import paths, shared
+from report.store.results import units
 
 TOL = 1e-4  # float32, batched in different chunks: the engine's batched-vs-loop tolerance
 SHARING = [a for a in REGISTRY if a.uses_context]
 
 
 def _load(folder):
-    from report.model import load_model
+    from report.run.model import load_model
 
     return load_model(str(folder), device="cpu").model
 
 
 def _prompts(model, family="tomorrow"):
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
@@ -116,7 +117,7 @@ def test_shared_work_is_done_once_per_family_and_corruption(planted, monkeypatch
 
 
 def _circuit_heads(summary) -> list[tuple[int, int]]:
-    from analyses.attribution import parse_head_name
+    from analyses.methods.attribution import parse_head_name
 
     return [parse_head_name(n) for n in summary["minimal_circuit"] if not n.startswith("MLP")]
 
@@ -149,7 +150,7 @@ def test_auto_skips_interventions_where_the_model_is_at_chance_and_says_how_to_a
 
 def test_auto_computes_everything_where_the_model_does_the_task(planted, tmp_path, monkeypatch):
     """The planted successor head does the task: under auto every analysis runs (the same list as `all`)."""
-    from report.pipeline import RunOptions, run
+    from report.run.pipeline import RunOptions, run
 
     model, prompts = planted
     assert shared.above_chance(FamilyContext(model), prompts)

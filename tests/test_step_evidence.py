@@ -31,8 +31,8 @@ STEP_HEADS = ["L1H0", "L1H1"]
 
 
 def _load(builder, folder, family="tomorrow", families_file=None, **kwargs):
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     model = load_model(str(builder(folder, **kwargs)), device="cpu").model
     spec = load_family_specs(families_file)[family]
@@ -117,7 +117,7 @@ def test_an_order_blind_head_gets_no_relation_effect_on_the_list_family(order_bl
 def test_the_old_list_twin_credits_the_order_blind_head_with_the_step(order_blind, tmp_path):
     """The mutant: the old twin ({day+4}, {day+3}, {day+2}) changes which days are listed, so the same head
     'restores' the whole gap and is said to carry the step. This is what the shipped twin removes."""
-    from report.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set, load_family_specs
 
     model, _ = order_blind
     path = tmp_path / "old.toml"
@@ -151,7 +151,7 @@ def test_a_relation_blind_next_day_head_is_said_to_ignore_the_relation_word(rela
 def test_the_badge_says_ignores_only_when_the_relation_word_moves_nothing(relation_blind):
     """A model at chance on the twins whose logits still move with the relation word (Gemma 3 270M on if_today:
     +1.6 logits, 42 of 42 prompts) misses the twin; only one whose logits do not move ignores the word."""
-    from report.render import environment
+    from report.publish.render import environment
 
     model, prompts = relation_blind
     blind = BEHAVIOUR.compute(model, prompts).summary

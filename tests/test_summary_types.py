@@ -1,4 +1,4 @@
-"""The typed results contract (analyses/contract.py): every analysis declares its summary's type, the shipped
+"""The typed results contract (analyses/common/contract.py): every analysis declares its summary's type, the shipped
 schemas are the ones generated from those types, a summary that breaks its type is refused naming the analysis,
 node names are made and read in one place, and format-1 summaries are upgraded to the current keys. No model."""
 
@@ -11,9 +11,9 @@ import pytest
 
 from analyses import REGISTRY
 from analyses.behaviour import BehaviourSummary
-from analyses.contract import CORRUPTIONS, Corruption, Node, Ranked, summary_schema
-from analyses.types import Analysis
-from report import results_format, schema, schema_gen
+from analyses.common.contract import CORRUPTIONS, Corruption, Node, Ranked, summary_schema
+from analyses.common.types import Analysis
+from report.store import results_format, schema, schema_gen
 
 
 def test_every_analysis_declares_a_summary_type_whose_schema_is_closed():
@@ -29,7 +29,7 @@ def test_every_analysis_declares_a_summary_type_whose_schema_is_closed():
 
 
 def test_the_shipped_schemas_are_the_ones_generated_from_the_types():
-    assert schema_gen.stale() == [], "run: python -m report.schema_gen"
+    assert schema_gen.stale() == [], "run: python -m report.store.schema_gen"
     for analysis in REGISTRY:
         assert schema.load_schema(analysis.name) == summary_schema(analysis.summary_type, analysis.name)
 

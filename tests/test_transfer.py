@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyses import transfer
-from analyses.types import Result
-from report import transfer_page
+from analyses.common.types import Result
+from analyses.methods import transfer
+from report.publish import transfer_page
 
 NAMES = [f"L{layer}H{head}" for layer in range(3) for head in range(4)]
 
@@ -153,8 +153,8 @@ def test_a_planted_day_head_shares_nothing_with_a_sequence_it_does_not_do(tmp_pa
     from planted_circuit import save_planted_gpt2
 
     from analyses import patching_heads
-    from report.families import build_prompt_set, load_family_specs
-    from report.model import load_model
+    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.model import load_model
 
     model = load_model(str(save_planted_gpt2(tmp_path / "planted", seed=seed)), device="cpu").model
     specs = load_family_specs()

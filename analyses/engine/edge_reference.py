@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from analyses.common.precision import widen
 from analyses.engine.edges import QKV, EdgeSet, Pair, hook_of
-from analyses.precision import widen
 
 
 @torch.no_grad()

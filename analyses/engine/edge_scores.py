@@ -17,9 +17,9 @@ from functools import partial
 
 import torch
 
+from analyses.common.precision import widen
 from analyses.engine.blocks import run_block
 from analyses.engine.edges import QKV, EdgeSet, Pair, hook_of, sender_differences
-from analyses.precision import widen
 
 
 def attribution_scores(model, corrupted: Pair, es: EdgeSet, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

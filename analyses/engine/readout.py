@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from analyses.precision import widen
+from analyses.common.precision import widen
 
 
 def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:

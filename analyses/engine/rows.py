@@ -26,9 +26,9 @@ from functools import partial
 
 import torch
 
+from analyses.common.metrics import model_device
 from analyses.engine.blocks import capture_block_args, hook_layer, resid_pre, run_block
 from analyses.engine.chunks import Chunker, rows_per_call
-from analyses.metrics import model_device
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors have no truth value, rows are compared by identity

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analyses.engine.attribution_sweeps import attribution_sweeps
+from analyses.common.stats import SweepResults
+from analyses.common.types import PromptSet
+from analyses.engine.attribution_patching import attribution_sweeps
 from analyses.engine.sweeps import Runs, collect_runs, exact_sweeps, hook_name, patch_everything, patched_logit_diffs
-from analyses.stats import SweepResults
-from analyses.types import PromptSet
 
 
 def run_sweeps(model, prompts: PromptSet, sweeps, chunk_rows: int | None = None) -> SweepResults:

@@ -6,7 +6,7 @@ how far the patching logit difference moves back towards the clean run.
 
     LD(run)     = logit(clean answer) - logit(corrupted answer), at the final position  [batch]
 
-Every sweep keeps the raw patched LD per prompt, [layers, units, batch]; `analyses.stats` normalises it.
+Every sweep keeps the raw patched LD per prompt, [layers, units, batch]; `analyses.common.stats` normalises it.
 
 Sweeps (a unit is one position or one head):
   resid_pre, attn_out, mlp_out   [layer, position]  the activation at one position
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
+from analyses.common.metrics import answer_pair, logit_diff, model_device
+from analyses.common.precision import widen
+from analyses.common.types import PromptSet
 from analyses.engine.blocks import capture_block_args
 from analyses.engine.chunks import rows_per_call
 from analyses.engine.readout import final_logit_diff
 from analyses.engine.rows import Base, Edit, Row, map_rows
-from analyses.metrics import answer_pair, logit_diff, model_device
-from analyses.precision import widen
-from analyses.types import PromptSet
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ model and no pipeline run.
 L1H2, carries the next-day circuit: tests/planted_circuit.py) on three families cut to their first templates
 (FAMILIES, TEMPLATES): two day families and a month family, so the pages show a found circuit, both corruptions,
 days and months and the transfer between them. `python -m tests.golden.regenerate` writes it again; run it when the
-results format changes (report/results_format.py) or a summary's keys change, and commit the new folder.
+results format changes (report/store/results_format.py) or a summary's keys change, and commit the new folder.
 
 `problems()` says why the committed folder no longer matches this version of the code; the `golden_run` fixture
 (tests/conftest.py) and tests/test_golden.py fail with the regenerate command when it returns anything.
@@ -27,9 +27,9 @@ def problems(run: Path = RUN) -> list[str]:
     """Why `run` cannot stand for what this version's `run` writes: a results format other than the current one,
     a file whose checksum differs from the manifest's, a summary its schema rejects, a family or model missing."""
     from analyses import REGISTRY
-    from report import results_format, schema
     from report.errors import UserError
-    from report.loader import load_run
+    from report.store import results_format, schema
+    from report.store.loader import load_run
 
     recorded = json.loads((run / "manifest.json").read_text(encoding="utf-8")).get(results_format.KEY) \
         if (run / "manifest.json").is_file() else None

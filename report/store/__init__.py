@@ -1,0 +1,1 @@
+"""The results store: run folders on disk, the results format, schemas, units, reading runs back."""
