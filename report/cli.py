@@ -193,7 +193,7 @@ def list_(what, families_file):
     """List the prompt families, the analyses, or the documented models."""
     if what == "families":
         from analyses.common.types import SEQUENCES
-        from report.run.families import load_family_specs
+        from report.run.families_file import load_family_specs
 
         specs = load_family_specs(families_file).values()
         for spec in specs:

@@ -74,7 +74,8 @@ def test_chunk_size_does_not_change_results(tiny_model, runs, exact):
 def test_batched_patching_matches_looped_on_rotary_grouped_query_model(tmp_path, tokenizer):
     """Gemma-3 blocks need the mask and rotary embeddings the model passes them; v has fewer (kv) heads."""
     model = _tiny_gemma3(tmp_path, tokenizer)
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     prompts = build_prompt_set(load_family_specs()[FAMILY], model.tokenizer, model.cfg.default_prepend_bos)
     gemma_runs = core.collect_runs(model, prompts)

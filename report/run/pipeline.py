@@ -41,7 +41,8 @@ from report.run import runs
 from report.run.catalogue import count_parameters
 from report.run.checkpoint import CheckedModel, inspect_model
 from report.run.dtype import AUTO_RULE, resolve_dtype
-from report.run.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
+from report.run.families import FamilyError, FamilySpec, build_prompt_set
+from report.run.families_file import load_family_specs, select_families
 from report.run.memory import release
 from report.run.model import load_model, pick_device
 from report.run.shard import Shard, assign
