@@ -69,7 +69,7 @@ def _options(models, families, families_file, analyses, out, device, resume, run
              exact, steps):
     from click.core import ParameterSource
 
-    from report.run.pipeline import RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps
+    from report.run.options import RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps
     from report.run.shard import parse_shard
 
     context = click.get_current_context()
