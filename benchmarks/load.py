@@ -30,10 +30,10 @@ def measure(path: str) -> list[tuple[str, float, float]]:
         import transformer_lens  # noqa: F401
         import transformers  # noqa: F401
 
-        from report.run import checkpoint, model
+        from report.run import checkpoint, model, model_source
         from report.run.processing import processing_for
     with stage(table, "checks: config, architecture, weight files"):
-        resolved = checkpoint.resolve_source(path)
+        resolved = model_source.resolve_source(path)
         config = checkpoint._config(path, resolved)
         architecture = checkpoint.check_architecture(path, config)
         checkpoint.check_weight_files(path, __import__("pathlib").Path(resolved))

@@ -96,7 +96,8 @@ def compare_paths(model, prompts, device, n_loop) -> dict:
 def main() -> None:
     args = parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     machine = describe_machine(device)

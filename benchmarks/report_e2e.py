@@ -140,7 +140,7 @@ def peak_memory_gib(device: str) -> float:
 
 def run_shape(shape: str, args, device: str, work: Path) -> dict:
     from report.publish.outputs import OutputOptions, build
-    from report.run.pipeline import RunOptions
+    from report.run.options import RunOptions
     from report.run.pipeline import run as run_pipeline
 
     folder = work / shape

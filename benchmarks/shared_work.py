@@ -95,7 +95,8 @@ def main() -> None:
     parser.add_argument("--family", default="tomorrow")
     parser.add_argument("--skip-analyses", action="store_true")
     args = parser.parse_args()
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     model = load_model(args.path, device="cpu").model

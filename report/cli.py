@@ -69,7 +69,7 @@ def _options(models, families, families_file, analyses, out, device, resume, run
              exact, steps):
     from click.core import ParameterSource
 
-    from report.run.pipeline import RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps
+    from report.run.options import RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps
     from report.run.shard import parse_shard
 
     context = click.get_current_context()
@@ -193,7 +193,7 @@ def list_(what, families_file):
     """List the prompt families, the analyses, or the documented models."""
     if what == "families":
         from analyses.common.types import SEQUENCES
-        from report.run.families import load_family_specs
+        from report.run.families_file import load_family_specs
 
         specs = load_family_specs(families_file).values()
         for spec in specs:

@@ -86,7 +86,8 @@ def tiny_model(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def tiny_prompt_sets(tiny_model):
     """Every shipped family, tokenized for the tiny model."""
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     specs = load_family_specs()
     return {name: build_prompt_set(spec, tiny_model.tokenizer, tiny_model.cfg.default_prepend_bos)
@@ -187,7 +188,7 @@ def gemma_report(tmp_path_factory, gemma_first_load) -> tuple[Path, Path]:
     path patching, circuit) are left to the tiny and planted models, where batched equals the loop within 1e-4 on a
     Gemma-3-style checkpoint too; `weekday-circuits report --model gemma-3-270m` runs them all.
     """
-    from report.run.families import load_family_specs
+    from report.run.families_file import load_family_specs
 
     root = tmp_path_factory.mktemp("gemma-report")
     families = root / "gemma-families.toml"

@@ -49,7 +49,7 @@ def save_tiny(folder, architecture: str, tokenizer):
 @pytest.fixture(scope="session")
 def architecture_run(tmp_path_factory, tokenizer):
     """One `run` of every architecture (family `tomorrow`, every analysis), and its built site."""
-    from report.run.families import load_family_specs
+    from report.run.families_file import load_family_specs
 
     root = tmp_path_factory.mktemp("architectures")
     folders = [save_tiny(root / name, name, tokenizer) for name in ARCHITECTURES]

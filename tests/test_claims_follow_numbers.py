@@ -28,7 +28,8 @@ FAMILY = "tomorrow"  # templates with " tomorrow", relation twins with " yesterd
 
 
 def _load(builder, folder, **kwargs):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     model = load_model(str(builder(folder, **kwargs)), device="cpu").model

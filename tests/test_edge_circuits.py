@@ -21,7 +21,8 @@ TOLERANCE = 1e-4  # logits, float32 (the suite's identity tolerance)
 
 
 def prompt_set(model, family: str = "tomorrow"):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 

@@ -31,7 +31,8 @@ def _load(folder):
 
 @pytest.fixture(scope="module", params=["planted", "random-3-layers"])
 def setting(request, tmp_path_factory):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     folder = tmp_path_factory.mktemp(request.param)
     model = _load(save_planted_gpt2(folder) if request.param == "planted"

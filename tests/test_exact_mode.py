@@ -22,6 +22,7 @@ from planted_circuit import save_planted_gpt2
 
 from analyses import engine as engine
 from analyses.common import stats as st
+from analyses.common.bootstrap import bootstrap_ci
 from analyses.common.types import FamilyContext
 from analyses.methods import shared
 from analyses.methods import verified as verify
@@ -37,7 +38,8 @@ def _load(folder):
 
 
 def _prompts(model, family="tomorrow"):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
@@ -130,8 +132,8 @@ def test_statistics_leave_unverified_cells_out_and_keep_the_others():
     clean, corrupted = np.full(8, 2.0) + rng.normal(size=8) * 0.1, np.zeros(8)
     holes = ld.copy()
     holes[[1, 4]] = np.nan
-    low, high = st.bootstrap_ci(ld, clean, corrupted)
-    hlow, hhigh = st.bootstrap_ci(holes, clean, corrupted)
+    low, high = bootstrap_ci(ld, clean, corrupted)
+    hlow, hhigh = bootstrap_ci(holes, clean, corrupted)
     assert np.isnan(hlow[[1, 4]]).all() and np.isnan(hhigh[[1, 4]]).all()
     keep = [0, 2, 3, 5]
     np.testing.assert_array_equal(hlow[keep], low[keep])

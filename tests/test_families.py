@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from report.run.families import FamilyError, build_prompt_set, load_family_specs, select_families
+from report.run.families import FamilyError, build_prompt_set
+from report.run.families_file import load_family_specs, select_families
 
 SHIPPED = load_family_specs()
 

@@ -123,7 +123,7 @@ def test_readme_findings_table_is_printed_from_the_run(planted_report):
     assert header.count("|") == rule.count("|") == len(findings_table.HEADER) + 1
     (row,) = rows
     cells = [c.strip() for c in row.strip("|").split("|")]
-    from report.run.families import load_family_specs
+    from report.run.families_file import load_family_specs
 
     n = 7 * len(load_family_specs()["tomorrow"].templates)  # every prompt right: 7 days x the family's templates
     assert cells[0] == "tomorrow" and cells[1] == f"{n}/{n}" and cells[2].startswith("yes (")

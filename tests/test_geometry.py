@@ -146,7 +146,8 @@ def planted(tmp_path_factory, tokenizer):
     """(model, {family: prompt set}, {n items: identity scale}): days on a circle plus an identity part sized for
     1/3 of the variance per top component, months on a pure circle (1/2 per component)."""
     from analyses.common.types import DAYS, MONTHS
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     scales = {7: one_third_scale(7), 12: 0.0}
@@ -206,7 +207,8 @@ def random_models(tiny_model, tmp_path_factory):
 @pytest.mark.parametrize("seed", RANDOM_SEEDS)
 @pytest.mark.parametrize("family", ["next_month", "tomorrow"])
 def test_random_model_reports_no_circle(random_models, family, seed):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     model = random_models[seed]
     prompts = build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
@@ -301,7 +303,8 @@ def feature_models(tmp_path_factory):
     """(kind, shift, seed, output_scale) -> (model, tomorrow-style prompt set whose answer is day + shift)."""
     from planted_features import save_planted_features
 
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     specs, built = load_family_specs(), {}

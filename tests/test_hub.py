@@ -124,7 +124,7 @@ def test_default_model_is_the_bundled_one(model):
     from click.testing import CliRunner
 
     from report.cli import main
-    from report.run.pipeline import RunOptions
+    from report.run.options import RunOptions
 
     assert RunOptions().models == ["gemma-3-270m"]
     help_text = CliRunner().invoke(main, ["run", "--help"]).output

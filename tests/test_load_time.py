@@ -29,7 +29,8 @@ def both(tmp_path_factory):
     refactored.enable_compatibility_mode(**{**WEIGHT_PROCESSING, "refactor_factored_attn_matrices": True},
                                          disable_warnings=True)
     refactored.eval().requires_grad_(False)
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     prompts = build_prompt_set(load_family_specs()["tomorrow"], plain.tokenizer, plain.cfg.default_prepend_bos)
     return plain, refactored, prompts

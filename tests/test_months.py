@@ -7,7 +7,8 @@ import pytest
 from conftest import gemma_cache
 
 from analyses.common.types import MONTHS
-from report.run.families import build_prompt_set, load_family_specs
+from report.run.families import build_prompt_set
+from report.run.families_file import load_family_specs
 
 SHIPPED = load_family_specs()
 MONTH_FAMILIES = [name for name, spec in SHIPPED.items() if spec.sequence == "months"]

@@ -23,7 +23,8 @@ def _load(folder):
 
 
 def _prompts(model, family="tomorrow"):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 

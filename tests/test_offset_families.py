@@ -7,7 +7,8 @@ import pytest
 from planted_circuit import save_planted_gpt2
 
 from analyses import behaviour
-from report.run.families import FamilyError, build_prompt_set, load_family_specs
+from report.run.families import FamilyError, build_prompt_set
+from report.run.families_file import load_family_specs
 
 SHIPPED = load_family_specs()
 OFFSET_FAMILIES = ("days_after_k_words", "days_after_k_digits", "day_of_week_math", "months_after_k_words",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from analyses import engine as core
-from analyses.common import stats, thresholds
+from analyses.common import bootstrap, stats, thresholds
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 
@@ -74,7 +74,8 @@ def test_chunk_size_does_not_change_results(tiny_model, runs, exact):
 def test_batched_patching_matches_looped_on_rotary_grouped_query_model(tmp_path, tokenizer):
     """Gemma-3 blocks need the mask and rotary embeddings the model passes them; v has fewer (kv) heads."""
     model = _tiny_gemma3(tmp_path, tokenizer)
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     prompts = build_prompt_set(load_family_specs()[FAMILY], model.tokenizer, model.cfg.default_prepend_bos)
     gemma_runs = core.collect_runs(model, prompts)
@@ -210,8 +211,8 @@ def test_bootstrap_interval_is_deterministic_and_contains_the_estimate():
     rng = np.random.default_rng(1)
     clean, corrupted = 2 + rng.normal(size=7), rng.normal(size=7)
     ld = corrupted + 0.5 * (clean - corrupted) + 0.1 * rng.normal(size=(4, 7))
-    low, high = stats.bootstrap_ci(ld, clean, corrupted)
-    again = stats.bootstrap_ci(ld, clean, corrupted)
+    low, high = bootstrap.bootstrap_ci(ld, clean, corrupted)
+    again = bootstrap.bootstrap_ci(ld, clean, corrupted)
     estimate = stats.normalise_mean(ld, clean, corrupted)
     assert np.array_equal(low, again[0]) and np.array_equal(high, again[1])
     assert np.all(low <= estimate) and np.all(estimate <= high)
@@ -352,7 +353,7 @@ def test_cluster_bootstrap_over_templates_covers_the_across_paraphrase_value_whe
         corrupted = 0.05 * rng.normal(size=template.size)
         ld = (corrupted + per_template[template] * (clean - corrupted) + 0.02 * rng.normal(size=template.size))[None]
         for kind, clusters in (("prompts", None), ("templates", template)):
-            low, high = stats.bootstrap_ci(ld, clean, corrupted, n_resamples=300, seed=sim, clusters=clusters)
+            low, high = bootstrap.bootstrap_ci(ld, clean, corrupted, n_resamples=300, seed=sim, clusters=clusters)
             covered[kind] += bool(low[0] <= truth <= high[0])
     assert covered["prompts"] / n_sims < 0.5
     assert covered["templates"] / n_sims > 0.7

@@ -59,7 +59,8 @@ def test_sum_view_tells_a_seven_cycle_from_base_ten_features(seed):
 def planted(tmp_path_factory):
     from planted_features import save_planted_features
 
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     specs, built = load_family_specs(), {}
@@ -94,7 +95,8 @@ def test_a_planted_seven_circle_and_planted_base_ten_features_are_told_apart(pla
 
 
 def test_an_offset_family_gets_the_sum_view(planted):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     model, _ = planted("circle", 0)
     prompts = build_prompt_set(load_family_specs()["days_after_k_words"], model.tokenizer,

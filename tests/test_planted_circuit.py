@@ -25,7 +25,8 @@ def planted_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def planted_prompts(planted_model):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     specs = load_family_specs()
     return {name: build_prompt_set(specs[name], planted_model.tokenizer, planted_model.cfg.default_prepend_bos)

@@ -153,12 +153,12 @@ def test_an_interrupted_run_leaves_only_complete_results(tiny_checkpoint, tmp_pa
 
     import dataclasses
 
-    import report.run.pipeline
+    import report.run.options
 
     crashing = tuple(dataclasses.replace(a, compute=crash_on_second_family) if a.name == "logit_diff" else a
                      for a in REGISTRY)
-    monkeypatch.setattr(report.run.pipeline, "REGISTRY", crashing)
-    monkeypatch.setattr(report.run.pipeline, "BY_NAME", {a.name: a for a in crashing})
+    monkeypatch.setattr(report.run.options, "REGISTRY", crashing)
+    monkeypatch.setattr(report.run.options, "BY_NAME", {a.name: a for a in crashing})
     result = CliRunner().invoke(main, ["run", "--model", str(tiny_checkpoint), "--families", "tomorrow,day_after",
                                        "--analyses", "behaviour,logit_diff", "--out", str(tmp_path),
                                        "--device", "cpu", "--run-id", "r"])

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from test_cli_errors import assert_user_error, run_cli
 
 from report.cli import main
-from report.run import families
+from report.run import families, families_file
 from report.store import files
 
 
@@ -114,14 +114,14 @@ def test_deeply_nested_families_files_are_refused_with_the_limit(tmp_path, tiny_
     path.write_text("[a]\nx = " + "[" * depth + "]" * depth + "\n")
     out = tmp_path / "runs"
     assert_user_error(run_cli(["--model", str(tiny_checkpoint), "--families-file", str(path)], out), out,
-                      "deep.toml", f"more than {families.MAX_DEPTH} levels")
+                      "deep.toml", f"more than {families_file.MAX_DEPTH} levels")
 
 
 def test_a_shallow_nesting_over_the_limit_is_refused_too(tmp_path):
     path = tmp_path / "nested.toml"
     path.write_text('[a]\ntemplate = "Today it is {day} so"\nanswer_offset = 1\nx = [[[[[[[[[1]]]]]]]]]\n')
     with pytest.raises(families.FamilyError, match="more than 8 levels"):
-        families.load_family_specs(path)
+        families_file.load_family_specs(path)
 
 
 @pytest.mark.parametrize("text, limit", [
@@ -142,9 +142,9 @@ def test_resource_bombs_are_refused_with_a_stated_limit(tmp_path, tiny_checkpoin
 
 
 def test_the_shipped_families_are_within_the_limits():
-    specs = families.load_family_specs()
-    assert 0 < len(specs) <= families.MAX_FAMILIES
-    assert max(len(s.templates) * len(s.items) for s in specs.values()) <= families.MAX_PROMPTS
+    specs = families_file.load_family_specs()
+    assert 0 < len(specs) <= families_file.MAX_FAMILIES
+    assert max(len(s.templates) * len(s.items) for s in specs.values()) <= families_file.MAX_PROMPTS
 
 
 def test_behaviour_batched_equals_one_batch(tiny_model, tiny_prompt_sets, monkeypatch):
@@ -170,7 +170,7 @@ def test_a_relation_twin_identical_to_its_template_is_refused(tmp_path):
     path.write_text('[t]\ntemplate = "Today it is {day} so"\nanswer_offset = 1\n'
                     'relation_templates = ["Today it is {day+0} so"]\nrelation_answer_offset = 2\n')
     with pytest.raises(families.FamilyError, match="gives the same prompts as its template"):
-        families.load_family_specs(path)
+        families_file.load_family_specs(path)
 
 
 def test_terminal_escapes_never_reach_the_terminal(tmp_path):

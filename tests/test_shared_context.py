@@ -27,7 +27,8 @@ def _load(folder):
 
 
 def _prompts(model, family="tomorrow"):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
@@ -150,7 +151,8 @@ def test_auto_skips_interventions_where_the_model_is_at_chance_and_says_how_to_a
 
 def test_auto_computes_everything_where_the_model_does_the_task(planted, tmp_path, monkeypatch):
     """The planted successor head does the task: under auto every analysis runs (the same list as `all`)."""
-    from report.run.pipeline import RunOptions, run
+    from report.run.options import RunOptions
+    from report.run.pipeline import run
 
     model, prompts = planted
     assert shared.above_chance(FamilyContext(model), prompts)

@@ -31,7 +31,8 @@ STEP_HEADS = ["L1H0", "L1H1"]
 
 
 def _load(builder, folder, family="tomorrow", families_file=None, **kwargs):
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     model = load_model(str(builder(folder, **kwargs)), device="cpu").model
@@ -117,7 +118,8 @@ def test_an_order_blind_head_gets_no_relation_effect_on_the_list_family(order_bl
 def test_the_old_list_twin_credits_the_order_blind_head_with_the_step(order_blind, tmp_path):
     """The mutant: the old twin ({day+4}, {day+3}, {day+2}) changes which days are listed, so the same head
     'restores' the whole gap and is said to carry the step. This is what the shipped twin removes."""
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
 
     model, _ = order_blind
     path = tmp_path / "old.toml"

@@ -153,7 +153,8 @@ def test_a_planted_day_head_shares_nothing_with_a_sequence_it_does_not_do(tmp_pa
     from planted_circuit import save_planted_gpt2
 
     from analyses import patching_heads
-    from report.run.families import build_prompt_set, load_family_specs
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
     from report.run.model import load_model
 
     model = load_model(str(save_planted_gpt2(tmp_path / "planted", seed=seed)), device="cpu").model

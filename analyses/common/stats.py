@@ -1,4 +1,5 @@
-"""Statistics of patching, numpy only: normalisation, bootstrap intervals, correlation, summary shaping.
+"""A patching sweep's numbers as an analysis stores and summarises them (numpy only): normalised effects,
+intervals, rankings, attribution's agreement with exact patching and the keys every patching summary shares.
 
     effect      = (LD_patched - LD_corrupted) / (LD_clean - LD_corrupted)              0 = corrupted, 1 = clean
 
@@ -7,14 +8,10 @@ Normalisation. Every sweep keeps the raw patched LD per prompt, [layers, units, 
   * of the mean: (mean_i LD_patched - mean_i LD_corrupted) / (mean_i LD_clean - mean_i LD_corrupted)
 The headline numbers (heatmaps, rankings, summary) use the normalisation of the mean: a prompt whose clean
 and corrupted LD nearly agree has a tiny per-prompt denominator and would dominate a mean of per-prompt
-ratios. The 95% interval is a CLUSTER bootstrap over templates when the family has several: prompts are templates
-x items, and prompts of one template are not independent draws (resampling the prompts as if they were covered the
-across-paraphrase value about 40% of the time in simulation when templates differ by 0.1-0.2), so whole templates
-are resampled with replacement, every item of each (1000 resamples, seed 0), and the same ratio of means is
-recomputed on each. With one template it resamples prompts, and says so. It is computed for every cell before any
-ranking: descriptive, not a confidence interval for the cell picked as the maximum. Beside every ranked headline,
-`value_by_template` (the statistic on each template alone) and `value_template_mean` (their plain mean: the headline
-is a ratio of means, which weights templates by their gaps).
+ratios. The 95% interval is a cluster bootstrap over templates when the family has several
+(analyses/common/bootstrap.py). Beside every ranked headline, `value_by_template` (the statistic on each template
+alone) and `value_template_mean` (their plain mean: the headline is a ratio of means, which weights templates by
+their gaps).
 
 When the gap is not informative (`analyses.common.thresholds.informative_gap`: too small, too noisy or not mostly
 positive), nothing is normalised: every statistic is the raw change LD_patched - LD_corrupted, in logits.
@@ -28,13 +25,13 @@ from typing import Annotated, NotRequired, TypedDict
 import numpy as np
 
 from analyses.common import thresholds
+from analyses.common.bootstrap import N_BOOTSTRAP, bootstrap_ci
 from analyses.common.contract import Corruption, Count, Fraction, Ranked
 from analyses.common.types import PromptSet
 
 NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), with LD = logit(clean answer) "
                  "− logit(corrupted answer) at the final position and each LD averaged over the prompts first; "
                  "0 = the corrupted run, 1 = the clean run")
-N_BOOTSTRAP = 1000
 INTERVAL = "95% bootstrap spread over this family's prompts (descriptive; computed for every cell before ranking)"
 CLUSTER_INTERVAL = ("95% cluster-bootstrap spread over templates (whole templates resampled with replacement, every "
                     "item of each; descriptive; computed for every cell before ranking)")
@@ -56,47 +53,6 @@ def normalise_mean(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> 
     den = float(np.mean(clean) - np.mean(corrupted))
     change = ld.mean(-1) - np.mean(corrupted)
     return change / den if den != 0 else np.full(change.shape, np.nan)
-
-
-def bootstrap_ci(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray, normalised: bool = True,
-                 n_resamples: int = N_BOOTSTRAP, level: float = 0.95, seed: int = 0,
-                 clusters: list[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """[N, B] -> (low [N], high [N]): percentile interval over prompts resampled with replacement, or, with
-    `clusters` [B] (the template of each prompt) naming two or more, over whole clusters resampled with replacement.
-
-    The statistic is normalise_mean (or, with normalised=False, the mean change LD - LD_corrupted).
-    Resamples whose clean and corrupted means coincide (ratio undefined) are left out. Rows holding NaN (cells
-    `--exact top:K` left unverified) get NaN, and the others the numbers they get alone (same resamples).
-    """
-    finite = np.isfinite(ld).all(-1)
-    if not finite.all():
-        low, high = np.full(ld.shape[0], np.nan), np.full(ld.shape[0], np.nan)
-        if finite.any():
-            low[finite], high[finite] = bootstrap_ci(ld[finite], clean, corrupted, normalised, n_resamples, level,
-                                                     seed, clusters)
-        return low, high
-    rng = np.random.default_rng(seed)
-    B = ld.shape[-1]
-    idx = _cluster_resamples(rng, np.asarray(clusters), n_resamples) if clusters is not None and len(
-        set(np.asarray(clusters).tolist())) > 1 else rng.integers(0, B, size=(n_resamples, B))  # [R, B']
-    change = ld[:, idx].mean(-1) - corrupted[idx].mean(-1)  # [N, R]
-    den = clean[idx].mean(-1) - corrupted[idx].mean(-1) if normalised else np.ones(n_resamples)  # [R]
-    ok = den != 0
-    if not ok.any():
-        return np.full(ld.shape[0], np.nan), np.full(ld.shape[0], np.nan)
-    stats = change[:, ok] / den[ok]
-    tail = 100 * (1 - level) / 2
-    return np.percentile(stats, tail, axis=1), np.percentile(stats, 100 - tail, axis=1)
-
-
-def _cluster_resamples(rng, clusters: np.ndarray, n_resamples: int) -> np.ndarray:
-    """[R, B'] prompt indices: each row the prompts of C clusters drawn with replacement (C = number of clusters).
-    Clusters of unequal size are padded by resampling within the cluster, so every row has the same length."""
-    ids = sorted(set(clusters.tolist()))
-    size = max(int((clusters == c).sum()) for c in ids)
-    members = np.stack([np.resize(np.flatnonzero(clusters == c), size) for c in ids])  # [C, m]
-    picks = rng.integers(0, len(ids), size=(n_resamples, len(ids)))  # [R, C]
-    return members[picks].reshape(n_resamples, -1)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

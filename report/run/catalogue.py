@@ -73,7 +73,7 @@ def count_parameters(name: str) -> int | None:
     device (no memory, no weights read). None when the config cannot be read (loading will say why)."""
     import torch
 
-    from report.run.checkpoint import resolve_name, resolve_source
+    from report.run.model_source import resolve_name, resolve_source
 
     entry = BY_NAME.get(resolve_name(name))
     if entry is not None:

@@ -1,7 +1,7 @@
-"""What a model name points at, and whether it can be analysed: checked before any run folder exists.
+"""Whether a model can be analysed: checked before any run folder exists.
 
-A name is a Hugging Face id (`gpt2`, ...; `gpt2-small` is an alias of `gpt2`), a local checkpoint folder, or
-the bundled offline model. `inspect_model` refuses, in one line naming the model and the file or tensors:
+What a name points at (a hub id, a local checkpoint folder) is report/run/model_source.py's; the bundled offline
+model is report/run/bundled.py's. `inspect_model` refuses, in one line naming the model and the file or tensors:
 - a local folder's own problems, reported as what they are (no config.json, a config that is not JSON or
   names an unknown model_type, no weights, a missing shard, a corrupt, truncated or empty weights file, no
   tokenizer), never as a hub problem;
@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from report.bundled_name import BUNDLED_MODEL_NAME
 from report.errors import ModelUnavailable, UserError
-from report.run.hub import HubUnreachable, loadable_source
+from report.run.model_source import is_local, resolve_source, unavailable_message
+from report.run.quiet import quiet_transformers
 
-ALIASES = {"gpt2-small": "gpt2"}
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
 CONTEXT_FIELDS = ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length", "seq_length")
 _SHOWN = 6  # tensor names quoted in a message; the count says how many more
@@ -44,37 +41,6 @@ class CheckedModel:
     resolved: str  # the hub id or the absolute folder
     tokenizer: object
     n_ctx: int | None  # the longest sequence the model takes, where its config says
-
-
-def resolve_name(name: str) -> str:
-    return ALIASES.get(name, name)
-
-
-def is_local(name: str) -> bool:
-    return os.sep in name or name.startswith(".") or Path(name).exists()
-
-
-def resolve_source(name: str) -> str:
-    """The hub id (aliases resolved; its cached snapshot folder when the hub does not answer) or the absolute
-    checkpoint folder; a folder without config.json is an error."""
-    if not is_local(name):
-        try:  # one short request, no retry loop: a hub that does not answer fails in seconds (report/run/hub.py)
-            return loadable_source(resolve_name(name))
-        except HubUnreachable as err:
-            raise ModelUnavailable(unavailable_message(name, err)) from None
-    folder = Path(name).expanduser().resolve()
-    if not folder.is_dir():
-        raise ModelUnavailable(f"model folder {name!r} not found")
-    if not (folder / "config.json").is_file():
-        raise ModelUnavailable(f"model folder {name!r} has no config.json")
-    return str(folder)
-
-
-def unavailable_message(name: str, err: Exception) -> str:
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return (f"cannot load model {name!r}: the Hugging Face hub cannot be reached and it is not in the local cache "
-            f"({text}). To run offline, pass a local checkpoint folder (--model path/to/folder) "
-            "or the bundled model (--model gemma-3-270m, the default; installed with the project).")
 
 
 def load_error(name: str, err: Exception) -> UserError:
@@ -126,7 +92,7 @@ def _config(name: str, resolved: str | Path):
     from transformers import AutoConfig
 
     try:
-        with _quiet_transformers():  # its warnings about the config's own fields: the checks below say what matters
+        with quiet_transformers():  # its warnings about the config's own fields: the checks below say what matters
             return AutoConfig.from_pretrained(resolved)
     except OSError as err:
         if is_local(name) and "valid JSON" in str(err):
@@ -217,7 +183,7 @@ def check_coverage(name: str, resolved: str, config, architecture: str) -> None:
 
     model_class = get_hf_model_class_for_architecture(architecture)
     try:
-        with _quiet_transformers():  # its load report would say what the message below says, at length
+        with quiet_transformers():  # its load report would say what the message below says, at length
             _, info = model_class.from_pretrained(resolved, config=config, device_map="meta",
                                                   output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, SafetensorError, RuntimeError, ValueError) as err:
@@ -232,22 +198,6 @@ def check_coverage(name: str, resolved: str, config, architecture: str) -> None:
     if problems:
         raise CheckpointError(f"model {name!r}: its weights do not match its {architecture} config: "
                               + "; ".join(problems))
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers' warnings and progress bars off for one call; the user's settings restored after."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _shaped(key) -> str:

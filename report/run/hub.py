@@ -5,7 +5,7 @@ refused connection, longer when packets are dropped) before failing, and a model
 before transformers falls back to the cache. One HEAD request with a short timeout and no retry decides first:
 - hub reachable (or HF_HUB_OFFLINE set: the user chose the cache): the id is loaded as it is;
 - hub unreachable, model cached: the cached snapshot folder is loaded (no request is made again);
-- hub unreachable, model not cached: one clear line at once (report.run.checkpoint.unavailable_message).
+- hub unreachable, model not cached: one clear line at once (report.run.model_source.unavailable_message).
 """
 
 from __future__ import annotations

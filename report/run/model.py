@@ -17,7 +17,8 @@ import torch
 from report.bundled_name import BUNDLED_MODEL_NAME
 from report.errors import ModelUnavailable
 from report.run.bundled import PROCESSING, bundled_model_info, load_bundled_model
-from report.run.checkpoint import check_finite, fingerprint, load_error, resolve_source
+from report.run.checkpoint import check_finite, fingerprint, load_error
+from report.run.model_source import resolve_source
 from report.run.processing import WEIGHT_PROCESSING, processing_for
 
 __all__ = ["WEIGHT_PROCESSING", "LoadedModel", "load_model", "pick_device", "processing_for"]

@@ -4,7 +4,8 @@ Everything that can be checked before computing is checked first (families file,
 names, the run id, each model's files, architecture and weights (report/run/checkpoint.py), every family
 against every model's tokenizer and context length, and whether a resumed run was defined the same way),
 so bad input fails before a run folder exists. A family that one model's tokenizer cannot use is skipped
-for that model with a note; a family that no model can use is an error.
+for that model with a note; a family that no model can use is an error. The options and their own checks are
+report/run/options.py's; what the manifest records, report/run/manifest.py's.
 
 Each analysis computes under torch.no_grad() (scoped here, not switched off for the process); a SIGTERM
 stops the run with its manifest marked 'interrupted'; temporaries of killed runs are removed by a later run once stale
@@ -15,98 +16,41 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from analyses import BY_NAME, REGISTRY
 from analyses.common.types import Analysis, FamilyContext
 from analyses.methods import shared
 from analyses.methods import verified as exact_modes
-from report.bundled_name import BUNDLED_MODEL_NAME
 from report.errors import Interrupted, UserError
 from report.run import runs
 from report.run.catalogue import count_parameters
 from report.run.checkpoint import CheckedModel, inspect_model
-from report.run.dtype import AUTO_RULE, resolve_dtype
-from report.run.families import FamilyError, FamilySpec, build_prompt_set, load_family_specs, select_families
+from report.run.dtype import resolve_dtype
+from report.run.families import FamilyError, FamilySpec, build_prompt_set
+from report.run.families_file import load_family_specs, select_families
+from report.run.manifest import model_info, prompt_info, saved_any, spec_info, start_manifest, unique_slug
 from report.run.memory import release
 from report.run.model import load_model, pick_device
-from report.run.shard import Shard, assign
-from report.store import files, results, results_format, schema
+from report.run.options import AUTO, RESUMABLE_OPTIONS, RunOptions, check_exact, check_steps, select_analyses
+from report.run.shard import assign
+from report.store import files, results, schema
 from report.store.loader import load_manifest, verify
 
 log = logging.getLogger(__name__)
-RESUMABLE_OPTIONS = ("models", "families", "families_file", "analyses", "dtype", "exact", "steps")
 MAX_NAME = 100  # a family name is a folder and a page name: keep it well under the 255-byte limit
-PACKAGES = ("weekday-circuits", "torch", "transformer-lens", "transformers", "plotly", "circuitsvis", "jinja2",
-            "einops", "click", "numpy")
-
-
-@dataclass
-class RunOptions:
-    models: list[str] = field(default_factory=lambda: [BUNDLED_MODEL_NAME])  # runs with no hub
-    families: str = "all"
-    families_file: Path | None = None
-    analyses: str = "auto"  # every analysis where the model does the task; the readable ones elsewhere (AUTO)
-    out: Path = Path("runs")
-    device: str = "auto"
-    resume: bool = False
-    run_id: str | None = None
-    command: str = ""
-    force_resume: bool = False
-    # The options the user set; on --resume the others are taken from the resumed run's manifest.
-    given: frozenset[str] = frozenset(RESUMABLE_OPTIONS)
-    dtype: str = "auto"  # report/run/dtype.py: auto, float32, bfloat16, float16
-    shard: Shard | None = None  # report/run/shard.py: this machine's share of the (model, family) pairs
-    # analyses/methods/verified.py: all, top:K[,sample:S], or auto (all on CUDA, CPU_DEFAULT on a CPU)
-    exact: str = "auto"
-    steps: int = 5  # EAP-IG's integration steps (analyses/edge_circuits.py); 1 = EAP
-
-
-def check_exact(text: str) -> str:
-    """The --exact value, normalised ('top:8' -> 'top:8,sample:8'); a bad one is a one-line UserError."""
-    try:
-        return str(exact_modes.parse_exact(text))
-    except ValueError as err:
-        raise UserError(str(err)) from None
-
-
-def check_steps(steps: int) -> int:
-    if int(steps) < 1:
-        raise UserError(f"--steps {steps}: EAP-IG needs at least 1 integration step (1 is EAP)")
-    return int(steps)
-
-
-AUTO = "auto"
 # Why an intervening analysis is not computed under `auto` (the page shows it in the analysis's section).
 AT_CHANCE_REASON = ("the model names the right item no better than chance on this family, so rerunning it with "
                     "activations replaced would explain noise; computed under --analyses all (or by naming it)")
-
-
-def select_analyses(wanted: str) -> list[Analysis]:
-    """`all`, `auto` (the same list; the intervening ones are then skipped per family where the model is at
-    chance, see `_run_model`), or names."""
-    if wanted.strip() in ("all", AUTO):
-        return list(REGISTRY)
-    names = [n.strip() for n in wanted.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BY_NAME]
-    if unknown or not names:
-        raise UserError(f"unknown analysis {', '.join(map(repr, unknown)) or '(none given)'}; "
-                        f"known: {', '.join(BY_NAME)}")
-    return [a for a in REGISTRY if a.name in names]  # report order, whatever order they were named in
 
 
 def check_families(models: list[CheckedModel], families: list[FamilySpec]) -> dict[str, dict[str, str]]:
@@ -165,7 +109,7 @@ def run(options: RunOptions) -> Path:
     else:
         run_dir, manifest = runs.create_run_dir(Path(options.out), options.run_id), None
     files.clean_stale_temps(Path(options.out))
-    manifest = _start_manifest(run_dir, options, device, current, manifest)
+    manifest = start_manifest(run_dir, options, device, current, manifest)
     started = time.perf_counter()
     with _sigterm_interrupts():  # from the first manifest write on, so that the manifest can say 'interrupted'
         try:
@@ -187,16 +131,11 @@ def run(options: RunOptions) -> Path:
             manifest["total_seconds"] = manifest.get("total_seconds", 0.0) + time.perf_counter() - started
             if manifest["status"] == "running":
                 manifest["status"] = "complete"
-            if manifest["status"] == "failed" and resumed is None and not _saved_any(manifest):
+            if manifest["status"] == "failed" and resumed is None and not saved_any(manifest):
                 shutil.rmtree(run_dir, ignore_errors=True)  # a model that failed to load: no run folder to mislead
             else:
                 results.write_json_atomic(run_dir / results.MANIFEST, manifest)
     return run_dir
-
-
-def _saved_any(manifest: dict) -> bool:
-    return any(isinstance(e, dict) and e.get("status") == "complete"
-               for model in manifest["models"].values() for e in model.get("analyses", {}).values())
 
 
 @contextmanager
@@ -268,53 +207,26 @@ def _check_same_modes(manifest: dict, options: RunOptions, device: str) -> None:
                         f"({'; '.join(changed)}); start a new run, or pass --force-resume to continue it anyway")
 
 
-def _start_manifest(run_dir: Path, options: RunOptions, device: str, current: dict, manifest: dict | None) -> dict:
-    """The manifest for this start or resume (written by run(), under the SIGTERM handler)."""
-    command = options.command or " ".join(sys.argv)
-    if manifest is None:
-        manifest = {"run_id": run_dir.name, results_format.KEY: results_format.CURRENT,
-                    "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    "created_unix": time.time(), "command": command, "models": {}}
-    else:  # the command that started the run stays; each resume is recorded beside it
-        manifest.setdefault("resumes", []).append({"command": command, "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
-    families_file = Path(options.families_file).resolve() if options.families_file is not None else None
-    manifest.update({
-        "status": "running", "device": device, "definition": current,
-        "options": {"models": list(options.models), "families": options.families, "analyses": options.analyses,
-                    "families_file": str(families_file) if families_file else None, "dtype": options.dtype,
-                    # --exact as given and as resolved for this run's device (auto: analyses/methods/verified.py
-                    # resolve)
-                    "exact": options.exact, "exact_resolved": str(exact_modes.resolve(options.exact, device)),
-                    "steps": options.steps},
-        "families_requested": list(current["families"]), "analyses_requested": list(current["analyses"]),
-        "packages": _versions(), "git_commit": _git_commit(), "python": sys.version.split()[0],
-        "platform": platform.platform(), "models_requested": list(options.models),
-        "dtype_requested": options.dtype, "dtype_rule": AUTO_RULE,
-        "shard": None if options.shard is None else {"index": options.shard.index, "count": options.shard.count},
-    })
-    return manifest
-
-
 def _run_model(run_dir, manifest, name, device, families, analyses, skipped: dict[str, str],
                dtype: str = "float32", auto: bool = False, exact: str = "all", steps: int = 5) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     log.info("loading %s on %s in %s", name, device, dtype)
     loaded = load_model(name, device, dtype)
     model = loaded.model
-    slug = _unique_slug(manifest, name)
+    slug = unique_slug(manifest, name)
     entry = manifest["models"].setdefault(slug, {"families": {}, "analyses": {}})
-    entry.update(_model_info(loaded, time.perf_counter() - started))
+    entry.update(model_info(loaded, time.perf_counter() - started))
     entry["load_cpu_seconds"] = round(time.process_time() - cpu_started, 3)
     usable = [spec for spec in families if spec.name not in skipped]
     for spec in families:
         if spec.name in skipped:
-            entry["families"][spec.name] = {"status": "skipped", "reason": skipped[spec.name], **_spec_info(spec)}
+            entry["families"][spec.name] = {"status": "skipped", "reason": skipped[spec.name], **spec_info(spec)}
     bar = tqdm(total=len(usable) * len(analyses), desc=slug, unit="analysis", disable=None, file=sys.stderr)
     done = 0
     with bar:
         for spec in usable:
             prompts = build_prompt_set(spec, model.tokenizer, model.cfg.default_prepend_bos)
-            entry["families"][spec.name] = {"status": "ok", **_spec_info(spec), **_prompt_info(prompts)}
+            entry["families"][spec.name] = {"status": "ok", **spec_info(spec), **prompt_info(prompts)}
             # the family's shared work (analyses/methods/shared.py), dropped after it, and the options analyses read
             context = FamilyContext(model, exact=exact, ig_steps=steps)
             at_chance = auto and any(a.intervenes for a in analyses) and not _above_chance(context, prompts)
@@ -360,60 +272,3 @@ def _run_analysis(folder: Path, entry: dict, family: str, unit: str, analysis: A
     checksums = results.save_result(folder, result, entry.get("fingerprint"))
     entry["analyses"][key] = {"status": "complete", "seconds": round(time.perf_counter() - started, 3),
                               "cpu_seconds": round(time.process_time() - cpu_started, 3), "files": checksums}
-
-
-def _unique_slug(manifest: dict, name: str) -> str:
-    """The model's folder name; a second, different model with the same folder name gets a suffix."""
-    base = results.slug(name)
-    candidate, n = base, 2
-    while candidate in manifest["models"] and manifest["models"][candidate].get("name") != name:
-        candidate, n = f"{base}-{n}", n + 1
-    return candidate
-
-
-def _model_info(loaded, load_seconds: float) -> dict:
-    cfg = loaded.model.cfg
-    n_params = sum(p.numel() for p in loaded.model.parameters())
-    dtype = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
-    return {"name": loaded.name, "resolved": loaded.resolved, "revision": loaded.revision, "device": loaded.device,
-            "dtype": dtype, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_model": cfg.d_model,
-            "n_params": n_params, "load_seconds": round(load_seconds, 3), "weight_processing": loaded.processing,
-            "fingerprint": loaded.fingerprint}
-
-
-def _spec_info(spec: FamilySpec) -> dict:
-    return {"templates": list(spec.templates), "description": spec.description, "sequence": spec.sequence,
-            "answer_offset": _jsonable(spec.answer_offset), "copy_offset": spec.copy_offset,
-            "corrupt_shift": spec.corrupt_shift, "relation_templates": list(spec.relation_templates),
-            "relation_answer_offset": _jsonable(spec.relation_answer_offset),
-            "no_relation": spec.no_relation}
-
-
-def _jsonable(offset):
-    """An offset family's per-template offsets as a JSON list; a single offset as it is."""
-    return list(offset) if isinstance(offset, tuple) else offset
-
-
-def _prompt_info(prompts) -> dict:
-    return {"prompts": prompts.clean_prompts, "corrupted_prompts": prompts.corrupted_prompts,
-            "relation_prompts": prompts.twins["relation"].prompts if "relation" in prompts.twins else [],
-            "corruptions": list(prompts.corruptions), "n_tokens": int(prompts.clean_tokens.shape[1])}
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"

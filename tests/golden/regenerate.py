@@ -14,7 +14,7 @@ import tomllib
 from click.testing import CliRunner
 
 from report.cli import main
-from report.run.families import default_families_path
+from report.run.families_file import default_families_path
 from tests.golden import FAMILIES, MODEL, RUN, TEMPLATES, problems
 from tests.planted_circuit import save_planted_gpt2
 
