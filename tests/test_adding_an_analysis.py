@@ -40,6 +40,7 @@ def register(monkeypatch, analysis) -> None:
     import report.publish.headlines
     import report.publish.render
     import report.publish.sections
+    import report.run.options
     import report.run.pipeline  # noqa: F401
 
     old_registry, old_by_name = analyses.REGISTRY, analyses.BY_NAME
