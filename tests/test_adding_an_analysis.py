@@ -35,7 +35,10 @@ def example_module(monkeypatch) -> types.ModuleType:
 def register(monkeypatch, analysis) -> None:
     """The registry line: `analysis` appended to analyses.REGISTRY, seen by every module that imported it."""
     import report.cli
-    import report.publish.render  # noqa: F401  (each binds REGISTRY when first imported: import them before patching it)
+    import report.publish.render
+    import report.run.pipeline  # noqa: F401  (each binds REGISTRY when first imported: import them before patching it;
+    # the command imports the pipeline only when it runs, so a first import under one test's patch would keep that
+    # test's registry for the next)
 
     old_registry, old_by_name = analyses.REGISTRY, analyses.BY_NAME
     registry, by_name = (*old_registry, analysis), {**old_by_name, analysis.name: analysis}
