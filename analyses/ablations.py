@@ -38,27 +38,36 @@ effect of mean ablation on LD, mean over prompts); noising_logit_diff, denoising
 denoising_answer_logit [N, B]; noising_share, denoising_share (LD), noising_share_answer, denoising_share_answer
 (clean answer's logit) [N] (fractions of the gap; NaN where it is zero). Labels: nodes [N] ("L9H1", "MLP0"), in
 layer order.
-Summary: ablation (the primary kind, "resample"); gap_state; mean_ablation_top = [{"node", "value" (ΔLD),
+Summary: ablation (the primary kind, "resample"); gap_state; mean_ablation_top = [{"name", "value" (ΔLD),
 "direct", "p_correct" (ΔP)}] by |value|; {kind}_top
-(zero_top, mean_top, resample_top) = [{"node", "value" (ΔLD)}] by |value|; off_diagonal =
+(zero_top, mean_top, resample_top) = [{"name", "value" (ΔLD)}] by |value|; off_diagonal =
 nodes named for |total − direct| above threshold, split into self_repair (|total| < |direct|) and indirect
-(|total| >= |direct|), each [{"node", "value" (total − direct), "total", "direct"}]; noising_top = [{"node", "value"
+(|total| >= |direct|), each [{"name", "value" (total − direct), "total", "direct"}]; noising_top = [{"name", "value"
 (noising share of the LD gap), "denoising"}] by the larger of the two; and_nodes, or_nodes, both_nodes =
-[{"node", "noising", "denoising"}] (shares of the clean answer's logit gap; empty unless answer_informative: AND,
+[{"name", "noising", "denoising"}] (shares of the clean answer's logit gap; empty unless answer_informative: AND,
 OR and needed-and-sufficient nodes, `analyses.methods.necessity`); answer_informative,
 answer_gap_reason; informative, gap_reason, corruption.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, NotRequired
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from analyses.common import phrases, plots, thresholds
-from analyses.common.contract import Corruption, Count, Fraction, Necessity, RankedNode
+from analyses.common.contract import (
+    CorruptionHeader,
+    Count,
+    Fraction,
+    GapState,
+    InformativeGap,
+    LogitDiffMeans,
+    Necessity,
+    Ranked,
+)
 from analyses.common.metrics import answer_pair, model_device
 from analyses.common.plots import LAYOUT
 from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
@@ -193,7 +202,7 @@ def _necessity_summary(arrays: dict, names: list[str], informative: bool) -> dic
     arrays.update(noising_share=n, denoising_share=d, noising_share_answer=n_answer, denoising_share_answer=d_answer)
     order = np.argsort(-np.nan_to_num(np.maximum(np.abs(n), np.abs(d)), nan=-1.0), kind="stable")
     found = necessity.structure(names, n_answer, d_answer) if gap.informative else {k: [] for k in necessity.KINDS}
-    return {"noising_top": [{"node": names[i], "value": float(n[i]), "denoising": float(d[i])}
+    return {"noising_top": [{"name": names[i], "value": float(n[i]), "denoising": float(d[i])}
                             for i in order[:TOP_K] if informative],
             "answer_informative": gap.informative, "answer_gap_reason": gap.reason,
             **{f"{kind}_nodes": entries for kind, entries in found.items()}}
@@ -210,7 +219,7 @@ def _summary(arrays: dict, names: list[str], prompts: PromptSet, cfg, informativ
     off_diagonal = [i for i in np.argsort(-off, kind="stable") if informative and off[i] >= threshold][:TOP_K]
 
     def entry(i: int) -> dict:
-        return {"node": names[i], "value": float(total[i] - direct[i]), "total": float(total[i]),
+        return {"name": names[i], "value": float(total[i] - direct[i]), "total": float(total[i]),
                 "direct": float(direct[i])}
     return {
         "family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
@@ -220,9 +229,9 @@ def _summary(arrays: dict, names: list[str], prompts: PromptSet, cfg, informativ
         "clean_p_correct_mean": float(arrays["clean_p_correct"].mean()),
         "informative": informative, "gap_reason": reason, "name_threshold_logits": threshold,
         "ablation": PRIMARY_ABLATION,
-        "mean_ablation_top": [{"node": names[i], "value": float(total[i]), "direct": float(direct[i]),
+        "mean_ablation_top": [{"name": names[i], "value": float(total[i]), "direct": float(direct[i]),
                                "p_correct": float(dp[i])} for i in order[:TOP_K]],
-        "off_diagonal": [{"node": names[i], "value": float(total[i] - direct[i])} for i in off_diagonal],
+        "off_diagonal": [{"name": names[i], "value": float(total[i] - direct[i])} for i in off_diagonal],
         "self_repair": [entry(i) for i in off_diagonal if abs(total[i]) < abs(direct[i])],
         "indirect": [entry(i) for i in off_diagonal if abs(total[i]) >= abs(direct[i])],
         **{f"{kind}_top": _top(arrays, kind, names) for kind in ABLATIONS},
@@ -232,7 +241,7 @@ def _summary(arrays: dict, names: list[str], prompts: PromptSet, cfg, informativ
 def _top(arrays: dict, kind: str, names: list[str]) -> list[dict]:
     change = arrays[f"{kind}_logit_diff"].mean(-1) - arrays["clean_logit_diff"].mean()
     dp = arrays[f"{kind}_p_correct"].mean(-1) - arrays["clean_p_correct"].mean()
-    return [{"node": names[i], "value": float(change[i]), "p_correct": float(dp[i])}
+    return [{"name": names[i], "value": float(change[i]), "p_correct": float(dp[i])}
             for i in np.argsort(-np.abs(change), kind="stable")[:TOP_K]]
 
 
@@ -302,7 +311,7 @@ def narrative(result: Result) -> list[str]:
             f"No single node's {primary} ablation moves the LD by {phrases.share(NAME_FRACTION)} of the clean − "
             f"corrupted gap ({s['name_threshold_logits']:.2f} logits)"))
     else:
-        listed = ", ".join(f"{e['node']} ({e['value']:+.2f} logits"
+        listed = ", ".join(f"{e['name']} ({e['value']:+.2f} logits"
                            + (f", P(correct) {100 * e['p_correct']:+.1f} points" if "p_correct" in e else "") + ")"
                            for e in named[:3])
         sentences.append(f"{primary.capitalize()}-ablating these changes the LD by at least "
@@ -311,7 +320,7 @@ def narrative(result: Result) -> list[str]:
     if "self_repair" in s:
         sentences += _off_diagonal_sentences(s)
     elif s["off_diagonal"]:  # results saved before the split
-        listed = ", ".join(f"{e['node']} (total − direct {e['value']:+.2f})" for e in s["off_diagonal"][:3])
+        listed = ", ".join(f"{e['name']} (total − direct {e['value']:+.2f})" for e in s["off_diagonal"][:3])
         sentences.append("Far from the diagonal of the direct-vs-total plot (later components compensate or carry "
                          f"the effect){instead(s)}: {listed}.")
     else:
@@ -326,12 +335,12 @@ def _off_diagonal_sentences(s: dict) -> list[str]:
         return ["Every node lies near the diagonal: no self-repair or indirect effect passes the threshold."]
     out = []
     if s["self_repair"]:
-        listed = ", ".join(f"{e['node']} (total {e['total']:+.2f}, direct {e['direct']:+.2f})"
+        listed = ", ".join(f"{e['name']} (total {e['total']:+.2f}, direct {e['direct']:+.2f})"
                            for e in s["self_repair"][:3])
         out.append(f"Self-repair (|total| < |direct|: later components compensate when the node is removed)"
                    f"{instead(s)}: {listed}.")
     if s["indirect"]:
-        listed = ", ".join(f"{e['node']} (total {e['total']:+.2f}, direct {e['direct']:+.2f})"
+        listed = ", ".join(f"{e['name']} (total {e['total']:+.2f}, direct {e['direct']:+.2f})"
                            for e in s["indirect"][:3])
         out.append(f"Indirect effect (|total| > |direct|: the node also acts through later components){instead(s)}: "
                    f"{listed}.")
@@ -342,7 +351,7 @@ def _necessity_sentences(s: dict) -> list[str]:
     out = []
     named = [e for e in s["noising_top"] if max(abs(e["value"]), abs(e["denoising"])) >= NAME_FRACTION]
     if named:
-        listed = ", ".join(f"{e['node']} (noising removes {100 * e['value']:.0f}%, denoising restores "
+        listed = ", ".join(f"{e['name']} (noising removes {100 * e['value']:.0f}%, denoising restores "
                            f"{100 * e['denoising']:.0f}%)" for e in named[:3])
         out.append("Necessity beside sufficiency, as shares of the clean − corrupted LD gap (noising: the node's "
                    "output from the corrupted twin in the clean run; denoising: from the clean prompt in the corrupted "
@@ -352,32 +361,23 @@ def _necessity_sentences(s: dict) -> list[str]:
     return out + necessity.sentences(found, s["answer_informative"], s["answer_gap_reason"], instead=instead(s))
 
 
-class AblatedNode(RankedNode):
+class AblatedNode(Ranked):
     p_correct: NotRequired[Annotated[float, "change in P(correct answer) under the ablation"]]
     direct: NotRequired[Annotated[float, "mean ablation's direct effect on LD (what it writes into the logits)"]]
     total: NotRequired[Annotated[float, "mean ablation's total effect on LD"]]
     denoising: NotRequired[Annotated[float, "noising_top: the denoising share of the LD gap"]]
 
 
-class AblationsSummary(TypedDict):
+class AblationsSummary(CorruptionHeader, LogitDiffMeans, InformativeGap, GapState):
     """Zero, mean and resample ablation of every head and MLP; direct against total effect; AND / OR nodes."""
 
-    family: Annotated[str, "the prompt family"]
-    corruption: Annotated[Corruption, "which corrupted twin the resample and the mean reference use"]
-    n_prompts: Annotated[Count, "prompts ablated"]
-    n_layers: Annotated[Count, "layers of the model"]
     n_heads: Annotated[Count, "heads per layer"]
-    clean_logit_diff_mean: Annotated[float, "mean LD = logit(clean answer) − logit(corrupted answer), clean run"]
-    corrupted_logit_diff_mean: Annotated[float, "the same on the corrupted run"]
     clean_p_correct_mean: Annotated[Fraction, "mean P(correct answer), clean run"]
-    informative: Annotated[bool, "the clean − corrupted gap is informative (a node can be named)"]
-    gap_reason: Annotated[str, "why it is or is not"]
-    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/common/thresholds.py)"]
     name_threshold_logits: Annotated[float, "|effect| a node needs to be named, logits"]
     ablation: Annotated[str, "the primary ablation (resample from the paired twin of this corruption)"]
     mean_ablation_top: Annotated[list[AblatedNode], "nodes by |ΔLD| under mean ablation (value: ΔLD, logits)"]
-    off_diagonal: Annotated[list[RankedNode], "nodes whose |total − direct| reaches the threshold (value: "
-                                              "total − direct)"]
+    off_diagonal: Annotated[list[Ranked], "nodes whose |total − direct| reaches the threshold (value: "
+                                          "total − direct)"]
     self_repair: Annotated[list[AblatedNode], "off-diagonal nodes with |total| < |direct| (later components "
                                               "compensate)"]
     indirect: Annotated[list[AblatedNode], "off-diagonal nodes with |total| >= |direct| (the node also acts "
@@ -392,7 +392,6 @@ class AblationsSummary(TypedDict):
     and_nodes: Annotated[list[Necessity], "needed, not sufficient alone (shares of the clean answer's logit gap)"]
     or_nodes: Annotated[list[Necessity], "sufficient alone, not needed: backups"]
     both_nodes: Annotated[list[Necessity], "needed and sufficient alone"]
-    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
 
 
 ABLATIONS_ANALYSIS = Analysis(

@@ -13,12 +13,12 @@ the day token(s) would get if it attended evenly to every position it can see (1
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, NotRequired
 
 import torch
 
 from analyses.common import phrases
-from analyses.common.contract import Fraction, RankedHead
+from analyses.common.contract import FamilyHeader, Fraction, Ranked
 from analyses.common.metrics import logit_diff
 from analyses.common.text import signed
 from analyses.common.thresholds import ATTENTION_OVER_UNIFORM, MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, notable_logits
@@ -51,7 +51,7 @@ def compute(model, prompts: PromptSet) -> Result:
     on_days = (pattern[:, :, :, -1, :] * day_positions(prompts)[None, :, None, :]).sum(-1).mean(1)  # [layers, heads]
     shown = ranked_heads(mean_attr, N_SHOWN, largest=True) + ranked_heads(mean_attr, N_SHOWN, largest=False)
     for entry in shown:
-        layer, head = parse_head_name(entry["head"])
+        layer, head = parse_head_name(entry["name"])
         entry["day_attention"] = float(on_days[layer, head])
     widgets = [_widget(title, pattern, prompts, heads) for title, heads in
                (("Top positive heads by direct logit attribution", shown[:N_SHOWN]),
@@ -69,12 +69,12 @@ def compute(model, prompts: PromptSet) -> Result:
 
 
 def _widget(title: str, pattern: torch.Tensor, prompts: PromptSet, heads: list[dict]) -> dict:
-    stacked = torch.stack([pattern[layer, 0, head] for layer, head in (parse_head_name(h["head"]) for h in heads)])
+    stacked = torch.stack([pattern[layer, 0, head] for layer, head in (parse_head_name(h["name"]) for h in heads)])
     # the head selector's tiles hold a short name only (a value in the label overflows the tile); the values go in
     # the widget's title, above it
-    values = ", ".join(f"{h['head']} {signed(h['value'])}" for h in heads)
+    values = ", ".join(f"{h['name']} {signed(h['value'])}" for h in heads)
     return {"title": f"{title} (DLA: {values})", "tokens": prompts.str_tokens[0], "attention": stacked.tolist(),
-            "head_names": [h["head"] for h in heads]}
+            "head_names": [h["name"] for h in heads]}
 
 
 def figures(result: Result) -> list[Figure]:
@@ -94,7 +94,7 @@ def narrative(result: Result) -> list[str]:
                  f"({signed(reference)}) and ≥ {MIN_EFFECT_LOGITS:g} logit."]
     named = [e for e in s["top_positive"] + s["top_negative"] if notable_logits(e["value"], reference)]
     for e in named[:2]:
-        sentences.append(f"{e['head']} (direct contribution {signed(e['value'])}) sends {100 * e['day_attention']:.0f}%"
+        sentences.append(f"{e['name']} (direct contribution {signed(e['value'])}) sends {100 * e['day_attention']:.0f}%"
                          f" of the final position's attention to the day token(s), averaged over prompts"
                          + (f" (under {ATTENTION_OVER_UNIFORM:g}× the uniform baseline)."
                             if not _attends(e["day_attention"], uniform) else "."))
@@ -102,13 +102,13 @@ def narrative(result: Result) -> list[str]:
         sentences.append(phrases.nothing_stands_out("No head's direct contribution passes the naming threshold"))
     attending = [e for e in s["top_day_attention"] if _attends(e["value"], uniform)]
     if attending:
-        listed = ", ".join(f"{e['head']} ({100 * e['value']:.0f}%)" for e in attending)
+        listed = ", ".join(f"{e['name']} ({100 * e['value']:.0f}%)" for e in attending)
         sentences.append(f"Heads that attend from the final position to the day token(s) at ≥ "
                          f"{ATTENTION_OVER_UNIFORM:g}× the uniform baseline: {listed}.")
     else:
         most = s["top_day_attention"][0]
         sentences.append(f"No head attends to the day token(s) from the final position at ≥ "
-                         f"{ATTENTION_OVER_UNIFORM:g}× the uniform baseline (the most: {most['head']}, "
+                         f"{ATTENTION_OVER_UNIFORM:g}× the uniform baseline (the most: {most['name']}, "
                          f"{100 * most['value']:.0f}%).")
     return sentences
 
@@ -119,34 +119,33 @@ def _attends(share: float, uniform: float) -> bool:
 
 def _narrative_without_baseline(s: dict) -> list[str]:
     best = s["top_positive"][0]
-    sentences = [f"The head with the largest direct contribution, {best['head']}, sends "
+    sentences = [f"The head with the largest direct contribution, {best['name']}, sends "
                  f"{100 * best['day_attention']:.0f}% of the final position's attention to the day token(s), "
                  "averaged over prompts."]
     top_day = s["top_day_attention"][0]
-    sentences.append(f"The head that attends most to the day token(s) from the final position is {top_day['head']} "
+    sentences.append(f"The head that attends most to the day token(s) from the final position is {top_day['name']} "
                      f"({100 * top_day['value']:.0f}%)"
-                     + (", the same head." if top_day["head"] == best["head"] else "."))
+                     + (", the same head." if top_day["name"] == best["name"] else "."))
     worst = s["top_negative"][0]
     if worst["value"] < 0:
-        sentences.append(f"The most negative head, {worst['head']} ({signed(worst['value'])}), puts "
+        sentences.append(f"The most negative head, {worst['name']} ({signed(worst['value'])}), puts "
                          f"{100 * worst['day_attention']:.0f}% of its final-position attention on the day token(s).")
     return sentences
 
 
-class AttentionHead(RankedHead):
+class AttentionHead(Ranked):
     day_attention: NotRequired[Annotated[Fraction, "the final position's attention to the item token(s), mean over "
                                                    "prompts"]]
 
 
-class AttentionSummary(TypedDict):
+class AttentionSummary(FamilyHeader):
     """The heads with the largest positive and negative direct logit attribution, and where they look."""
 
-    family: Annotated[str, "the prompt family"]
     prompt: Annotated[str, "the prompt the widgets show (the family's first clean prompt)"]
     top_positive: Annotated[list[AttentionHead], "heads by mean copy DLA, largest first (value: logits)"]
     top_negative: Annotated[list[AttentionHead], "heads by mean copy DLA, most negative first"]
-    top_day_attention: Annotated[list[RankedHead], "heads by their final position's attention to the item "
-                                                   "token(s) (value: fraction)"]
+    top_day_attention: Annotated[list[Ranked], "heads by their final position's attention to the item "
+                                               "token(s) (value: fraction)"]
     uniform_day_attention: Annotated[Fraction, "the item tokens' share of the final position's attention if it were "
                                                "uniform (mean over prompts)"]
     copy_logit_diff_mean: Annotated[float, "the clean run's mean copy LD, the reference of the naming threshold"]

@@ -30,13 +30,13 @@ Relation behaviour (families with a relation twin: the same item under another r
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, NotRequired
 
 import numpy as np
 import torch
 
 from analyses.common import plots, thresholds
-from analyses.common.contract import Count, Fraction, Headline, PValue
+from analyses.common.contract import Count, Fraction, Headline, PValue, SequenceHeader
 from analyses.common.metrics import model_device
 from analyses.common.text import num
 from analyses.common.types import Analysis, Figure, PromptSet, Result
@@ -260,11 +260,9 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-class BehaviourSummary(TypedDict):
+class BehaviourSummary(SequenceHeader):
     """What the model answers: accuracies over the prompts, the chance test, the kind of error, the relation twins."""
 
-    family: Annotated[str, "the prompt family"]
-    sequence: Annotated[str, "the family's sequence (days, months, ...)"]
     n_items: Annotated[Count, "items in the sequence (7 days, 12 months)"]
     n_prompts: Annotated[Count, "clean prompts: templates x items"]
     n_templates: Annotated[Count, "templates (paraphrases) of the family"]

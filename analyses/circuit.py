@@ -42,20 +42,20 @@ p_correct_without_mlp [n_items]; edge_weight [E]. Labels: nodes [N], items, edge
 Summary: ablation, named, not_named_reason, minimal_circuit (node names; empty unless named),
 minimal_circuit_faithfulness, minimal_circuit_faithfulness_by_template, n_notable, name_threshold_logits,
 faithfulness_auc, faithfulness_auc_attribution, faithfulness_auc_mean, heldout_*, helpful_ablations,
-ranking = [{"node", "value"}], informative, gap_reason, gap_state, ranking_informative, ranking_gap_reason,
+ranking = [{"name", "value"}], informative, gap_reason, gap_state, ranking_informative, ranking_gap_reason,
 ranking_gap_state, corruption.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, NotRequired
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
 from analyses.common import phrases, plots, thresholds
-from analyses.common.contract import Corruption, Count, RankedNode
+from analyses.common.contract import CorruptionHeader, Count, Ranked
 from analyses.common.metrics import answer_pair
 from analyses.common.plots import LAYOUT
 from analyses.common.thresholds import FAITHFUL_TARGET, FAITHFULNESS_EXCESS
@@ -242,7 +242,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
         "faithfulness_auc_mean": area(grid, curves["mean"]),
         "helpful_ablations": helpful,
         "removed_mlp": names[mlps[0]] if mlps else "",
-        "ranking": [{"node": names[i], "value": float(exact[i])} for i in order["exact"][:10]],
+        "ranking": [{"name": names[i], "value": float(exact[i])} for i in order["exact"][:10]],
         "items_above_chance": shared.above_chance(ctx, prompts),
         **(heldout or {}),
     }
@@ -277,7 +277,7 @@ def _not_named_reason(gap, ranking_gap, notable: int, size) -> str:
 def helpful_ablations(model, base, node_list, sources, prompts, circuit, exact, full_ld, ablated) -> list[dict]:
     """Faithfulness above 1: which ablated nodes push against the answer. Of the ablated nodes with the most
     negative patching effects, each is restored beside the circuit; those that lower faithfulness are returned as
-    {"node", "value": faithfulness(circuit + node) − faithfulness(circuit)} (negative, at least NAME_FRACTION of the
+    {"name", "value": faithfulness(circuit + node) − faithfulness(circuit)} (negative, at least NAME_FRACTION of the
     excess over 1), largest drop first."""
     outside = [i for i in np.argsort(exact, kind="stable") if i not in circuit and exact[i] < 0][:HELPFUL_CHECKED]
     if not outside:
@@ -287,7 +287,7 @@ def helpful_ablations(model, base, node_list, sources, prompts, circuit, exact, 
     f = faithfulness(ld, full_ld, ablated)
     drops = [(node_name(node_list[i]), float(f[k + 1] - f[0])) for k, i in enumerate(outside)]
     floor = NAME_FRACTION * (f[0] - 1)  # a node is named when it accounts for >= 10% of the excess over 1
-    return [{"node": n, "value": v} for n, v in sorted(drops, key=lambda d: d[1]) if v <= -floor]
+    return [{"name": n, "value": v} for n, v in sorted(drops, key=lambda d: d[1]) if v <= -floor]
 
 
 def leave_one_template_out(model, base, node_list, sources, prompts, exact_pp, grid, full_ld, ablated, clean_ld,
@@ -469,7 +469,7 @@ def narrative(result: Result) -> list[str]:
     if s["minimal_circuit_faithfulness"] > 1 + FAITHFULNESS_EXCESS:
         helpful = s["helpful_ablations"]
         if helpful:
-            listed = ", ".join(f"{e['node']} (restoring it lowers faithfulness by {-100 * e['value']:.0f} points)"
+            listed = ", ".join(f"{e['name']} (restoring it lowers faithfulness by {-100 * e['value']:.0f} points)"
                                for e in helpful[:3])
             sentences.append(f"Faithfulness above 100%: ablated nodes push against the answer, and removing them "
                              f"helps: {listed}.")
@@ -490,14 +490,10 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-class CircuitSummary(TypedDict):
+class CircuitSummary(CorruptionHeader):
     """The minimal circuit: nodes ranked by patching, kept in order until faithfulness reaches the target."""
 
-    family: Annotated[str, "the prompt family"]
-    corruption: Annotated[Corruption, "which corrupted twin ranks the nodes and resamples the ablated ones"]
-    n_prompts: Annotated[Count, "prompts"]
     n_nodes: Annotated[Count, "heads and MLPs ranked"]
-    n_layers: Annotated[Count, "layers of the model"]
     n_heads: Annotated[Count, "heads per layer"]
     target: Annotated[float, "the faithfulness a minimal circuit must reach"]
     ablation: Annotated[str, "the ablation of every node outside the kept set (resample: its value on the paired "
@@ -505,6 +501,7 @@ class CircuitSummary(TypedDict):
     ablation_text: Annotated[str, "the ablation in words, as the page states it"]
     named: Annotated[bool, "a circuit is named: both gaps informative and the notable nodes reach the target"]
     not_named_reason: Annotated[str, "why no circuit is named (empty when one is)"]
+    # the gap here is full − all-ablated, not the clean − corrupted one of contract.InformativeGap: keys of its own
     informative: Annotated[bool, "the full − all-ablated gap (which normalises faithfulness) is informative"]
     gap_reason: Annotated[str, "why it is or is not"]
     gap_state: Annotated[str, "state of the full − all-ablated gap (analyses/common/thresholds.py)"]
@@ -526,11 +523,10 @@ class CircuitSummary(TypedDict):
                                                    "patching"]]
     faithfulness_auc_attribution: NotRequired[Annotated[float, "the same, ranked by attribution patching"]]
     faithfulness_auc_mean: NotRequired[Annotated[float, "the same, with contrast-matched mean ablation"]]
-    helpful_ablations: Annotated[list[RankedNode], "ablated nodes whose restoring lowers faithfulness (value: the "
-                                                   "change, negative)"]
+    helpful_ablations: Annotated[list[Ranked], "ablated nodes whose restoring lowers faithfulness (value: the "
+                                               "change, negative)"]
     removed_mlp: Annotated[str, "the circuit's top-ranked MLP, removed in the replication table ('' if none)"]
-    ranking: Annotated[list[RankedNode], "nodes by exact patching effect (value: mean LD change), top 10"]
-    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+    ranking: Annotated[list[Ranked], "nodes by exact patching effect (value: mean LD change), top 10"]
     # leave-one-template-out, with two or more templates
     heldout_faithfulness_by_template: NotRequired[Annotated[list[float | None], "the circuit found on the other "
                                                                                 "templates, on this one (null "

@@ -6,19 +6,19 @@ layer's attention attribution. The heads plus the layer's output bias term sum t
 which does not depend on where the head looks, and is reported per layer (`output_bias_by_layer`), not given to
 any head. For models with a norm after attention (Gemma 2 and 3), a head's value is its share of the NORMALISED
 attention output, the norm's scale frozen at this run's value (`post_attention_norm`). Shapes: [layers, heads, batch].
-Summary contract: `top_positive` / `top_negative` are lists of {"head": "L9H1", "value": 1.23} sorted by value
+Summary contract: `top_positive` / `top_negative` are lists of {"name": "L9H1", "value": 1.23} sorted by value
 (largest first / most negative first), for the copy metric (correct vs the item in the prompt); `logit_diff_mean`
 is the model's own mean logit difference, against which the narrative's size threshold is set.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 import numpy as np
 
 from analyses.common import phrases, plots
-from analyses.common.contract import Count, Headline, RankedHead
+from analyses.common.contract import Count, FamilyHeader, Headline, Ranked
 from analyses.common.metrics import answer_pair, logit_diff
 from analyses.common.text import signed
 from analyses.common.thresholds import MIN_EFFECT_FRACTION, MIN_EFFECT_LOGITS, SCALE_LOGITS, notable_logits
@@ -76,34 +76,33 @@ def narrative(result: Result) -> list[str]:
     negative = [h for h in neg if h["value"] < 0 and notable_logits(h["value"], reference)][:3]
     if positive:
         sentences.append("Against the item in the prompt, the heads that write most for the correct item are "
-                         + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in positive)
+                         + ", ".join(f"{h['name']} ({signed(h['value'])})" for h in positive)
                          + f", of a logit difference of {signed(reference)}.")
     if negative:
         sentences.append("The heads that write most against it are "
-                         + ", ".join(f"{h['head']} ({signed(h['value'])})" for h in negative) + ".")
+                         + ", ".join(f"{h['name']} ({signed(h['value'])})" for h in negative) + ".")
     if not positive and not negative:
         sentences.append(phrases.nothing_stands_out_for("the heads", (
             f"none writes at least {MIN_EFFECT_LOGITS:g} logits and {MIN_EFFECT_FRACTION:.0%} of the logit difference "
             f"({signed(reference)}) directly")))
     other = s["clean_vs_corrupted_top_positive"][0]
     if notable_logits(other["value"], s["clean_vs_corrupted_logit_diff_mean"]):
-        same = "the same head" if other["head"] == pos[0]["head"] else "a different head"
-        sentences.append(f"Against the corrupted answer, the top head is {other['head']} ({signed(other['value'])}), "
+        same = "the same head" if other["name"] == pos[0]["name"] else "a different head"
+        sentences.append(f"Against the corrupted answer, the top head is {other['name']} ({signed(other['value'])}), "
                          f"{same} as for the copy comparison.")
     return sentences
 
 
-class DlaHeadsSummary(TypedDict):
+class DlaHeadsSummary(FamilyHeader):
     """Direct logit attribution per head, for the copy metric and for clean vs corrupted answer."""
 
-    family: Annotated[str, "the prompt family"]
-    top_positive: Annotated[list[RankedHead], "heads by mean copy DLA, largest first (value: logits)"]
-    top_negative: Annotated[list[RankedHead], "heads by mean copy DLA, most negative first"]
+    top_positive: Annotated[list[Ranked], "heads by mean copy DLA, largest first (value: logits)"]
+    top_negative: Annotated[list[Ranked], "heads by mean copy DLA, most negative first"]
     logit_diff_mean: Annotated[float, "the model's mean copy logit difference, logits"]
     output_bias_by_layer: Annotated[list[float], "per layer, the attention output bias term's mean copy share"]
-    clean_vs_corrupted_top_positive: Annotated[list[RankedHead], "the same ranking for logit(clean answer) − "
+    clean_vs_corrupted_top_positive: Annotated[list[Ranked], "the same ranking for logit(clean answer) − "
                                                                  "logit(corrupted answer)"]
-    clean_vs_corrupted_top_negative: Annotated[list[RankedHead], "most negative first, that metric"]
+    clean_vs_corrupted_top_negative: Annotated[list[Ranked], "most negative first, that metric"]
     clean_vs_corrupted_logit_diff_mean: Annotated[float, "the model's mean clean vs corrupted logit difference"]
     clean_vs_corrupted_output_bias_by_layer: Annotated[list[float], "per layer, the bias term's share, that metric"]
     n_layers: Annotated[Count, "layers of the model"]

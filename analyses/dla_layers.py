@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, NotRequired, TypedDict
 
 from analyses.common import phrases, plots
+from analyses.common.contract import FamilyHeader
 from analyses.common.metrics import answer_pair, logit_diff
 from analyses.common.precision import dtype_name, identity_tolerance, soft_cap, uncapped
 from analyses.common.text import num, signed
@@ -92,8 +93,7 @@ def _metric(metric: str, what: str) -> dict:
                                                                   "components"]}
 
 
-DlaLayersSummary = TypedDict("DlaLayersSummary", {
-    "family": Annotated[str, "the prompt family"],
+DlaLayersKeys = TypedDict("DlaLayersKeys", {
     **_metric("copy", "logit(correct) − logit(item in the prompt)"),
     **_metric("clean_vs_corrupted", "logit(clean answer) − logit(corrupted answer)"),
     "components": Annotated[list[str], "the components: embeddings, each attention layer, each MLP"],
@@ -101,7 +101,10 @@ DlaLayersSummary = TypedDict("DlaLayersSummary", {
     "identity_tolerance": Annotated[float, "what the reconstruction error may reach in that dtype, logits"],
     "logit_soft_cap": NotRequired[Annotated[float, "the model's final logit soft-cap, where it has one"]],
 })
-DlaLayersSummary.__doc__ = "Direct logit attribution per component; the decomposition's reconstruction error."
+
+
+class DlaLayersSummary(FamilyHeader, DlaLayersKeys):
+    """Direct logit attribution per component; the decomposition's reconstruction error."""
 
 
 DLA_LAYERS = Analysis(

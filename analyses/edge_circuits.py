@@ -41,7 +41,14 @@ import torch
 
 from analyses import engine as ee
 from analyses.common import phrases, plots
-from analyses.common.contract import Corruption, Count, RankedEdge
+from analyses.common.contract import (
+    CorruptionHeader,
+    Count,
+    InformativeGap,
+    LogitDiffMeans,
+    NormalisedValues,
+    Ranked,
+)
 from analyses.common.metrics import answer_pair, does_the_task
 from analyses.common.plots import LAYOUT
 from analyses.common.stats import agreement
@@ -216,9 +223,9 @@ def compute(model, prompts: PromptSet, steps: int | None = None, context: Family
               **{f"faithfulness_{k}": v for k, v in curves.items()},
               **{f"edges_kept_{k}": np.array([c.sum() for c in circuits[k]]) for k in ("greedy", "connected")}}
     exact_of = {e: float(x) for e, x in zip(patched, exact)}
-    named = [{"edge": es.edge_name(int(u), int(v)), "value": exact_of[(u, v)]} for u, v in patched
+    named = [{"name": es.edge_name(int(u), int(v)), "value": exact_of[(u, v)]} for u, v in patched
              if informative and abs(exact_of[(u, v)]) >= NAME_FRACTION]
-    top = [{"edge": es.edge_name(int(u), int(v)), "value": float(eap_ig[u, v]), "eap": float(eap[u, v]),
+    top = [{"name": es.edge_name(int(u), int(v)), "value": float(eap_ig[u, v]), "eap": float(eap[u, v]),
             **({"exact": exact_of[(u, v)]} if (u, v) in exact_of else {})} for u, v in patched[:TOP_K]]
     reached = [i for i, f in enumerate(curves.get("greedy", [])) if np.isfinite(f) and f >= FAITHFUL_TARGET]
     chosen = reached[0] if (reached and informative) else None
@@ -377,7 +384,7 @@ def narrative(result: Result) -> list[str]:
                          f"EAP: slope {s.get('eap_slope', float('nan')):.2f}, overlap "
                          f"{100 * s.get('eap_top_overlap', float('nan')):.0f}%.")
     if s["named_edges"]:
-        listed = ", ".join(f"{e['edge']} ({100 * e['value']:+.0f}%)" for e in s["named_edges"][:5])
+        listed = ", ".join(f"{e['name']} ({100 * e['value']:+.0f}%)" for e in s["named_edges"][:5])
         sentences.append(f"Edges that alone move the LD by at least {100 * s['name_threshold']:.0f}% of the gap "
                          f"when patched exactly: {listed}{instead(s)}.")
     else:
@@ -398,7 +405,7 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-class ScoredEdge(RankedEdge):
+class ScoredEdge(Ranked):
     eap: NotRequired[Annotated[float, "the edge's EAP score (value is EAP-IG)"]]
     exact: NotRequired[Annotated[float, "its exact edge-patching effect, where patched"]]
 
@@ -420,13 +427,9 @@ def _agreement_keys() -> dict:
 EdgeMeasures = TypedDict("EdgeMeasures", {**_curve_keys(), **_agreement_keys()})
 
 
-class EdgeCircuitsSummary(EdgeMeasures):
+class EdgeCircuitsSummary(CorruptionHeader, InformativeGap, LogitDiffMeans, NormalisedValues, EdgeMeasures):
     """Edge attribution (EAP, EAP-IG) checked against exact edge patching; greedy edge circuits and faithfulness."""
 
-    family: Annotated[str, "the prompt family"]
-    corruption: Annotated[Corruption, "which corrupted twin"]
-    n_prompts: Annotated[Count, "prompts"]
-    n_layers: Annotated[Count, "layers of the model"]
     n_heads: Annotated[Count, "query heads per layer"]
     n_key_value_heads: Annotated[Count, "key/value heads per layer"]
     edge_set: Annotated[str, "sequential, or parallel attention and MLP (no head -> same-layer MLP edges)"]
@@ -434,21 +437,15 @@ class EdgeCircuitsSummary(EdgeMeasures):
     n_senders: Annotated[Count, "senders (input, heads, MLPs)"]
     n_receivers: Annotated[Count, "receivers (q/k/v of heads, MLPs, logits)"]
     ig_steps: Annotated[Count, "integration steps of EAP-IG"]
-    informative: Annotated[bool, "the clean − corrupted gap is informative"]
-    gap_reason: Annotated[str, "why it is or is not"]
-    normalised: Annotated[bool, "scores are fractions of the gap (else raw LD changes)"]
-    value_unit: Annotated[str, "what the scores are, in words"]
-    clean_logit_diff_mean: Annotated[float, "mean LD, clean run, logits"]
-    corrupted_logit_diff_mean: Annotated[float, "mean LD, corrupted run, logits"]
     name_threshold: Annotated[float, "|exact effect| an edge needs to be named, fraction of the gap"]
-    top_edges: Annotated[list[ScoredEdge], "edges by |EAP-IG|, largest first; exact where patched"]
+    top_edges: Annotated[list[ScoredEdge], "edges of the edge set by |EAP-IG|, largest first, named "
+                                           "'a0.h1->m2' (sender->receiver); exact where patched"]
     named_edges: Annotated[list[ScoredEdge], "edges whose exact patching reaches name_threshold of an "
                                              "informative gap"]
     exact_edges_patched: Annotated[Count, "edges checked by exact patching"]
     fractions: Annotated[list[float], "the edge fractions of the faithfulness curves"]
     edges_kept: Annotated[list[int], "edges kept at each fraction"]
     target: Annotated[float, "the faithfulness a circuit must reach"]
-    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
     heldout_reason: Annotated[str, "why there is no held-out curve ('' when there is one)"]
     heldout_template: NotRequired[Annotated[int, "the template the held-out curve is evaluated on"]]
     diagram_fraction: NotRequired[Annotated[float, "the edge fraction of the drawn circuit (the first reaching "

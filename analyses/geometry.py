@@ -48,7 +48,7 @@ the mean offset is within MAX_ROTATION_ERROR_STEPS of the expected one and the m
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 import numpy as np
 import plotly.graph_objects as go
@@ -65,7 +65,7 @@ from analyses.common.circle_geometry import (
     rotation_offsets,
     signed_step,
 )
-from analyses.common.contract import Count, Fraction, PValue
+from analyses.common.contract import Count, Fraction, PValue, SequenceHeader
 from analyses.common.thresholds import MAX_ROTATION_ERROR_STEPS, MIN_CAUSAL_MARGIN, MIN_CIRCLE_ORDER, PLANE_DOMINANCE
 from analyses.common.types import Analysis, Figure, PromptSet, Result
 from analyses.methods.circle_intervention import CausalTest, causal_test
@@ -378,11 +378,9 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-class GeometrySummary(TypedDict):
+class GeometrySummary(SequenceHeader):
     """Is there a circle of the items in the residual stream, and does editing its plane move the answer?"""
 
-    family: Annotated[str, "the prompt family"]
-    sequence: Annotated[str, "the family's sequence"]
     n_items: Annotated[Count, "items in the sequence"]
     n_points: Annotated[Count, "points of the stream read (resid_pre of each block, then the final stream)"]
     layer_labels: Annotated[list[str], "the points' names"]

@@ -19,7 +19,7 @@ from typing import Annotated, NotRequired, TypedDict
 import numpy as np
 
 from analyses.common import phrases, plots, thresholds
-from analyses.common.contract import Count, Fraction, Headline
+from analyses.common.contract import Count, FamilyHeader, Fraction, Headline
 from analyses.common.metrics import answer_pair, logit_diff, model_device
 from analyses.common.text import num, signed
 from analyses.common.types import Analysis, Figure, PromptSet, Result
@@ -118,8 +118,7 @@ def _gap(corruption: str, optional: bool) -> dict:
     return {k: NotRequired[v] for k, v in keys.items()} if optional else keys
 
 
-LogitDiffSummary = TypedDict("LogitDiffSummary", {
-    "family": Annotated[str, "the prompt family"],
+LogitDiffKeys = TypedDict("LogitDiffKeys", {
     "n_prompts": Annotated[Count, "clean prompts"],
     "corruptions": Annotated[list[str], "the family's corruptions: day, and relation where it has a twin"],
     **_runs("copy", "logit(correct) − logit(item named in the prompt), clean run", False),
@@ -129,7 +128,10 @@ LogitDiffSummary = TypedDict("LogitDiffSummary", {
     **_runs("relation_corrupted", "logit(clean answer) − logit(relation twin's answer), relation twin", True),
     **_gap("day", False), **_gap("relation", True),
 })
-LogitDiffSummary.__doc__ = "Logit differences per prompt and their means, and each corruption's clean − corrupted gap."
+
+
+class LogitDiffSummary(FamilyHeader, LogitDiffKeys):
+    """Logit differences per prompt and their means, and each corruption's clean − corrupted gap."""
 
 
 LOGIT_DIFF = Analysis(

@@ -14,6 +14,7 @@ from typing import Annotated, TypedDict
 import numpy as np
 
 from analyses.common import plots
+from analyses.common.contract import FamilyHeader
 from analyses.common.text import signed
 from analyses.common.thresholds import MIN_EFFECT_LOGITS
 from analyses.common.types import Analysis, Figure, PromptSet, Result
@@ -92,12 +93,14 @@ def _metric(metric: str) -> dict:
             f"{metric}_mean_by_point": Annotated[list[float], "mean lens value per point, aligned with points"]}
 
 
-LogitLensSummary = TypedDict("LogitLensSummary", {
-    "family": Annotated[str, "the prompt family"],
+LogitLensKeys = TypedDict("LogitLensKeys", {
     **_metric("copy"), **_metric("clean_vs_corrupted"),
     "points": Annotated[list[str], "where the stream is read: 'before layer 3', 'after attention 3', 'final'"],
 })
-LogitLensSummary.__doc__ = "The logit difference read off the residual stream, point by point, for both metrics."
+
+
+class LogitLensSummary(FamilyHeader, LogitLensKeys):
+    """The logit difference read off the residual stream, point by point, for both metrics."""
 
 
 LOGIT_LENS = Analysis(

@@ -27,20 +27,20 @@ Predictions by Promoting Concepts in the Vocabulary Space", on the patching chan
 Arrays (M studied MLPs, K = TOP_NEURONS, G = len(K_GRID), n items): mlp_patching [L] (every MLP, fraction of the
 gap, or logits when the gap is not informative); neuron_index, neuron_effect [M, K]; activation_by_item, promoted
 [M, K, n]; k_grid [G]; top_k_patching [M, G]; whole_mlp_patching [M]. Labels: mlps [M], items.
-Summary: mlps = [{"node": "MLP3", "value"}]; neurons = [{"node": "MLP3", "neuron": 812, "value" (direct effect,
+Summary: mlps = [{"name": "MLP3", "value"}]; neurons = [{"name": "MLP3", "neuron": 812, "value" (direct effect,
 fraction of the gap), "fires_for" (item or ""), "promotes" (item), "offset" (int, or null), "role"}];
-top_k_patching = [{"node", "k", "value", "whole"}]; family_step; informative, gap_reason, corruption.
+top_k_patching = [{"name" (the MLP), "k", "value", "whole"}]; family_step; informative, gap_reason, corruption.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from analyses.common import phrases, plots
-from analyses.common.contract import Corruption, Count, RankedNode
+from analyses.common.contract import CorruptionHeader, InformativeGap, Ranked
 from analyses.common.metrics import answer_pair, does_the_task, model_device
 from analyses.common.thresholds import NEURONS_ENOUGH, SELECTIVE_NEURON
 from analyses.common.types import Analysis, Figure, PromptSet, Result
@@ -195,14 +195,14 @@ def compute(model, prompts: PromptSet) -> Result:
         by_k, whole = top_k_patching(model, prompts, layer, ranked, grid, runs)
         arrays["top_k_patching"][m], arrays["whole_mlp_patching"][m] = by_k / scale, whole / scale
         for i, neuron in enumerate(top):
-            neurons.append({"node": f"MLP{layer}", "neuron": int(neuron), "value": float(effects[neuron] / scale),
+            neurons.append({"name": f"MLP{layer}", "neuron": int(neuron), "value": float(effects[neuron] / scale),
                             **role(arrays["activation_by_item"][m, i], arrays["promoted"][m, i], step, items)})
-        patching += [{"node": f"MLP{layer}", "k": int(k), "value": float(v / scale), "whole": float(whole / scale)}
+        patching += [{"name": f"MLP{layer}", "k": int(k), "value": float(v / scale), "whole": float(whole / scale)}
                      for k, v in zip(grid, by_k)]
     summary = {"family": prompts.family, "corruption": prompts.corruption, "n_prompts": prompts.n_prompts,
                "n_layers": int(model.cfg.n_layers), "informative": informative, "gap_reason": reason,
                "name_threshold": NAME_FRACTION, "selective_share": SELECTIVE_NEURON, "family_step": step,
-               "mlps": [{"node": f"MLP{layer}", "value": float(change[layer] / scale)} for layer in studied],
+               "mlps": [{"name": f"MLP{layer}", "value": float(change[layer] / scale)} for layer in studied],
                "neurons": neurons, "top_k_patching": patching, "items_above_chance": does_the_task(model, prompts)}
     labels = {"mlps": [f"MLP{layer}" for layer in studied], "items": items}
     return Result(summary=summary, arrays=arrays, labels=labels)
@@ -238,10 +238,10 @@ def narrative(result: Result) -> list[str]:
             f"No MLP's patched output {phrases.restores(s['name_threshold'], 'of the clean − corrupted gap')}",
             ", and no neuron is studied")]
     for mlp in s["mlps"]:
-        node = mlp["node"]
-        top = [n for n in s["neurons"] if n["node"] == node]
+        node = mlp["name"]
+        top = [n for n in s["neurons"] if n["name"] == node]
         named = [n for n in top if abs(n["value"]) >= s["name_threshold"]][:NARRATED]
-        patched = {p["k"]: p for p in s["top_k_patching"] if p["node"] == node}
+        patched = {p["k"]: p for p in s["top_k_patching"] if p["name"] == node}
         sentence = f"{node} (patching its output {phrases.restores(mlp['value'])}{instead(s)}): "
         if named:
             sentence += "its neurons with the largest direct effect on the LD are " + "; ".join(
@@ -275,36 +275,29 @@ def _top_k_sentence(node: str, patched: dict[int, dict]) -> str:
             f"{100 * patched[first]['value']:.0f}% of the gap against {100 * whole:.0f}% for the whole MLP{tail}.")
 
 
-class Neuron(RankedNode):
-    neuron: Annotated[int, "the neuron's index in its MLP"]
+class Neuron(Ranked):
+    neuron: Annotated[int, "the neuron's index in the MLP the entry names"]
     fires_for: Annotated[str, "the item it fires for selectively ('' when it fires for several)"]
     promotes: Annotated[str, "the item its output weights promote most"]
     offset: Annotated[int | None, "promoted minus fired-for item, signed (null when not selective)"]
     role: Annotated[str, "its role in words"]
 
 
-class TopKPatching(RankedNode):
+class TopKPatching(Ranked):
     k: Annotated[int, "neurons patched (the top k by |effect|)"]
     whole: Annotated[float, "the whole MLP's patching effect, for comparison"]
 
 
-class NeuronsSummary(TypedDict):
+class NeuronsSummary(CorruptionHeader, InformativeGap):
     """The MLPs that patching names, and the few neurons in each that carry their effect."""
 
-    family: Annotated[str, "the prompt family"]
-    corruption: Annotated[Corruption, "which corrupted twin"]
-    n_prompts: Annotated[Count, "prompts"]
-    n_layers: Annotated[Count, "layers of the model"]
-    informative: Annotated[bool, "the clean − corrupted gap is informative"]
-    gap_reason: Annotated[str, "why it is or is not"]
     name_threshold: Annotated[float, "|effect| an MLP needs to be studied, fraction of the gap"]
     selective_share: Annotated[float, "how far its top item must lead for a neuron to fire selectively"]
     family_step: Annotated[int, "the family's step (answer minus copy item)"]
-    mlps: Annotated[list[RankedNode], "the studied MLPs by |patching effect| (value: fraction of the gap)"]
-    neurons: Annotated[list[Neuron], "their top neurons by |patching effect|"]
+    mlps: Annotated[list[Ranked], "the studied MLPs by |patching effect| (value: fraction of the gap)"]
+    neurons: Annotated[list[Neuron], "their top neurons by |patching effect|, each named by its MLP"]
     top_k_patching: Annotated[list[TopKPatching], "each studied MLP's effect when only its top k neurons are "
                                                   "patched"]
-    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
 
 
 NEURONS = Analysis(

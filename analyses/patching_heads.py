@@ -19,7 +19,7 @@ Labels: `heads` ([L][H] "L9H1"), `kv_heads` ([L][H_kv] names of the value heads)
 Widgets: attention patterns, on the first clean prompt, of the top heads by |z effect| in the early, middle and
 late thirds of the layers.
 Summary contract: `corruption` ("day" or "relation": computed and saved once per corruption); `top_heads` =
-[{"head": "L9H1", "value": 0.61, "ci_low", "ci_high", "attribution", "value_by_template", "v_value",
+[{"name": "L9H1", "value": 0.61, "ci_low", "ci_high", "attribution", "value_by_template", "v_value",
 "pattern_value", "noising_value"}] sorted by |value| (z sweep), largest first; `v_top_heads`, `pattern_top_heads`
 likewise; attribution_{slope,mae,top_overlap,pearson}_{s} (informative gap only); clean_logit_diff_mean,
 corrupted_logit_diff_mean, gap_*, normalised, items_above_chance.
@@ -98,10 +98,10 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     by_template = dict(results=results, template_index=prompts.template_index)
     summary["top_heads"] = _top_heads(stats, names["z"], by_template)
     for entry in summary["top_heads"]:
-        entry["noising_value"] = st.finite_or_none(noising.exact[parse_head_name(entry["head"])])
-    summary["v_top_heads"] = st.ranked(stats["v"], names["v"], TOP_K, key="head", sweep="v", **by_template)
-    summary["pattern_top_heads"] = st.ranked(stats["pattern"], names["pattern"], TOP_K, key="head",
-                                             sweep="pattern", **by_template)
+        entry["noising_value"] = st.finite_or_none(noising.exact[parse_head_name(entry["name"])])
+    summary["v_top_heads"] = st.ranked(stats["v"], names["v"], TOP_K, sweep="v", **by_template)
+    summary["pattern_top_heads"] = st.ranked(stats["pattern"], names["pattern"], TOP_K, sweep="pattern",
+                                             **by_template)
     widgets = _widgets(stats["z"].exact, names["z"], results.first_prompt_patterns, prompts)
     labels = {"heads": names["z"].tolist(), "kv_heads": names["v"].tolist()}
     return Result(summary=summary, arrays=arrays, labels=labels, widgets=widgets)
@@ -128,10 +128,10 @@ def _noising(ctx: FamilyContext, prompts: PromptSet) -> tuple[st.SweepStats, ver
 
 def _top_heads(stats: dict[str, st.SweepStats], names: np.ndarray, by_template: dict) -> list[dict]:
     """Top heads by |z effect|, each with its v and pattern effects (v through its key-value head)."""
-    entries = st.ranked(stats["z"], names, TOP_K, key="head", sweep="z", **by_template)
+    entries = st.ranked(stats["z"], names, TOP_K, sweep="z", **by_template)
     kv = z_to_kv(stats["z"].exact.shape[1], stats["v"].exact.shape[1])
     for entry in entries:
-        layer, head = parse_head_name(entry["head"])
+        layer, head = parse_head_name(entry["name"])
         entry["v_value"] = st.finite_or_none(stats["v"].exact[layer, kv[head]])
         entry["pattern_value"] = st.finite_or_none(stats["pattern"].exact[layer, head])
     return entries
@@ -197,26 +197,26 @@ def narrative(result: Result) -> list[str]:
     sentences = baseline_sentences(s)
     checked = verify.sentence(s)
     sentences += [checked] if checked else []
-    best = dict(s["top_heads"][0], name_phrase=f"head {s['top_heads'][0]['head']}'s output")
+    best = dict(s["top_heads"][0], name_phrase=f"head {s['top_heads'][0]['name']}'s output")
     sentences.append(top_sentence(best, s, "any head's output"))
     if not notable(best, s):
         return sentences + [sentence for sentence in [agreement_sentence(s, HEAD_SWEEPS, SHORT)] if sentence]
     others = [e for e in s["top_heads"][1:3] if notable(e, s)]
     if others:
         sentences.append("The next largest are " + " and ".join(
-            f"{e['head']} ({percent(e['value'], normalised)})" for e in others) + ".")
+            f"{e['name']} ({percent(e['value'], normalised)})" for e in others) + ".")
     if best["v_value"] is not None and best["pattern_value"] is not None:
         values = "its values" if s["n_kv_heads"] == s["n_heads"] else "the values of its key-value group"
-        sentences.append(f"Through {values} alone {best['head']} moves {percent(best['v_value'], normalised)}, "
+        sentences.append(f"Through {values} alone {best['name']} moves {percent(best['v_value'], normalised)}, "
                          f"through its attention pattern alone {percent(best['pattern_value'], normalised)}.")
     if best.get("noising_value") is not None:
         at_chance = "" if s["items_above_chance"] else INSTEAD
-        sentences.append(f"Noising {best['head']} (the clean run with its output from the corrupted twin) removes "
+        sentences.append(f"Noising {best['name']} (the clean run with its output from the corrupted twin) removes "
                          f"{percent(best['noising_value'], normalised)}, beside the "
                          f"{percent(best['value'], normalised)} its denoising restores{at_chance} (the ablations "
                          "section reads AND / OR structure from the two).")
     if best.get("value_by_template"):
-        sentences.append(f"Per template, {best['head']}'s effect is " + ", ".join(
+        sentences.append(f"Per template, {best['name']}'s effect is " + ", ".join(
             f"T{t} {percent(v, normalised)}" for t, v in enumerate(best["value_by_template"])) + ".")
     agreement = agreement_sentence(s, HEAD_SWEEPS, SHORT)
     if agreement:
@@ -224,11 +224,7 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-class PatchedHeadEntry(st.PatchedEntry):
-    head: Annotated[str, "the head 'L9H1' (in v_top_heads a key/value head under grouped-query attention)"]
-
-
-class TopHead(PatchedHeadEntry):
+class TopHead(st.PatchedEntry):
     v_value: NotRequired[Annotated[float | None, "the v sweep's effect of its key/value head"]]
     pattern_value: NotRequired[Annotated[float | None, "the pattern sweep's effect of the head"]]
     noising_value: NotRequired[Annotated[float | None, "noising: the effect of corrupting only this head"]]
@@ -243,8 +239,9 @@ class PatchingHeadsSummary(st.PatchingCommon, HeadAgreement, st.ExactOptions):
     n_heads: Annotated[Count, "query heads per layer"]
     n_kv_heads: Annotated[Count, "key/value heads per layer"]
     top_heads: Annotated[list[TopHead], "heads by |z effect|, largest first"]
-    v_top_heads: Annotated[list[PatchedHeadEntry], "key/value heads by |v effect|"]
-    pattern_top_heads: Annotated[list[PatchedHeadEntry], "heads by |pattern effect|"]
+    v_top_heads: Annotated[list[st.PatchedEntry], "key/value heads by |v effect| (under grouped-query attention, "
+                                                  "'L9H1' is layer 9's key/value head 1)"]
+    pattern_top_heads: Annotated[list[st.PatchedEntry], "heads by |pattern effect|"]
 
 
 PATCHING_HEADS = Analysis(

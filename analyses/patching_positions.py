@@ -15,7 +15,7 @@ Arrays, per sweep s in (resid_pre, attn_out, mlp_out), L layers, S positions, B 
 Labels: `positions` (x axis, "5:' Monday'*": the token of each template at that position, joined by '|' where
 the templates differ; * = the token differs between the items of one template), `layers`.
 Summary: `corruption` ("day" or "relation": the analysis is computed and saved once per corruption);
-{s}_top = [{"component": "L3 pos5 ' Monday'", "value", "ci_low", "ci_high", "attribution", "value_by_template"}]
+{s}_top = [{"name": "L3 pos5 ' Monday'", "value", "ci_low", "ci_high", "attribution", "value_by_template"}]
 sorted by |value|, largest first; attribution_{slope,mae,top_overlap,pearson}_{s} (only for an informative gap);
 clean_logit_diff_mean, corrupted_logit_diff_mean, gap_*, normalised, items_above_chance.
 Under `--exact top:K,sample:S` (`analyses.methods.verified`, AtP*) only each sweep's top K cells by |attribution| and a
@@ -30,7 +30,7 @@ By role (issue 17: equal token length is not equal roles). Each template's token
 start, item / item+1 ..., relation, final, other); for each role held by one position in every template, each
 prompt's patched LD is read at ITS template's position of that role, then normalised as above:
     {s}_role_exact, {s}_role_attribution, {s}_role_ci_low, {s}_role_ci_high   [L, R]   (labels `roles`)
-    {s}_role_top = [{"component": "L3 item", "value", ..., "value_by_template"}]
+    {s}_role_top = [{"name": "L3 item", "value", ..., "value_by_template"}]
 and the per-index effect of each template alone, {s}_exact_by_template [T, L, S] (the heatmap's template menu).
 """
 
@@ -205,7 +205,7 @@ def narrative(result: Result) -> list[str]:
     sentences += [checked] if checked else []
     for sweep in POSITION_SWEEPS:
         top = dict(s[f"{sweep}_top"][0])
-        layer, pos, token = _parse_component(top["component"])
+        layer, pos, token = _parse_component(top["name"])
         if token.endswith("*"):
             token = f"{token[:-1]}, the token that differs between the prompts"
         top["name_phrase"] = f"{WHAT[sweep].format(layer=layer)} at position {pos} ({token})"
@@ -214,7 +214,7 @@ def narrative(result: Result) -> list[str]:
         if not s.get(f"{sweep}_role_top"):  # none, or (--exact top:K) no role verified for every prompt
             continue
         top = dict(s[f"{sweep}_role_top"][0])
-        layer, role = top["component"].split(" ", 1)
+        layer, role = top["name"].split(" ", 1)
         top["name_phrase"] = (f"{WHAT[sweep].format(layer=layer[1:])} at the {role} token (each template's own "
                               "position of it)")
         sentence = top_sentence(top, s, f"the {SHORT[sweep]} by token role")
@@ -238,23 +238,23 @@ def _parse_component(name: str) -> tuple[int, int, str]:
     return int(layer[1:]), int(pos[3:]), token
 
 
-class PatchedCell(st.PatchedEntry):
-    component: Annotated[str, "the (layer, position) cell: 'L3 pos5 Monday', or (layer, role) 'L3 final'"]
-
-
 PositionAgreement = TypedDict("PositionAgreement", st.agreement_keys(POSITION_SWEEPS))
 
 
 class PatchingPositionsSummary(st.PatchingCommon, PositionAgreement, st.ExactOptions):
     """Activation patching of the residual stream, attention and MLP outputs at each (layer, position)."""
 
-    resid_pre_top: Annotated[list[PatchedCell], "resid_pre cells by |effect|, largest first"]
-    attn_out_top: Annotated[list[PatchedCell], "attention-output cells by |effect|"]
-    mlp_out_top: Annotated[list[PatchedCell], "MLP-output cells by |effect|"]
+    resid_pre_top: Annotated[list[st.PatchedEntry], "resid_pre (layer, position) cells by |effect|, largest first, "
+                                                    "each named by its layer, position and the position's token, "
+                                                    "e.g. L3 pos5 ' Monday'* ('|' between the templates' tokens, * "
+                                                    "where it differs between a template's items)"]
+    attn_out_top: Annotated[list[st.PatchedEntry], "attention-output (layer, position) cells by |effect|"]
+    mlp_out_top: Annotated[list[st.PatchedEntry], "MLP-output (layer, position) cells by |effect|"]
     # by token role (the same role sits at different positions in different templates): where roles are known
-    resid_pre_role_top: NotRequired[Annotated[list[PatchedCell], "resid_pre (layer, role) cells by |effect|"]]
-    attn_out_role_top: NotRequired[Annotated[list[PatchedCell], "attention-output (layer, role) cells"]]
-    mlp_out_role_top: NotRequired[Annotated[list[PatchedCell], "MLP-output (layer, role) cells"]]
+    resid_pre_role_top: NotRequired[Annotated[list[st.PatchedEntry], "resid_pre (layer, role) cells by |effect|, "
+                                                                     "named 'L3 final'"]]
+    attn_out_role_top: NotRequired[Annotated[list[st.PatchedEntry], "attention-output (layer, role) cells"]]
+    mlp_out_role_top: NotRequired[Annotated[list[st.PatchedEntry], "MLP-output (layer, role) cells"]]
     resid_pre_all_positions_layer0_max_abs_error: Annotated[float, "check: largest per-prompt |LD(patch every "
                                                                    "position before layer 0) − LD(clean)|, logits"]
     resid_pre_all_positions_layer0_effect: NotRequired[Annotated[float, "that patch's normalised effect (1 = the "

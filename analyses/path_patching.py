@@ -24,22 +24,33 @@ sum of a sender's direct edges); recompute_{logits,q,k,v} (MLPs recomputing; no 
 v,mlp} (share of the gap the path's noising REMOVES: (LD_clean − LD_path) / gap); answer_denoising_*, answer_noising_*
 (the same two on logit(clean answer), shares of its clean − corrupted gap).
 Labels: senders [K], heads [L][H], kv_heads [L][H_kv].
-Summary: top_edges = [{"sender": "L9H1", "receiver": "L10H3.q" | "MLP9" | "logits", "value"}] by |value|;
-recompute_top_edges likewise (MLPs recomputing); noising_top_edges = [{"sender", "receiver", "value" (share removed by
-noising), "denoising"}]; edge_sums = [{"head", "total", "edge_sum", "unexplained" (total − edge_sum)}];
-and_paths, or_paths, both_paths = [{"node": "L0H1 → MLP0", "noising", "denoising"}] (`analyses.methods.necessity`);
+Summary: senders = [{"name": "L9H1", "value" (z patching effect)}]; top_edges = [{"name": "L9H1 → L10H3.q",
+"sender": "L9H1", "receiver": "L10H3.q" | "MLP9" | "logits", "value"}] by |value|; recompute_top_edges likewise (MLPs
+recomputing); noising_top_edges = [{"name", "sender", "receiver", "value" (share removed by noising), "denoising"}];
+edge_sums = [{"name" (the sender), "total", "edge_sum", "unexplained" (total − edge_sum)}];
+and_paths, or_paths, both_paths = [{"name": "L0H1 → MLP0", "noising", "denoising"}] (`analyses.methods.necessity`);
 answer_informative, answer_gap_reason; measured (what the main numbers are, in words); informative, gap_reason,
 normalised.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 import numpy as np
 
 from analyses.common import phrases, plots, thresholds
-from analyses.common.contract import Corruption, Count, Necessity, RankedHead, RankedPath
+from analyses.common.contract import (
+    CorruptionHeader,
+    GapState,
+    InformativeGap,
+    LogitDiffMeans,
+    Named,
+    Necessity,
+    NormalisedValues,
+    Ranked,
+    RankedPath,
+)
 from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
 from analyses.methods import necessity, paths, shared
 from analyses.methods.attribution import head_name
@@ -101,12 +112,12 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
                "clean_logit_diff_mean": float(clean.mean()),
                "corrupted_logit_diff_mean": float(corrupted.mean()), "name_threshold": NAME_FRACTION,
                "value_unit": "fraction of the clean − corrupted gap" if informative else "change in LD (logits)",
-               "senders": [{"head": n, "value": float(v)} for n, v in zip(names, arrays["sender_patching"])],
+               "senders": [{"name": n, "value": float(v)} for n, v in zip(names, arrays["sender_patching"])],
                "top_edges": edges(arrays, labels)[:TOP_K], "items_above_chance": shared.above_chance(ctx, prompts),
                "measured": MEASURED,
                "recompute_top_edges": edges(arrays, labels, prefix="recompute_")[:TOP_K],
                "noising_top_edges": _noising_edges(arrays, labels)[:TOP_K],
-               "edge_sums": [{"head": n, "total": float(t), "edge_sum": float(e), "unexplained": float(t - e)}
+               "edge_sums": [{"name": n, "total": float(t), "edge_sum": float(e), "unexplained": float(t - e)}
                              for n, t, e in zip(names, arrays["sender_patching"], arrays["edge_sum"])],
                "answer_informative": answer_gap.informative, "answer_gap_reason": answer_gap.reason}
     summary.update(_path_structure(arrays, labels, answer_gap.informative))
@@ -115,37 +126,39 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
 
 def _noising_edges(arrays: dict, labels: dict) -> list[dict]:
     """Every path's noising share beside its denoising share, largest |noising| first."""
-    denoising = {(e["sender"], e["receiver"]): e["value"] for e in edges(arrays, labels)}
-    return [dict(e, denoising=denoising[(e["sender"], e["receiver"])])
-            for e in edges(arrays, labels, prefix="noising_")]
+    denoising = {e["name"]: e["value"] for e in edges(arrays, labels)}
+    return [dict(e, denoising=denoising[e["name"]]) for e in edges(arrays, labels, prefix="noising_")]
 
 
 def _path_structure(arrays: dict, labels: dict, informative: bool) -> dict:
     """AND / OR / needed-and-sufficient paths, on the clean answer's logit."""
     noising = edges(arrays, labels, prefix="answer_noising_")
-    denoising = {(e["sender"], e["receiver"]): e["value"] for e in edges(arrays, labels, prefix="answer_denoising_")}
-    names = [f"{e['sender']} → {e['receiver']}" for e in noising]
-    found = (necessity.structure(names, np.array([e["value"] for e in noising]),
-                                 np.array([denoising[(e["sender"], e["receiver"])] for e in noising]))
+    denoising = {e["name"]: e["value"] for e in edges(arrays, labels, prefix="answer_denoising_")}
+    found = (necessity.structure([e["name"] for e in noising], np.array([e["value"] for e in noising]),
+                                 np.array([denoising[e["name"]] for e in noising]))
              if informative else {k: [] for k in necessity.KINDS})
     return {f"{kind}_paths": entries[:TOP_K] for kind, entries in found.items()}
 
 
 def edges(arrays: dict, labels: dict, prefix: str = "") -> list[dict]:
-    """Every (sender, receiver) effect of arrays `{prefix}logits`, `{prefix}q`, ... as {"sender", "receiver",
-    "value"}, largest |value| first (no MLP receivers where there is no `{prefix}mlp`)."""
+    """Every (sender, receiver) effect of arrays `{prefix}logits`, `{prefix}q`, ... as {"name": "sender → receiver",
+    "sender", "receiver", "value"}, largest |value| first (no MLP receivers where there is no `{prefix}mlp`)."""
     out = []
+
+    def add(sender: str, receiver: str, value) -> None:
+        out.append({"name": f"{sender} → {receiver}", "sender": sender, "receiver": receiver, "value": float(value)})
+
     for k, sender in enumerate(labels["senders"]):
-        out.append({"sender": sender, "receiver": "logits", "value": float(arrays[f"{prefix}logits"][k])})
+        add(sender, "logits", arrays[f"{prefix}logits"][k])
         for kind, names in (("q", labels["heads"]), ("k", labels["kv_heads"]), ("v", labels["kv_heads"])):
             for layer, row in enumerate(names):
                 for unit, name in enumerate(row):
                     value = arrays[f"{prefix}{kind}"][k, layer, unit]
                     if np.isfinite(value):
-                        out.append({"sender": sender, "receiver": f"{name}.{kind}", "value": float(value)})
+                        add(sender, f"{name}.{kind}", value)
         for layer, value in enumerate(arrays.get(f"{prefix}mlp", np.empty((len(labels["senders"]), 0)))[k]):
             if np.isfinite(value):
-                out.append({"sender": sender, "receiver": f"MLP{layer}", "value": float(value)})
+                add(sender, f"MLP{layer}", value)
     return sorted(out, key=lambda e: -abs(e["value"]))
 
 
@@ -171,7 +184,7 @@ def figures(result: Result) -> list[Figure]:
 
 def narrative(result: Result) -> list[str]:
     s = result.summary
-    senders = ", ".join(e["head"] for e in s["senders"])
+    senders = ", ".join(e["name"] for e in s["senders"])
     sentences = [*at_chance_lead(s),
                  f"Senders: the {len(s['senders'])} heads with the largest z-patching effect ({senders}), on the "
                  f"{s['corruption']} corruption."]
@@ -210,23 +223,23 @@ def _beside_sentences(s: dict) -> list[str]:
         if abs(e["total"]) < threshold:
             continue
         if abs(e["unexplained"]) >= threshold:
-            out.append(f"{e['head']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap against its total "
+            out.append(f"{e['name']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap against its total "
                        f"effect of {100 * e['total']:.0f}%: {100 * e['unexplained']:+.0f}% is carried by no single "
                        f"edge (its change must reach several inputs at once){instead(s)}.")
         else:
-            out.append(f"{e['head']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap, within "
+            out.append(f"{e['name']}'s direct edges sum to {100 * e['edge_sum']:.0f}% of the gap, within "
                        f"{100 * threshold:.0f}% of its total effect ({100 * e['total']:.0f}%): its edges account "
                        f"for it{instead(s)}.")
     recompute = [e for e in s["recompute_top_edges"] if abs(e["value"]) >= threshold]
     if recompute:
-        listed = ", ".join(f"{e['sender']} → {e['receiver']} ({100 * e['value']:+.0f}%)" for e in recompute[:4])
+        listed = ", ".join(f"{e['name']} ({100 * e['value']:+.0f}%)" for e in recompute[:4])
         out.append(f"With the MLPs recomputing (every later head frozen; an MLP's share is folded into the edge it "
                    f"feeds){instead(s)}: {listed}.")
     else:
         out.append(phrases.nothing_stands_out("With the MLPs recomputing, no edge carries the naming threshold"))
     noised = [e for e in s["noising_top_edges"] if abs(e["value"]) >= threshold]
     if noised:
-        listed = ", ".join(f"{e['sender']} → {e['receiver']} (noising removes {100 * e['value']:.0f}%, denoising "
+        listed = ", ".join(f"{e['name']} (noising removes {100 * e['value']:.0f}%, denoising "
                            f"{phrases.restores(e['denoising'], '')})" for e in noised[:4])
         out.append(f"Noising each path (the sender's corrupted output delivered along it in the clean run), beside "
                    f"denoising{instead(s)}: {listed}.")
@@ -241,35 +254,22 @@ class NoisedPath(RankedPath):
     denoising: Annotated[float, "its denoising share, beside the noising share (value)"]
 
 
-class EdgeSum(TypedDict):
-    head: Annotated[str, "the sender"]
+class EdgeSum(Named):
     total: Annotated[float, "its total patching effect"]
     edge_sum: Annotated[float, "the sum of its direct edges' effects"]
     unexplained: Annotated[float, "total − edge_sum: what goes through longer paths"]
 
 
-class PathPatchingSummary(TypedDict):
+class PathPatchingSummary(CorruptionHeader, InformativeGap, GapState, LogitDiffMeans, NormalisedValues):
     """Path patching from the top heads to later heads' queries, keys and values and to the logits."""
 
-    family: Annotated[str, "the prompt family"]
-    corruption: Annotated[Corruption, "which corrupted twin"]
-    n_prompts: Annotated[Count, "prompts"]
-    n_layers: Annotated[Count, "layers of the model"]
-    informative: Annotated[bool, "the clean − corrupted gap is informative"]
-    gap_reason: Annotated[str, "why it is or is not"]
-    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/common/thresholds.py)"]
-    normalised: Annotated[bool, "effects are fractions of the gap (else raw LD changes)"]
-    clean_logit_diff_mean: Annotated[float, "mean LD, clean run, logits"]
-    corrupted_logit_diff_mean: Annotated[float, "mean LD, corrupted run, logits"]
     name_threshold: Annotated[float, "|effect| a path needs to be named, fraction of the gap"]
-    value_unit: Annotated[str, "what the values are, in words"]
-    senders: Annotated[list[RankedHead], "the heads paths start from, by their patching effect"]
+    senders: Annotated[list[Ranked], "the heads paths start from, by their patching effect"]
     top_edges: Annotated[list[RankedPath], "direct paths by |denoising effect|, largest first"]
-    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
     measured: Annotated[str, "what the main numbers are: direct edges by denoising"]
     recompute_top_edges: Annotated[list[RankedPath], "the variant where MLPs recompute (every later head frozen)"]
     noising_top_edges: Annotated[list[NoisedPath], "share of the gap each path's noising removes (value)"]
-    edge_sums: Annotated[list[EdgeSum], "each sender's direct edges summed against its total effect"]
+    edge_sums: Annotated[list[EdgeSum], "each sender (name) with its direct edges summed against its total effect"]
     answer_informative: Annotated[bool, "the clean answer's logit gap is informative"]
     answer_gap_reason: Annotated[str, "why it is or is not"]
     and_paths: Annotated[list[Necessity], "paths needed but not sufficient alone (clean answer's logit)"]

@@ -27,13 +27,13 @@ about 0.45 of pure noise, 0.18 for one period; hence the level and the margin.)
 
 from __future__ import annotations
 
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, NotRequired
 
 import numpy as np
 import torch
 
 from analyses.common import phrases, plots
-from analyses.common.contract import Count
+from analyses.common.contract import Count, SequenceHeader
 from analyses.common.metrics import model_device
 from analyses.common.thresholds import MIN_PERIOD_MARGIN, MIN_PERIOD_SHARE
 from analyses.common.types import Analysis, Figure, PromptSet, Result
@@ -182,11 +182,9 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-class PeriodicSummary(TypedDict):
+class PeriodicSummary(SequenceHeader):
     """Which periods over the item index carry the representation: a cycle of n, or base-10 waves."""
 
-    family: Annotated[str, "the prompt family"]
-    sequence: Annotated[str, "the family's sequence"]
     n_items: Annotated[Count, "items in the sequence"]
     layer_labels: Annotated[list[str], "the points read: resid_pre of each block, then the final stream"]
     periods: Annotated[list[float], "n / f for f = 1 .. n // 2"]

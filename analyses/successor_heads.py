@@ -40,20 +40,20 @@ score beside +1 and copy: the fraction of rows whose argmax is d + family_offset
 Arrays: successor_score, copy_score, family_offset_score, modal_offset, modal_frequency [L, H]; offset_histogram
 [L, H, n] (column k: offset k mod n); grids [L, H, n, n] (M_h, each row centred). Labels: heads, items, offsets
 (the signed offset of each histogram column).
-Summary: top_successor, top_copy, top_family_offset = [{"head": "L9H1", "value": 0.86}] sorted descending (value in
-[0, 1]); offset_heads = [{"head", "offset", "value" (modal frequency)}] for every head at or above
+Summary: top_successor, top_copy, top_family_offset = [{"name": "L9H1", "value": 0.86}] sorted descending (value in
+[0, 1]); offset_heads = [{"name", "offset", "value" (modal frequency)}] for every head at or above
 modal_threshold, largest first; family_offset; modal_threshold; embedding (which input the heads were read on).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from analyses.common import phrases, plots, thresholds
-from analyses.common.contract import Count, Fraction, RankedHead
+from analyses.common.contract import Count, FamilyHeader, Fraction, Ranked
 from analyses.common.metrics import model_device
 from analyses.common.thresholds import OFFSET_NAME_P, OFFSET_NAME_SCORE, binomial_tail
 from analyses.common.types import Analysis, Figure, PromptSet, Result
@@ -168,7 +168,7 @@ def ranked(values: np.ndarray, k: int = TOP_K) -> list[dict]:
     flat = values.ravel()
     order = np.argsort(-flat, kind="stable")[:k]
     n_heads = values.shape[1]
-    return [{"head": head_name(int(i) // n_heads, int(i) % n_heads), "value": float(flat[i])} for i in order]
+    return [{"name": head_name(int(i) // n_heads, int(i) % n_heads), "value": float(flat[i])} for i in order]
 
 
 def compute(model, prompts: PromptSet) -> Result:
@@ -184,7 +184,7 @@ def compute(model, prompts: PromptSet) -> Result:
     family_score = offset_score(grids, step)
     threshold = modal_threshold(n)
     order = np.argsort(-frequency.ravel(), kind="stable")
-    offset_heads = [{"head": head_name(int(i) // H, int(i) % H), "offset": int(signed_offsets(n)[modal.ravel()[i]]),
+    offset_heads = [{"name": head_name(int(i) // H, int(i) % H), "offset": int(signed_offsets(n)[modal.ravel()[i]]),
                      "value": float(frequency.ravel()[i])} for i in order if frequency.ravel()[i] >= threshold]
     summary = {"family": prompts.family, "n_items": int(n), "n_layers": int(L), "n_heads": int(H),
                "chance_score": 1 / n, "name_threshold": OFFSET_NAME_SCORE, "modal_threshold": threshold,
@@ -213,17 +213,17 @@ def figures(result: Result) -> list[Figure]:
         out += _offset_figures(result)
     items = result.labels["items"]
     shown = []
-    offset_entries = [{"head": e["head"]} for e in s["offset_heads"][:GRID_HEADS]]
-    for entry in offset_entries + s["top_successor"][:GRID_HEADS] + s["top_copy"][:GRID_HEADS]:
-        if entry["head"] in shown:
+    for entry in s["offset_heads"][:GRID_HEADS] + s["top_successor"][:GRID_HEADS] + s["top_copy"][:GRID_HEADS]:
+        head = entry["name"]
+        if head in shown:
             continue
-        shown.append(entry["head"])
-        layer, h = parse_head_name(entry["head"])
-        fig = plots.heatmap(a["grids"][layer, h], items, items, f"{entry['head']}: item given (row) → item promoted "
+        shown.append(head)
+        layer, h = parse_head_name(head)
+        fig = plots.heatmap(a["grids"][layer, h], items, items, f"{head}: item given (row) → item promoted "
                             "(column), logits centred per row", "logit", floor=thresholds.SCALE_LOGITS)
         fig.update_xaxes(title="promoted item")
         fig.update_yaxes(title="given item")
-        out.append(Figure(f"{NAME}-grid-{entry['head']}", fig))
+        out.append(Figure(f"{NAME}-grid-{head}", fig))
     return out
 
 
@@ -256,17 +256,17 @@ def _offset_sentences(s: dict) -> list[str]:
     if step not in (0, 1):  # +1 and 0 have their own sentences above
         named = [e for e in s["top_family_offset"] if e["value"] >= s["name_threshold"]]
         if named:
-            listed = ", ".join(f"{e['head']} ({100 * e['value']:.0f}%)" for e in named[:3])
+            listed = ", ".join(f"{e['name']} ({100 * e['value']:.0f}%)" for e in named[:3])
             sentences.append(f"This family's step is {step:+d}: heads whose OV circuit promotes the item {step:+d} "
                              f"away for at least {100 * s['name_threshold']:.0f}% of the items: {listed}.")
         else:
             best = s["top_family_offset"][0]
             sentences.append(f"This family's step is {step:+d}, and no head's OV circuit promotes the item {step:+d} "
-                             f"away for {100 * s['name_threshold']:.0f}% of the items (highest: {best['head']}'s "
+                             f"away for {100 * s['name_threshold']:.0f}% of the items (highest: {best['name']}'s "
                              f"{100 * best['value']:.0f}%).")
     named = s["offset_heads"]
     if named:
-        listed = ", ".join(f"{e['head']} ({offset_word(e['offset'])}, {100 * e['value']:.0f}%)" for e in named[:4])
+        listed = ", ".join(f"{e['name']} ({offset_word(e['offset'])}, {100 * e['value']:.0f}%)" for e in named[:4])
         sentences.append(f"Heads that map the items by one fixed offset for at least {100 * s['modal_threshold']:.0f}% "
                          f"of them (a head with random argmaxes does so for some offset with probability under "
                          f"{OFFSET_NAME_P:g}): {listed}.")
@@ -308,14 +308,13 @@ def narrative(result: Result) -> list[str]:
     return sentences
 
 
-class OffsetHead(RankedHead):
+class OffsetHead(Ranked):
     offset: Annotated[int, "the head's modal offset: the step its OV circuit most often promotes"]
 
 
-class SuccessorHeadsSummary(TypedDict):
+class SuccessorHeadsSummary(FamilyHeader):
     """Successor, copy and offset heads read from the weights (OV circuits on the items' effective embeddings)."""
 
-    family: Annotated[str, "the prompt family"]
     n_items: Annotated[Count, "items in the sequence"]
     n_layers: Annotated[Count, "layers of the model"]
     n_heads: Annotated[Count, "heads per layer"]
@@ -324,9 +323,9 @@ class SuccessorHeadsSummary(TypedDict):
     modal_threshold: Annotated[Fraction, "modal-offset frequency at or above which a head is an offset head"]
     family_offset: Annotated[int, "the family's step: answer item minus the copy item, signed"]
     embedding: Annotated[str, "which input the heads' OV circuits were read on"]
-    top_successor: Annotated[list[RankedHead], "heads by successor score, largest first"]
-    top_copy: Annotated[list[RankedHead], "heads by copy score"]
-    top_family_offset: Annotated[list[RankedHead], "heads by the score of the family's own step"]
+    top_successor: Annotated[list[Ranked], "heads by successor score, largest first"]
+    top_copy: Annotated[list[Ranked], "heads by copy score"]
+    top_family_offset: Annotated[list[Ranked], "heads by the score of the family's own step"]
     offset_heads: Annotated[list[OffsetHead], "heads whose modal offset reaches modal_threshold (value: frequency)"]
 
 

@@ -81,5 +81,5 @@ def test_dla_heads_rankings_follow_the_summary_contract(tiny_model, tiny_prompt_
     summary = DLA_HEADS.compute(tiny_model, tiny_prompt_sets["tomorrow"]).summary
     positive, negative = [h["value"] for h in summary["top_positive"]], [h["value"] for h in summary["top_negative"]]
     assert positive == sorted(positive, reverse=True) and negative == sorted(negative)
-    assert all(set(h) == {"head", "value"} for h in summary["top_positive"] + summary["top_negative"])
-    assert all(h["head"].startswith("L") and "H" in h["head"] for h in summary["top_positive"])
+    assert all(set(h) == {"name", "value"} for h in summary["top_positive"] + summary["top_negative"])
+    assert all(h["name"].startswith("L") and "H" in h["name"] for h in summary["top_positive"])

@@ -54,7 +54,7 @@ def _patched(analysis, loaded, corruption: str):
 
 
 def _z(summary: dict, head: str) -> float:
-    return next(e["value"] for e in summary["top_heads"] if e["head"] == head)
+    return next(e["value"] for e in summary["top_heads"] if e["name"] == head)
 
 
 # ---- one planted next-day head in a middle layer: magnitudes, not just ranks ---------------------------------------
@@ -71,7 +71,7 @@ def test_dla_of_the_planted_head_is_the_logit_difference(middle_head):
     model, prompts = middle_head
     summary = DLA_HEADS.compute(model, prompts).summary
     top = summary["top_positive"][0]
-    assert top["head"] == "L1H2"
+    assert top["name"] == "L1H2"
     assert summary["logit_diff_mean"] > 5  # a real next-day margin
     assert top["value"] == pytest.approx(summary["logit_diff_mean"], rel=0.1)
 
@@ -80,7 +80,7 @@ def test_patching_a_value_carrying_head_restores_z_and_v_but_not_the_pattern(mid
     summary = _patched(PATCHING_HEADS, middle_head, "day").summary
     assert summary["normalised"] and summary["corruption"] == "day"
     best = summary["top_heads"][0]
-    assert best["head"] == "L1H2"
+    assert best["name"] == "L1H2"
     assert best["value"] == pytest.approx(1.0, abs=0.05)
     assert best["v_value"] == pytest.approx(1.0, abs=0.05)
     assert best["pattern_value"] == pytest.approx(0.0, abs=0.05)  # it looks at the day token in both runs
@@ -140,11 +140,11 @@ def test_relation_corruption_finds_the_step_heads_and_not_the_mover(two_step):
     result = _patched(PATCHING_HEADS, two_step, "relation")
     summary = result.summary
     assert summary["normalised"]
-    z = {e["head"]: e["value"] for e in summary["top_heads"]}
+    z = {e["name"]: e["value"] for e in summary["top_heads"]}
     assert abs(z.get("L0H0", 0.0)) < 0.05  # the same day is moved in both runs
     assert 0.3 < z["L1H0"] < 0.7 and 0.3 < z["L1H1"] < 0.7  # one switched on, the other off
     assert z["L1H0"] + z["L1H1"] == pytest.approx(1.0, abs=0.1)
-    assert {e["head"] for e in summary["top_heads"][:2]} == {"L1H0", "L1H1"}
+    assert {e["name"] for e in summary["top_heads"][:2]} == {"L1H0", "L1H1"}
     assert any("carries the step applied to the item" in s for s in PATCHING_HEADS.narrative(result))
 
 

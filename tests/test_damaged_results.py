@@ -50,7 +50,7 @@ def section(html: str, key: str) -> str:
 def test_an_edited_summary_is_never_published_and_is_named(one_family, tmp_path):
     run = copy_run(one_family, tmp_path / "run")
     family = run / SLUG / "tomorrow"
-    edit_summary(family / "dla_heads", top_heads=[{"head": "L2H3", "value": 99.0}])
+    edit_summary(family / "dla_heads", top_heads=[{"name": "L2H3", "value": 99.0}])
     edit_summary(family / "behaviour", top1_acc=1.0, items_acc=1.0)
     warnings, html, index = build(run, tmp_path / "site")
     assert len(warnings) == 2, warnings

@@ -44,11 +44,11 @@ def test_planted_edges_top_the_eap_ig_ranking_with_their_receivers(planted):
     _, _, result = planted
     s = result.summary
     assert s["informative"]
-    top = [e["edge"] for e in s["top_edges"]]
+    top = [e["name"] for e in s["top_edges"]]
     assert set(top[:len(PLANTED_EDGES)]) == set(PLANTED_EDGES)  # q for the query route, v for the value route
     next_best = max(abs(e["value"]) for e in s["top_edges"][len(PLANTED_EDGES):])
     assert next_best < 0.05  # everything else is noise: under 5% of the gap
-    assert {e["edge"] for e in s["named_edges"]} == set(PLANTED_EDGES)  # named by exact patching, nothing else
+    assert {e["name"] for e in s["named_edges"]} == set(PLANTED_EDGES)  # named by exact patching, nothing else
 
 
 def test_planted_edges_top_exact_edge_patching_of_every_edge(planted):

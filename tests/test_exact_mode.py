@@ -143,7 +143,7 @@ def test_statistics_leave_unverified_cells_out_and_keep_the_others():
                           ci_low=np.zeros((2, 2)), ci_high=np.zeros((2, 2)), exact_per_prompt=np.zeros((2, 2, 1)),
                           attribution_per_prompt=np.zeros((2, 2, 1)), normalised=True)
     entries = st.ranked(stats, np.array([["a", "b"], ["c", "d"]]), 4)
-    assert [e["component"] for e in entries] == ["d", "a"]  # verified only, by |exact|; never a null value
+    assert [e["name"] for e in entries] == ["d", "a"]  # verified only, by |exact|; never a null value
     assert all(e["value"] is not None for e in entries)
 
 
@@ -223,7 +223,7 @@ def test_patching_heads_under_top_k_marks_its_estimates_and_ranks_verified_heads
     assert s["exact_mode"] == "top:2,sample:2" and s["fn_sample"] == 8  # z, v, pattern and the noising z
     assert s["verified_cells"] < s["cells"] and 0 <= s["false_negative_rate"] <= 1
     assert every.summary["exact_mode"] == "all" and every.summary["verified_cells"] == every.summary["cells"]
-    assert s["top_heads"][0]["head"] == "L1H2"
+    assert s["top_heads"][0]["name"] == "L1H2"
     assert s["top_heads"][0]["value"] == pytest.approx(every.summary["top_heads"][0]["value"], abs=1e-5)
     verified = some.arrays["z_verified"] > 0.5
     assert np.isnan(some.arrays["z_exact"][~verified]).all() and np.isfinite(some.arrays["z_exact"][verified]).all()

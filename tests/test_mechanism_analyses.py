@@ -85,7 +85,7 @@ def test_planted_next_day_head_has_successor_score_one_and_copy_score_zero(plant
     layer, head = PLANTED
     assert result.arrays["successor_score"][layer, head] == 1.0
     assert result.arrays["copy_score"][layer, head] == 0.0
-    assert result.summary["top_successor"][0] == {"head": f"L{layer}H{head}", "value": 1.0}
+    assert result.summary["top_successor"][0] == {"name": f"L{layer}H{head}", "value": 1.0}
     assert any("L1H2 (100%)" in s for s in SUCCESSOR_HEADS.narrative(result))
 
 
@@ -94,7 +94,7 @@ def test_planted_copy_head_has_copy_score_one_and_successor_score_zero(copy_mode
     layer, head = PLANTED
     assert result.arrays["copy_score"][layer, head] == 1.0
     assert result.arrays["successor_score"][layer, head] == 0.0
-    assert result.summary["top_copy"][0]["head"] == f"L{layer}H{head}"
+    assert result.summary["top_copy"][0]["name"] == f"L{layer}H{head}"
     assert not any("successor heads)" in s for s in SUCCESSOR_HEADS.narrative(result))
 
 
@@ -148,7 +148,7 @@ def test_ablating_the_planted_head_removes_the_answer_and_is_direct(planted):
     model, prompts = planted
     result = ABLATIONS_ANALYSIS.compute(model, prompts)
     top = result.summary["mean_ablation_top"][0]
-    assert top["node"] == "L1H2"
+    assert top["name"] == "L1H2"
     assert top["value"] < -0.9 * result.summary["clean_logit_diff_mean"]  # the mean head output favours no day
     assert top["direct"] == pytest.approx(top["value"], rel=0.05)  # last-layer head: all of its effect is direct
     assert result.summary["off_diagonal"] == []
@@ -277,7 +277,7 @@ def test_path_patching_finds_the_planted_edge_and_nothing_else(two_step):
     result = PATH_PATCHING.compute(model, prompts)
     s, a = result.summary, result.arrays
     mover, succ = f"L{MOVER[0]}H{MOVER[1]}", f"L{SUCCESSOR[0]}H{SUCCESSOR[1]}"
-    assert s["informative"] and {mover, succ} <= {e["head"] for e in s["senders"]}
+    assert s["informative"] and {mover, succ} <= {e["name"] for e in s["senders"]}
     top = {(e["sender"], e["receiver"]) for e in s["top_edges"] if abs(e["value"]) >= s["name_threshold"]}
     assert top == {(mover, f"{succ}.v"), (succ, "logits")}
     k = result.labels["senders"].index(mover)
@@ -326,8 +326,9 @@ def test_a_large_circuit_is_listed_in_part_with_the_grid_step_it_falls_in():
 def test_a_path_against_the_answer_is_not_said_to_restore_a_negative_share():
     from analyses.common.types import Result
 
-    summary = {"senders": [{"head": "L11H3", "value": -0.29}], "corruption": "day", "informative": True,
-               "name_threshold": 0.1, "top_edges": [{"sender": "L11H3", "receiver": "logits", "value": -0.21}],
+    summary = {"senders": [{"name": "L11H3", "value": -0.29}], "corruption": "day", "informative": True,
+               "name_threshold": 0.1,
+               "top_edges": [{"name": "L11H3 → logits", "sender": "L11H3", "receiver": "logits", "value": -0.21}],
                "items_above_chance": True, "measured": "direct edges by denoising", "recompute_top_edges": [],
                "noising_top_edges": [], "edge_sums": [], "answer_informative": False, "answer_gap_reason": "x",
                "and_paths": [], "or_paths": [], "both_paths": []}

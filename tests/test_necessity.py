@@ -50,9 +50,9 @@ def test_an_and_circuit_and_an_or_circuit_are_told_apart_by_noising_against_deno
     else:  # each head enough alone, neither needed
         assert (denoising > 0.8).all() and (np.abs(noising) < 0.2).all()
     other = "or" if kind == "and" else "and"
-    assert {e["node"] for e in s[f"{kind}_nodes"]} == {A, B}
+    assert {e["name"] for e in s[f"{kind}_nodes"]} == {A, B}
     assert s[f"{other}_nodes"] == []
-    assert [e["node"] for e in s["both_nodes"]] == ["MLP0"]  # the MLP is the one route to the answer
+    assert [e["name"] for e in s["both_nodes"]] == ["MLP0"]  # the MLP is the one route to the answer
     text = " ".join(ABLATIONS_ANALYSIS.narrative(result))
     assert f"{kind.upper()} structure" in text and f"{other.upper()} structure" not in text, text
     assert A in text.split(f"{kind.upper()} structure")[1] and B in text.split(f"{kind.upper()} structure")[1]
@@ -75,7 +75,7 @@ def test_head_noising_in_patching_heads_equals_the_ablations_noising(tmp_path, s
     assert heads.arrays["z_noising"][HEAD_A] == pytest.approx(0.5, abs=0.05)
     best = heads.summary["top_heads"][0]
     text = " ".join(PATCHING_HEADS.narrative(heads))
-    assert f"Noising {best['head']} (the clean run" in text and "removes 50%" in text, text
+    assert f"Noising {best['name']} (the clean run" in text and "removes 50%" in text, text
 
 
 def test_the_logit_difference_alone_cannot_tell_and_from_or(and_or):
@@ -120,8 +120,8 @@ def test_self_repair_and_indirect_effects_are_split_by_which_is_larger():
         family, corruption, n_prompts = "tomorrow", "day", B
 
     s = _summary(arrays, names, Prompts, Cfg, True, "")
-    assert [e["node"] for e in s["self_repair"]] == ["L0H0"]
-    assert [e["node"] for e in s["indirect"]] == ["L0H1"]
+    assert [e["name"] for e in s["self_repair"]] == ["L0H0"]
+    assert [e["name"] for e in s["indirect"]] == ["L0H1"]
     text = " ".join(ABLATIONS_ANALYSIS.narrative(Result(summary={**s, "items_above_chance": True})))
     assert "Self-repair" in text.split("Indirect")[0] and "L0H0 (total -0.50, direct -3.00)" in text, text
     assert "L0H1 (total -3.00, direct -0.50)" in text.split("Indirect effect")[1], text

@@ -34,7 +34,7 @@ def test_planted_next_day_neurons_are_found_each_mapping_its_day_to_the_next(tmp
     model = _load(save_neuron_gpt2(tmp_path, seed=seed))
     result = NEURONS.compute(model, _prompts(model))
     s, a = result.summary, result.arrays
-    assert s["informative"] and [m["node"] for m in s["mlps"]] == ["MLP0"]
+    assert s["informative"] and [m["name"] for m in s["mlps"]] == ["MLP0"]
     top7 = s["neurons"][:7]
     assert {n["neuron"] for n in top7} == set(PLANTED_NEURONS)
     for n in top7:

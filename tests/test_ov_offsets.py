@@ -42,8 +42,8 @@ def test_a_planted_offset_head_is_found_by_its_offset_and_not_called_successor_o
     assert a["modal_offset"][layer, 2] == shift and a["modal_frequency"][layer, 2] == 1.0
     assert a["family_offset_score"][layer, 2] == 1.0
     assert a["successor_score"][layer, 2] == 0.0 and a["copy_score"][layer, 2] == 0.0
-    assert s["offset_heads"][0] == {"head": name, "offset": shift, "value": 1.0}
-    assert s["top_family_offset"][0] == {"head": name, "value": 1.0}
+    assert s["offset_heads"][0] == {"name": name, "offset": shift, "value": 1.0}
+    assert s["top_family_offset"][0] == {"name": name, "value": 1.0}
     text = " ".join(SUCCESSOR_HEADS.narrative(result))
     word = "predecessor" if shift == -1 else f"offset {shift:+d}"
     assert f"{name} ({word}, 100%)" in text, text

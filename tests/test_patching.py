@@ -241,8 +241,8 @@ def position_result(tiny_model, prompts):
 def test_top_heads_are_sorted_by_absolute_value_largest_first(head_result, tiny_model):
     top = head_result.summary["top_heads"]
     assert top
-    assert all({"head", "value"} <= set(entry) for entry in top)
-    assert all(entry["head"].startswith("L") and "H" in entry["head"] for entry in top)
+    assert all({"name", "value"} <= set(entry) for entry in top)
+    assert all(entry["name"].startswith("L") and "H" in entry["name"] for entry in top)
     values = [abs(entry["value"]) for entry in top]
     assert values == sorted(values, reverse=True)
     z = head_result.arrays["z_exact"]
@@ -256,7 +256,7 @@ def test_position_tops_are_sorted_and_name_layer_and_position(position_result):
         assert top
         values = [abs(entry["value"]) for entry in top]
         assert values == sorted(values, reverse=True)
-        assert all(entry["component"].split(" ")[1].startswith("pos") for entry in top)
+        assert all(entry["name"].split(" ")[1].startswith("pos") for entry in top)
 
 
 @pytest.mark.parametrize("analysis", [PATCHING_POSITIONS, PATCHING_HEADS], ids=lambda a: a.name)

@@ -48,7 +48,7 @@ def test_a_route_through_an_mlp_is_an_mlp_edge_directly_and_a_logits_edge_when_m
     assert (s["recompute_top_edges"][0]["sender"], s["recompute_top_edges"][0]["receiver"]) == (MOVER_NAME, "logits")
     assert s["recompute_top_edges"][0]["value"] == pytest.approx(1.0, abs=0.05)
     assert not any(e["receiver"].startswith("MLP") for e in s["recompute_top_edges"])
-    sums = {e["head"]: e for e in s["edge_sums"]}
+    sums = {e["name"]: e for e in s["edge_sums"]}
     assert sums[MOVER_NAME]["total"] == pytest.approx(1.0, abs=0.05)
     assert abs(sums[MOVER_NAME]["unexplained"]) < 0.02
     noised = s["noising_top_edges"][0]
@@ -67,7 +67,7 @@ def test_and_paths_and_or_paths_are_told_apart_by_noising_against_denoising(tmp_
     planted = {f"L{layer}H{head} → MLP0" for layer, head in (HEAD_A, HEAD_B)}
     other = "or" if kind == "and" else "and"
     assert s["answer_informative"]
-    assert {e["node"] for e in s[f"{kind}_paths"]} == planted
+    assert {e["name"] for e in s[f"{kind}_paths"]} == planted
     assert s[f"{other}_paths"] == []
 
 
@@ -82,10 +82,11 @@ def test_a_random_model_says_none_of_the_new_sentences(tmp_path, seed):
 
 
 def test_a_sender_whose_edges_fall_short_of_its_total_is_said_so():
-    summary = {"senders": [{"head": "L3H1", "value": 0.6}], "corruption": "day", "informative": True,
-               "name_threshold": 0.1, "top_edges": [{"sender": "L3H1", "receiver": "logits", "value": 0.3}],
+    summary = {"senders": [{"name": "L3H1", "value": 0.6}], "corruption": "day", "informative": True,
+               "name_threshold": 0.1,
+               "top_edges": [{"name": "L3H1 → logits", "sender": "L3H1", "receiver": "logits", "value": 0.3}],
                "measured": "direct edges by denoising", "recompute_top_edges": [], "noising_top_edges": [],
-               "edge_sums": [{"head": "L3H1", "total": 0.6, "edge_sum": 0.3, "unexplained": 0.3}],
+               "edge_sums": [{"name": "L3H1", "total": 0.6, "edge_sum": 0.3, "unexplained": 0.3}],
                "answer_informative": False, "answer_gap_reason": "x", "and_paths": [], "or_paths": [],
                "both_paths": [], "items_above_chance": True}
     text = " ".join(PATH_PATCHING.narrative(Result(summary=summary)))

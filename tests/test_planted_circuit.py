@@ -72,21 +72,21 @@ def test_dla_heads_analysis_finds_planted_head(planted_model, planted_prompts):
     from analyses.dla_heads import DLA_HEADS
 
     result = DLA_HEADS.compute(planted_model, planted_prompts["tomorrow"])
-    assert result.summary["top_positive"][0]["head"] == PLANTED
+    assert result.summary["top_positive"][0]["name"] == PLANTED
 
 
 def test_patching_heads_analysis_finds_planted_head(planted_model, planted_prompts):
     from analyses.patching_heads import PATCHING_HEADS
 
     result = PATCHING_HEADS.compute(planted_model, planted_prompts["tomorrow"])
-    assert result.summary["top_heads"][0]["head"] == PLANTED
+    assert result.summary["top_heads"][0]["name"] == PLANTED
 
 
 def test_attention_analysis_finds_planted_head(planted_model, planted_prompts):
     from analyses.attention import ATTENTION
 
     result = ATTENTION.compute(planted_model, planted_prompts["tomorrow"])
-    assert result.summary["top_positive"][0]["head"] == PLANTED
-    assert result.summary["top_day_attention"][0]["head"] == PLANTED
+    assert result.summary["top_positive"][0]["name"] == PLANTED
+    assert result.summary["top_day_attention"][0]["name"] == PLANTED
     assert result.summary["top_day_attention"][0]["value"] > 0.99
     assert result.widgets[0]["head_names"][0].startswith(PLANTED)

@@ -253,7 +253,7 @@ def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, 
     assert f'href="{SLUG}/tomorrow.html"' in table and 'href="other-model/tomorrow.html"' in table
     n_layers = json.loads((two_families / "manifest.json").read_text())["models"][SLUG]["n_layers"]
     top = json.loads((two_families / SLUG / "tomorrow" / "patching_heads-day" / "summary.json").read_text())
-    head = top["top_heads"][0]["head"]
+    head = top["top_heads"][0]["name"]
     layer = int(re.match(r"L(\d+)H", head).group(1))
     assert f'{head} <span class="depth">({layer / n_layers:.2f})</span>' in table
     alone = tmp_path / "alone"

@@ -127,7 +127,7 @@ def test_the_old_list_twin_credits_the_order_blind_head_with_the_step(order_blin
     old = build_prompt_set(load_family_specs(path)["old_list"], model.tokenizer, model.cfg.default_prepend_bos)
     result = PATCHING_HEADS.compute(model, old.with_corruption("relation"))
     assert result.summary["normalised"]
-    assert result.summary["top_heads"][0]["head"] == "L1H2"
+    assert result.summary["top_heads"][0]["name"] == "L1H2"
     assert any("L1H2" in s and "carries the step" in s for s in _roles(PATCHING_HEADS.narrative(result)))
 
 
@@ -191,7 +191,7 @@ def test_a_reversed_gap_is_said_to_be_reversed_and_gets_no_role_sentence(swapped
     result = PATCHING_HEADS.compute(model, prompts.with_corruption("relation"))
     s = result.summary
     assert s["gap_state"] == "reversed" and not s["normalised"]
-    assert {e["head"] for e in s["top_heads"][:2]} == set(STEP_HEADS)  # large raw effects: what tempted a role
+    assert {e["name"] for e in s["top_heads"][:2]} == set(STEP_HEADS)  # large raw effects: what tempted a role
     sentences = PATCHING_HEADS.narrative(result)
     text = " ".join(sentences)
     assert "reversed" in text and "behavioural finding" in text, text
@@ -214,7 +214,7 @@ def test_positional_patching_by_role_finds_the_planted_role_at_100_percent_in_ev
     result = PATCHING_POSITIONS.compute(model, prompts.with_corruption("day"))
     s = result.summary
     assert s["normalised"]
-    entries = {e["component"]: e for e in s["resid_pre_role_top"]}
+    entries = {e["name"]: e for e in s["resid_pre_role_top"]}
     top = entries["L0 item"]  # beside "L1 item" and "L2 final" (after the head has written): each the whole gap
     assert top["value"] == pytest.approx(1.0, abs=0.05)
     assert len(top["value_by_template"]) == len(prompts.templates)

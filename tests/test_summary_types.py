@@ -99,7 +99,7 @@ def test_ranking_entries_must_name_what_they_rank():
     dla = next(a for a in REGISTRY if a.name == "dla_heads")
     schema_ = summary_schema(dla.summary_type, "dla_heads")
     entry = schema_["properties"]["top_positive"]["items"]
-    assert set(entry["required"]) == {"head", "value"} and "ci_low" in entry["properties"]
+    assert set(entry["required"]) == {"name", "value"} and "ci_low" in entry["properties"]
     assert set(typing.get_type_hints(Ranked)) >= {"value", "ci_low", "ci_high", "value_by_template"}
 
 
@@ -132,13 +132,24 @@ def test_a_format_1_summary_is_upgraded_to_the_current_keys_and_a_current_one_is
 
 
 def test_no_current_summary_type_declares_a_key_an_upgrade_renames():
-    """The loader upgrades every summary it reads; that is sound only if no current summary holds an old key."""
-    assert results_format.CURRENT == 2 and set(results_format.UPGRADES) == {1}
+    """The loader upgrades every summary it reads; that is sound only if no current summary holds an old key: no
+    `day7_` key (format 1), no entry named by an old name field, and every path entry named (format 2)."""
+    assert results_format.CURRENT == 3 and set(results_format.UPGRADES) == {1, 2}
+    entry_lists = 0
     for analysis in REGISTRY:
         generated = summary_schema(analysis.summary_type, analysis.name)
         for shape in generated.get("anyOf", [generated]):
             old = [k for k in shape["properties"] if k.startswith(results_format.OLD_PREFIX)]
             assert old == [], (analysis.name, old)
+            for key, value in shape["properties"].items():
+                entry = value.get("items", {}) if value.get("type") == "array" else {}
+                if entry.get("type") != "object":
+                    continue
+                entry_lists += 1
+                fields = set(entry["properties"])
+                assert not fields & set(results_format.OLD_NAME_FIELDS), (analysis.name, key)
+                assert "name" in entry["required"] or not fields & {"sender", "receiver"}, (analysis.name, key)
+    assert entry_lists > 40  # the rankings were found: the check above is not vacuous
 
 
 def test_an_analysis_without_a_summary_type_cannot_be_run():

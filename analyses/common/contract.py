@@ -32,11 +32,18 @@ PValue = Annotated[float, Range(0, 1)]
 Count = Annotated[int, Range(0)]
 
 
-class Ranked(TypedDict):
-    """What every entry of a ranking list holds beside its name: the score, and where computed its 95% interval
-    and its value per template. The name field says what is ranked (`head`, `node`, `component`, `edge`, or
-    `sender` and `receiver`): one subclass below per kind. Entries may carry further scores of the same thing
-    (its attribution estimate, its noising share): entries are open, summaries are closed."""
+class Named(TypedDict):
+    """An entry of a list in a summary that names one thing: what the list ranks or groups."""
+
+    name: Annotated[str, "what the entry is about: a head 'L9H1' or an MLP 'MLP3' (Node), a patching sweep's cell "
+                         "'L3 final', an edge 'a0.h1->m2' (sender->receiver) or a path 'L1H2 → L3H0.q' (sender → "
+                         "receiver); the list's description says which"]
+
+
+class Ranked(Named):
+    """What every entry of a ranking list holds: the name of what is ranked, the score, and where computed its 95%
+    interval and its value per template. Entries may carry further scores of the same thing (its attribution
+    estimate, its noising share): entries are open, summaries are closed."""
 
     value: Annotated[float | None, "the score it is ranked by (the list's key and `value_unit` say which); null "
                                    "where it is not finite"]
@@ -46,44 +53,77 @@ class Ranked(TypedDict):
     value_template_mean: NotRequired[Annotated[float | None, "the mean of value_by_template's finite values"]]
 
 
-class RankedHead(Ranked):
-    head: Annotated[str, "an attention head, 'L9H1' (Node)"]
-
-
-class RankedNode(Ranked):
-    node: Annotated[str, "a head 'L9H1' or an MLP 'MLP3' (Node)"]
-
-
-class RankedComponent(Ranked):
-    component: Annotated[str, "a (layer, position) cell of a sweep, e.g. 'L3 final'"]
-
-
-class RankedEdge(Ranked):
-    edge: Annotated[str, "an edge of the edge set, 'a0.h1->m2' (sender->receiver)"]
-
-
 class RankedPath(Ranked):
+    """A path of path patching, named 'sender → receiver' (analyses/path_patching.py `edges`), its two ends also
+    apart."""
+
     sender: Annotated[str, "the head the path starts at, 'L1H2'"]
-    receiver: Annotated[str, "what it reaches: a head's query/key/value or the logits"]
+    receiver: Annotated[str, "what it reaches: a head's query/key/value ('L3H0.q'), an MLP ('MLP2') or the logits"]
 
 
-NAME_FIELDS = ("head", "node", "component", "edge")  # the name field of each Ranked subclass above (or a path's)
-
-
-def entry_name(entry: dict) -> str | None:
-    """What a ranking entry ranks: its head, node, component or edge, or 'sender → receiver'; None if none."""
-    name = next((entry[f] for f in NAME_FIELDS if isinstance(entry.get(f), str)), None)
-    if name is None and isinstance(entry.get("sender"), str) and isinstance(entry.get("receiver"), str):
-        name = f"{entry['sender']} → {entry['receiver']}"
-    return name
-
-
-class Necessity(TypedDict):
+class Necessity(Named):
     """An AND / OR / both entry (analyses/methods/necessity.py): a node or path's noising and denoising shares."""
 
-    node: Annotated[str, "the node or path"]
     noising: Annotated[float, "share of the gap removed when only it is corrupted (needed)"]
     denoising: Annotated[float, "share of the gap restored when only it is clean (sufficient)"]
+
+
+# ---------------------------------------------------------------- summary headers
+
+
+class FamilyHeader(TypedDict):
+    """The key every summary starts with."""
+
+    family: Annotated[str, "the prompt family"]
+
+
+class SequenceHeader(FamilyHeader):
+    """The header of a summary about the family's items themselves."""
+
+    sequence: Annotated[str, "the family's sequence (days, months, ...)"]
+
+
+class CorruptionHeader(FamilyHeader):
+    """The header of a summary computed once per corruption (`Analysis.per_corruption`): the model is rerun on the
+    family's prompts with activations from one corrupted twin, which the behaviour's chance test qualifies."""
+
+    corruption: Annotated[Corruption, "which corrupted twin this result is computed against"]
+    n_prompts: Annotated[Count, "clean prompts, each paired with its corrupted twin"]
+    n_layers: Annotated[Count, "layers of the model"]
+    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
+
+
+class GapReason(TypedDict):
+    """Why the gap is read as it is: every summary that judges the clean − corrupted gap says why."""
+
+    gap_reason: Annotated[str, "why the clean − corrupted gap is or is not informative (analyses/common/thresholds.py)"]
+
+
+class InformativeGap(GapReason):
+    """Whether the clean − corrupted logit-difference gap is large and steady enough to name a component."""
+
+    informative: Annotated[bool, "the clean − corrupted gap is informative (a component can be named)"]
+
+
+class GapState(GapReason):
+    """The clean − corrupted gap's state beside its reason (the narrative's opening line when it is not informative)."""
+
+    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/common/thresholds.py)"]
+
+
+class LogitDiffMeans(TypedDict):
+    """The two ends of the clean − corrupted gap, LD = logit(clean answer) − logit(corrupted answer)."""
+
+    clean_logit_diff_mean: Annotated[float, "mean LD over prompts, clean run, logits"]
+    corrupted_logit_diff_mean: Annotated[float, "mean LD over prompts, corrupted run, logits"]
+
+
+class NormalisedValues(TypedDict):
+    """How to read a per-corruption ranking's values: fractions of an informative gap, or raw changes in LD."""
+
+    normalised: Annotated[bool, "the gap is informative, so effects are fractions of it; else raw changes in LD, "
+                                "logits"]
+    value_unit: Annotated[str, "what the ranked values are, in words"]
 
 
 # ---------------------------------------------------------------- nodes

@@ -26,7 +26,15 @@ import numpy as np
 
 from analyses.common import thresholds
 from analyses.common.bootstrap import N_BOOTSTRAP, bootstrap_ci
-from analyses.common.contract import Corruption, Count, Fraction, Ranked
+from analyses.common.contract import (
+    CorruptionHeader,
+    Count,
+    Fraction,
+    GapState,
+    LogitDiffMeans,
+    NormalisedValues,
+    Ranked,
+)
 from analyses.common.types import PromptSet
 
 NORMALISATION = ("effect = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted), with LD = logit(clean answer) "
@@ -143,9 +151,8 @@ def finite_or_none(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def ranked(stats: SweepStats, names: np.ndarray, k: int, key: str = "component",
-           results: SweepResults | None = None, sweep: str | None = None,
-           template_index: list[int] | None = None) -> list[dict]:
+def ranked(stats: SweepStats, names: np.ndarray, k: int, results: SweepResults | None = None,
+           sweep: str | None = None, template_index: list[int] | None = None) -> list[dict]:
     """The k cells with the largest |exact effect|, largest first, as summary entries. Only cells with an exact
     value are ranked: under `--exact top:K` an unverified cell (NaN) is never listed (the page shows its estimate).
 
@@ -154,7 +161,7 @@ def ranked(stats: SweepStats, names: np.ndarray, k: int, key: str = "component",
     """
     flat = np.nan_to_num(np.abs(stats.exact.ravel()), nan=-1.0)
     order = [i for i in np.argsort(-flat, kind="stable") if np.isfinite(stats.exact.ravel()[i])][:k]
-    entries = [{key: str(names.ravel()[i]), "value": finite_or_none(stats.exact.ravel()[i]),
+    entries = [{"name": str(names.ravel()[i]), "value": finite_or_none(stats.exact.ravel()[i]),
                 "ci_low": finite_or_none(stats.ci_low.ravel()[i]), "ci_high": finite_or_none(stats.ci_high.ravel()[i]),
                 "attribution": finite_or_none(stats.attribution.ravel()[i])} for i in order]
     if results is not None and template_index is not None and len(set(template_index)) > 1:
@@ -210,24 +217,13 @@ class PatchedEntry(Ranked):
     attribution: NotRequired[Annotated[float | None, "attribution patching's estimate of the same effect"]]
 
 
-class PatchingCommon(TypedDict):
+class PatchingCommon(CorruptionHeader, LogitDiffMeans, GapState, NormalisedValues):
     """The keys every activation-patching summary shares (`common_summary`)."""
 
-    family: Annotated[str, "the prompt family"]
-    corruption: Annotated[Corruption, "which corrupted twin this result patches from"]
-    n_prompts: Annotated[Count, "prompts patched"]
     n_templates: Annotated[Count, "templates of the family"]
-    n_layers: Annotated[Count, "layers of the model"]
-    clean_logit_diff_mean: Annotated[float, "mean logit(clean answer) − logit(corrupted answer), clean run"]
-    corrupted_logit_diff_mean: Annotated[float, "the same on the corrupted run"]
     gap_mean: Annotated[float, "mean clean − corrupted gap, logits (what effects are fractions of)"]
     gap_standard_error: Annotated[float, "its standard error over prompts"]
     gap_positive_frac: Annotated[Fraction, "prompts whose gap is positive"]
-    normalised: Annotated[bool, "the gap is informative, so effects are fractions of it; else raw changes, logits"]
-    gap_reason: Annotated[str, "why the gap is or is not informative"]
-    gap_state: Annotated[str, "state of the clean − corrupted gap (analyses/common/thresholds.py)"]
-    items_above_chance: Annotated[bool, "behaviour's chance test on this family (false: at chance)"]
-    value_unit: Annotated[str, "what the ranked values are, in words"]
     interval: Annotated[str, "how the 95% intervals are computed, in words"]
     interval_kind: Annotated[str, "cluster_bootstrap_templates or bootstrap_prompts"]
     bootstrap_resamples: Annotated[Count, "bootstrap resamples per interval"]

@@ -105,8 +105,8 @@ def parse_head_name(name: str) -> tuple[int, int]:
 
 
 def ranked_heads(values: torch.Tensor, k: int, largest: bool) -> list[dict]:
-    """Top-k heads of a [layers, heads] tensor as [{"head": "L9H1", "value": 1.23}], sorted by value."""
+    """Top-k heads of a [layers, heads] tensor as [{"name": "L9H1", "value": 1.23}], sorted by value."""
     n_heads = values.shape[1]
     flat = values.flatten()
     order = torch.argsort(flat, descending=largest)[:k]
-    return [{"head": head_name(int(i) // n_heads, int(i) % n_heads), "value": float(flat[i])} for i in order]
+    return [{"name": head_name(int(i) // n_heads, int(i) % n_heads), "value": float(flat[i])} for i in order]

@@ -8,20 +8,19 @@ after the last block (the final stream, before the final norm).
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 import numpy as np
 
+from analyses.common.contract import SequenceHeader
 from analyses.common.metrics import model_device
 from analyses.common.types import PromptSet
 
 
-class ItemNote(TypedDict):
+class ItemNote(SequenceHeader):
     """The whole summary of geometry or periodic on a family whose item token cannot be found (glued to other
     text): nothing is computed, and the page says why."""
 
-    family: Annotated[str, "the prompt family"]
-    sequence: Annotated[str, "the family's sequence"]
     note: Annotated[str, "why nothing was computed"]
 
 

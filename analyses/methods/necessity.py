@@ -60,7 +60,7 @@ def swapped(prompts: PromptSet) -> PromptSet:
 
 
 def structure(names: list[str], noising: np.ndarray, denoising: np.ndarray) -> dict[str, list[dict]]:
-    """{"and", "or", "both"} -> [{"node", "noising", "denoising"}], each list by the larger share, first."""
+    """{"and", "or", "both"} -> [{"name", "noising", "denoising"}], each list by the larger share, first."""
     out: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for name, n, d in zip(names, noising, denoising):
         if not (np.isfinite(n) and np.isfinite(d)):
@@ -69,14 +69,14 @@ def structure(names: list[str], noising: np.ndarray, denoising: np.ndarray) -> d
                 "and" if n >= NEEDED_FRACTION and d <= ALONE_FRACTION else
                 "or" if d >= NEEDED_FRACTION and n <= ALONE_FRACTION else None)
         if kind:
-            out[kind].append({"node": name, "noising": float(n), "denoising": float(d)})
+            out[kind].append({"name": name, "noising": float(n), "denoising": float(d)})
     for entries in out.values():
         entries.sort(key=lambda e: -max(e["noising"], e["denoising"]))
     return out
 
 
 def _listed(entries: list[dict], limit: int = 4) -> str:
-    shown = ", ".join(f"{e['node']} (noising {100 * e['noising']:.0f}%, denoising {100 * e['denoising']:.0f}%)"
+    shown = ", ".join(f"{e['name']} (noising {100 * e['noising']:.0f}%, denoising {100 * e['denoising']:.0f}%)"
                       for e in entries[:limit])
     return shown + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
 
@@ -98,14 +98,14 @@ def sentences(found: dict[str, list[dict]], informative: bool, reason: str, what
         out.append(f"AND structure: these {what}s are each needed but none suffices alone ({rule}){instead}: "
                    f"{_listed(ands)}.")
     elif ands:
-        out.append(f"{ands[0]['node']} is needed but does not suffice alone ({rule}; noising "
+        out.append(f"{ands[0]['name']} is needed but does not suffice alone ({rule}; noising "
                    f"{100 * ands[0]['noising']:.0f}%, denoising {100 * ands[0]['denoising']:.0f}%): it acts only "
                    f"together with components that no single {what} stands for (AND){instead}.")
     if len(ors) >= 2:
         out.append(f"OR structure: these {what}s each suffice alone but none is needed, so one stands in for another "
                    f"(a backup) ({rule}){instead}: {_listed(ors)}.")
     elif ors:
-        out.append(f"{ors[0]['node']} suffices alone but is not needed ({rule}; denoising "
+        out.append(f"{ors[0]['name']} suffices alone but is not needed ({rule}; denoising "
                    f"{100 * ors[0]['denoising']:.0f}%, noising {100 * ors[0]['noising']:.0f}%): when it is noised, "
                    f"something no single {what} stands for does its job (OR, a backup){instead}.")
     if both:

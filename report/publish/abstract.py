@@ -157,7 +157,7 @@ def _components(summaries: dict) -> dict[str, list[Evidence]]:
         if s and s.get("normalised"):  # a fraction of an informative gap; raw effects on a noise gap are not named
             for entry in s.get("top_heads", []):
                 if thresholds.notable_fraction(entry.get("value")):
-                    add(entry["head"], Evidence(f"activation patching ({corruption} corruption)",
+                    add(entry["name"], Evidence(f"activation patching ({corruption} corruption)",
                                                 f"{100 * entry['value']:.0f}% of the gap", key))
     dla = summaries.get("dla_heads")
     if dla:
@@ -165,7 +165,7 @@ def _components(summaries: dict) -> dict[str, list[Evidence]]:
             reference = dla.get(f"{prefix}logit_diff_mean", 0.0)
             for entry in dla.get(f"{prefix}top_positive", []):
                 if entry["value"] > 0 and thresholds.notable_logits(entry["value"], reference):
-                    add(entry["head"], Evidence("direct logit attribution", f"{signed(entry['value'])} logits",
+                    add(entry["name"], Evidence("direct logit attribution", f"{signed(entry['value'])} logits",
                                                 "dla_heads"))
     for corruption in CORRUPTIONS:
         key = unit_name("ablations", corruption)
@@ -173,7 +173,7 @@ def _components(summaries: dict) -> dict[str, list[Evidence]]:
         if s and s.get("informative"):
             for entry in s.get("mean_ablation_top", []):
                 if abs(entry["value"]) >= s.get("name_threshold_logits", float("inf")):
-                    add(entry["node"], Evidence("mean ablation", f"{signed(entry['value'])} logits", key
+                    add(entry["name"], Evidence("mean ablation", f"{signed(entry['value'])} logits", key
                                                 if key in summaries else "ablations"))
     for corruption in CORRUPTIONS:
         key = unit_name("path_patching", corruption)
@@ -187,7 +187,7 @@ def _components(summaries: dict) -> dict[str, list[Evidence]]:
     if ov:
         for entry in ov.get("top_successor", []):
             if entry["value"] >= ov.get("name_threshold", float("inf")):
-                add(entry["head"], Evidence("OV successor score", f"{100 * entry['value']:.0f}% of the items",
+                add(entry["name"], Evidence("OV successor score", f"{100 * entry['value']:.0f}% of the items",
                                             "successor_heads"))
     return dict(sorted(named.items(), key=lambda item: -len(item[1])))  # stable: ties keep the order above
 

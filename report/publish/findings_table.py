@@ -37,8 +37,8 @@ def _top_head(page: render.FamilyPage, corruption: str) -> str:
         return "— (gap not informative)"
     top = patching["top_heads"][0]
     if not thresholds.notable_fraction(top["value"]):
-        return f"none ≥ {thresholds.MIN_EFFECT_FRACTION:.0%} (largest {top['head']}, {top['value']:.2f})"
-    return f"{top['head']} ({top['value']:.2f})"
+        return f"none ≥ {thresholds.MIN_EFFECT_FRACTION:.0%} (largest {top['name']}, {top['value']:.2f})"
+    return f"{top['name']} ({top['value']:.2f})"
 
 
 def rows(build: render.Build) -> list[tuple[str, ...]]:

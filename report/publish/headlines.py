@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses import REGISTRY
-from analyses.common.contract import Headline, entry_name
+from analyses.common.contract import Headline
 from analyses.common.types import Analysis
 from analyses.methods.attribution import parse_head_name
 
@@ -60,9 +60,9 @@ def relative_depth(name: str, n_layers) -> float | None:
     return layer / n_layers if isinstance(n_layers, int) and n_layers > 0 else None
 
 
-def _ranking(entries, n_layers) -> list[dict] | None:
-    if not isinstance(entries, list):
+def _ranking(entries: list[dict] | None, n_layers) -> list[dict] | None:
+    """The top names of a ranking list (analyses.common.contract.Ranked entries); None where the key is absent."""
+    if entries is None:
         return None
-    named = [(entry_name(e), e) for e in entries[:TOP] if isinstance(e, dict)]
-    return [{"name": name, "value": e.get("value"), "depth": relative_depth(name, n_layers)}
-            for name, e in named if name is not None]
+    return [{"name": e["name"], "value": e["value"], "depth": relative_depth(e["name"], n_layers)}
+            for e in entries[:TOP]]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analyses.common import phrases
-from analyses.common.contract import entry_name
 from analyses.common.text import num
 from analyses.common.types import CORRUPTIONS, Analysis, Result
 from report.publish import abstract, headlines, names
@@ -176,21 +175,22 @@ class Build:
         return any(s.widgets for p in self.pages for s in p.sections)
 
 def headline(summary: dict) -> list[tuple[str, str]]:
-    """The summary's scalars and head/component rankings, as (label, text) rows; per-prompt lists are in figures."""
+    """The summary's scalars and its lists of named entries (rankings, AND / OR nodes), as (label, text) rows;
+    per-prompt lists are in figures, and a list of unnamed records (`verification`, one per sweep) is no ranking:
+    the narrative states it where a sweep was not patched in full (analyses.methods.verified.sentence)."""
     rows = []
     for key, value in summary.items():
         if key in ("family", "corruption"):
             continue
         if isinstance(value, (int, float, str)):
             rows.append((key.replace("_", " "), num(value)))
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
+        elif isinstance(value, list) and value and isinstance(value[0], dict) and "name" in value[0]:
             rows.append((key.replace("_", " "), ", ".join(_ranked_entry(v) for v in value)))
     return rows
 
 
 def _ranked_entry(entry: dict) -> str:
-    name = entry_name(entry) or "?"
-    text = f"{name} ({num(entry.get('value', float('nan')), signed=True)}"
+    text = f"{entry['name']} ({num(entry.get('value', float('nan')), signed=True)}"
     if "ci_low" in entry and "ci_high" in entry:
         text += f", 95% CI {num(entry['ci_low'])} to {num(entry['ci_high'])}"
     return text + ")"

@@ -17,6 +17,10 @@ History:
      day7_acc -> items_acc, day7_above_chance -> items_above_chance, day7_p_value -> items_p_value,
      day7_acc_by_{template,item,offset} -> items_acc_by_{template,item,offset}. Only renames; summaries are
      checked against types generated schemas since this format (analyses/common/contract.py).
+  3  one ranking entry (analyses/common/contract.py `Ranked`): every entry of a list in a summary names what it is
+     about in `name`, where it used `head`, `node`, `component` or `edge` (renamed in place), or, for a path,
+     `sender` and `receiver` (which it keeps, after `name` = "sender → receiver"). The AND / OR entries' `node`
+     (ablations, path_patching) became `name` too. Only renames and the path's name.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from pathlib import Path
 from report.errors import UserError
 
 KEY = "results_format"
-CURRENT = 2
+CURRENT = 3
 OLD_PREFIX, NEW_PREFIX = "day7_", "items_"  # format 1 -> 2
+OLD_NAME_FIELDS = ("head", "node", "component", "edge")  # format 2 -> 3: the keys an entry's name was held in
 
 
 def _from_1(summary: dict) -> dict:
@@ -36,10 +41,32 @@ def _from_1(summary: dict) -> dict:
             for key, value in summary.items()}
 
 
+def _from_2(summary: dict) -> dict:
+    """Format 2 -> 3: the entries of every list in the summary named in `name` (`_named`); other values unchanged."""
+    return {key: [_named(entry) for entry in value] if isinstance(value, list) else value
+            for key, value in summary.items()}
+
+
+def _named(entry):
+    """A format-2 entry as format 3 writes it: its name field renamed `name` in place, or a path's
+    "sender → receiver" put first as `name`. Anything else (a number in a list, an entry that has `name` already, a
+    record that names nothing, such as `verification`'s) is returned as it is."""
+    if not isinstance(entry, dict) or "name" in entry:
+        return entry
+    field = next((f for f in OLD_NAME_FIELDS if f in entry), None)
+    if field is not None:
+        return {("name" if key == field else key): value for key, value in entry.items()}
+    if "sender" in entry and "receiver" in entry:
+        # written out here, not imported from the analysis: format 3's path name, whatever later formats do
+        return {"name": f"{entry['sender']} → {entry['receiver']}", **entry}
+    return entry
+
+
 # format -> the function that takes its summaries one format on. Each leaves a summary of a later format unchanged
-# (a format-2 summary holds no `day7_` key: its type forbids one), so the loader applies them all to every summary
-# it reads, without knowing which run of a merged build (report/store/merge.py) wrote it.
-UPGRADES = {1: _from_1}
+# (a format-2 or later summary holds no `day7_` key: its type forbids one; every list entry of a format-3 summary
+# that names something holds `name`), so the loader applies them all to every summary it reads, without knowing
+# which run of a merged build (report/store/merge.py) wrote it.
+UPGRADES = {1: _from_1, 2: _from_2}
 
 
 def upgrade(summary: dict) -> dict:
