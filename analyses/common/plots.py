@@ -9,8 +9,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
-LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), font=dict(size=12))
+TRACE_TYPES = ("bar", "heatmap", "scatter", "table")  # every trace type the analyses draw (go.Bar, go.Heatmap, ...)
+
+
+def _look() -> go.layout.Template:
+    """Plotly's "plotly_white" look, cut to the layout and the trace types we draw: the same figures, a third of the
+    template to copy. Plotly copies a figure's template whenever one is set (about 9 ms for the whole plotly_white,
+    most of a build's time on a report with hundreds of figures; about 3 ms for this one). Nothing is registered
+    with plotly (no process-wide theme)."""
+    white = pio.templates["plotly_white"]
+    return go.layout.Template(layout=white.layout, data={kind: white.data[kind] for kind in TRACE_TYPES})
+
+
+LAYOUT = dict(template=_look(), margin=dict(l=60, r=20, t=50, b=50), font=dict(size=12))
 
 
 def _finish(fig: go.Figure, title: str, height: int) -> go.Figure:
@@ -36,8 +49,8 @@ def heatmap(z: np.ndarray, x: Sequence, y: Sequence, title: str, colorbar: str, 
     """A diverging heatmap (blue negative, white 0, red positive) of signed effects; rows y, columns x.
 
     The scale spans ±max(largest |cell|, floor): `floor` is a meaningful size in the map's unit
-    (analyses/common/thresholds.py
-    SCALE_*), so that a map of noise is drawn pale instead of saturated at its own maximum.
+    (analyses/common/thresholds.py SCALE_*), so that a map of noise is drawn pale instead of saturated at its own
+    maximum.
     """
     limit = signed_limit(z, floor)
     trace = go.Heatmap(
