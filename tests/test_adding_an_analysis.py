@@ -61,6 +61,7 @@ def run_toy(tiny_checkpoint, out: Path) -> Path:
     return out / "toy"
 
 
+@pytest.mark.slow
 def test_a_registered_analysis_shows_its_headline_in_the_overview(monkeypatch, tiny_checkpoint, tmp_path):
     toy = example_module(monkeypatch).FINAL_MARGIN
     register(monkeypatch, toy)
@@ -77,6 +78,7 @@ def test_a_registered_analysis_shows_its_headline_in_the_overview(monkeypatch, t
     assert 'id="final_margin"' in page and "The correct item leads the other items by" in page
 
 
+@pytest.mark.slow
 def test_without_the_registry_line_the_overview_has_no_such_column(tiny_checkpoint, tmp_path):
     invoke("run", "--model", tiny_checkpoint, "--families", "tomorrow", "--analyses", "behaviour",
            "--out", tmp_path / "runs", "--device", "cpu", "--run-id", "plain")

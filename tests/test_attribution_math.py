@@ -20,6 +20,7 @@ def model_logit_diff(model, prompts, metric):
     return logit_diff(final, *answer_pair(prompts, metric))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", METRICS)
 def test_layer_attributions_plus_bias_reconstruct_the_logit_difference(tiny_model, tiny_prompt_sets, metric):
     assert tiny_prompt_sets
@@ -54,6 +55,7 @@ def test_head_attributions_sum_to_their_layers_attention_attribution(tiny_model,
     assert tiny_model.b_O.abs().max() > 1e-3  # the bias is really there to be accounted for
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", METRICS)
 def test_logit_lens_last_point_equals_the_models_logit_difference(tiny_model, tiny_prompt_sets, metric):
     assert tiny_prompt_sets

@@ -23,6 +23,7 @@ def build(run, site):
 
 @pytest.mark.parametrize("error", [KeyError("top_component_of_an_older_format"), ValueError("planted bug")],
                          ids=["KeyError", "ValueError"])
+@pytest.mark.slow
 def test_a_narrative_that_raises_is_a_bug_with_its_traceback_not_a_damaged_file(small_run, tmp_path, monkeypatch,
                                                                                   error):
     def broken(result):

@@ -76,6 +76,7 @@ def test_dla_of_the_planted_head_is_the_logit_difference(middle_head):
     assert top["value"] == pytest.approx(summary["logit_diff_mean"], rel=0.1)
 
 
+@pytest.mark.slow
 def test_patching_a_value_carrying_head_restores_z_and_v_but_not_the_pattern(middle_head):
     summary = _patched(PATCHING_HEADS, middle_head, "day").summary
     assert summary["normalised"] and summary["corruption"] == "day"
@@ -87,6 +88,7 @@ def test_patching_a_value_carrying_head_restores_z_and_v_but_not_the_pattern(mid
     assert all(v == pytest.approx(1.0, abs=0.05) for v in best["value_by_template"])
 
 
+@pytest.mark.slow
 def test_a_head_blind_to_the_relation_gives_no_relation_gap(middle_head):
     """The one-head model ignores " tomorrow" / " yesterday": the relation corruption must not be normalised."""
     result = _patched(PATCHING_HEADS, middle_head, "relation")
@@ -129,6 +131,7 @@ def test_two_step_model_does_the_task_both_ways(two_step):
     assert final.argmax(-1).tolist() == relation.corrupted_answer_ids.tolist()  # " yesterday" -> the day before
 
 
+@pytest.mark.slow
 def test_day_corruption_finds_the_mover(two_step):
     summary = _patched(PATCHING_HEADS, two_step, "day").summary
     assert summary["normalised"]
@@ -176,6 +179,7 @@ def test_copy_model_relation_patching_is_not_normalised(copy_only):
         assert "barely differ" in text
 
 
+@pytest.mark.slow
 def test_no_sentence_credits_the_copy_head_with_the_next_day_step(copy_only):
     """The day corruption restores 100% through the copy head (it carries the named day); every sentence that
     names the head must frame it as what the model does instead of the task."""
@@ -223,6 +227,7 @@ def test_random_model_mechanism_names_no_node(tiny_model, tiny_prompt_sets):
         assert "barely" in text, text
 
 
+@pytest.mark.slow
 def test_random_model_patching_reports_raw_logits_and_names_nothing(tiny_model, tiny_prompt_sets):
     prompts = tiny_prompt_sets[FAMILY]
     for corruption in prompts.corruptions:

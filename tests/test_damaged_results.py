@@ -47,6 +47,7 @@ def section(html: str, key: str) -> str:
     return html.split(f'<section id="{key}"', 1)[1].split("</section>", 1)[0]
 
 
+@pytest.mark.slow
 def test_an_edited_summary_is_never_published_and_is_named(one_family, tmp_path):
     run = copy_run(one_family, tmp_path / "run")
     family = run / SLUG / "tomorrow"
@@ -68,6 +69,7 @@ def test_an_edited_summary_is_never_published_and_is_named(one_family, tmp_path)
     assert sorted(p.path.parent.name for p in loaded.problems) == ["behaviour", "dla_heads"]
 
 
+@pytest.mark.slow
 @pytest.mark.tiny  # builds its own tiny checkpoints
 def test_arrays_swapped_in_from_another_checkpoint_are_never_published(one_family, other_checkpoint_run, tmp_path):
     run = copy_run(one_family, tmp_path / "run")
@@ -130,6 +132,7 @@ def same_name_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     return first, run("day_after", "B"), run("next_month", "C")
 
 
+@pytest.mark.slow
 @pytest.mark.tiny  # builds its own tiny checkpoints
 def test_two_runs_of_one_folder_name_holding_different_weights_are_not_merged(same_name_runs, tmp_path):
     a, b, _ = same_name_runs
@@ -138,6 +141,7 @@ def test_two_runs_of_one_folder_name_holding_different_weights_are_not_merged(sa
     assert not (tmp_path / "site").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.tiny  # builds its own tiny checkpoints
 def test_two_runs_of_the_same_weights_still_merge(same_name_runs, tmp_path):
     """The control: the same weights run twice on different families are one model in the report."""
@@ -212,6 +216,7 @@ def test_wrong_types_anywhere_in_a_manifest_end_in_one_line_never_a_traceback(on
     assert damaged >= 4  # the top-level ones at least are refused
 
 
+@pytest.mark.slow
 def test_a_damaged_manifest_is_one_line_for_resume_too(one_family, tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
     run = copy_run(one_family, out / "R")
@@ -249,6 +254,7 @@ def test_load_run_names_a_deleted_family_folder(one_family, tmp_path):
     assert all("missing" in p.what for p in loaded.problems)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", ["running", "interrupted"])
 def test_partial_runs_build_with_the_unsaved_sections_marked(one_family, tmp_path, status):
     """A run still being written (or SIGKILLed, which leaves it 'running') and an interrupted one both build."""

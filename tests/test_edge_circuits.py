@@ -40,6 +40,7 @@ def planted(tmp_path_factory):
     return model, prompts, EDGE_CIRCUITS.compute(model, prompts)
 
 
+@pytest.mark.slow
 def test_planted_edges_top_the_eap_ig_ranking_with_their_receivers(planted):
     _, _, result = planted
     s = result.summary
@@ -51,6 +52,7 @@ def test_planted_edges_top_the_eap_ig_ranking_with_their_receivers(planted):
     assert {e["name"] for e in s["named_edges"]} == set(PLANTED_EDGES)  # named by exact patching, nothing else
 
 
+@pytest.mark.slow
 def test_planted_edges_top_exact_edge_patching_of_every_edge(planted):
     model, prompts, _ = planted
     es = ee.edge_set(model)
@@ -74,6 +76,7 @@ def test_planted_edges_top_exact_edge_patching_of_every_edge(planted):
     assert min(by_name["a0.h1->a1.h3<v>"], by_name["a0.h1->a1.h2<q>"]) > 0.15  # both routes matter
 
 
+@pytest.mark.slow
 def test_planted_circuit_is_faithful_near_the_maximum_and_beats_random(planted):
     _, prompts, result = planted
     s, a = result.summary, result.arrays
@@ -88,12 +91,14 @@ def test_planted_circuit_is_faithful_near_the_maximum_and_beats_random(planted):
     assert s["cpr_heldout"] >= 0.9 * PERFECT_CPR
 
 
+@pytest.mark.slow
 def test_eap_ig_is_closer_to_exact_than_eap_on_the_planted_model(planted):
     s = planted[2].summary
     assert s["eap_ig_top_overlap"] == 1.0
     assert abs(1 - s["eap_ig_slope"]) < abs(1 - s["eap_slope"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_model_names_no_edge(tmp_path, seed):
     from conftest import save_tiny_gpt2
@@ -124,6 +129,7 @@ def sample_edges(es: ee.EdgeSet) -> list[tuple[int, int]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", list(ARCHITECTURES))
 def test_batched_edge_patching_equals_one_edge_at_a_time(tmp_path, tokenizer, architecture):
     model = load(save_tiny(tmp_path / architecture, architecture, tokenizer))
@@ -158,6 +164,7 @@ def test_grouped_query_heads_share_their_key_value_receivers(tmp_path, tokenizer
     assert [k for k, _, _ in per_layer].count("q") == 4 and [k for k, _, _ in per_layer].count("k") == 2
 
 
+@pytest.mark.slow
 def test_one_ig_step_is_eap(planted):
     model, prompts, _ = planted
     es = ee.edge_set(model)
@@ -170,6 +177,7 @@ def test_one_ig_step_is_eap(planted):
 # ---- export -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_exported_circuits_validate_and_load_back(planted, tmp_path):
     from report.store.mib_circuit import load_circuit
     from report.store.schema import validate

@@ -56,6 +56,7 @@ def assert_sweeps_match_loop(model, runs, names, scale=1.0):
         assert gap < TOL, f"{name} at scale {scale}: batched and looped differ by {gap}"
 
 
+@pytest.mark.slow
 def test_every_patching_sweep_equals_one_forward_per_cell(setting):
     model, _, runs, base = setting
     assert_sweeps_match_loop(model, runs, tuple(sweeps.SWEEPS))
@@ -89,6 +90,7 @@ def mixed_rows(runs):
     ]
 
 
+@pytest.mark.slow
 def test_rows_and_prefix_shared_rows_equal_one_forward_per_row(setting):
     model, _, runs, base = setting
     rows = mixed_rows(runs)
@@ -106,6 +108,7 @@ def test_rows_and_prefix_shared_rows_equal_one_forward_per_row(setting):
 # ---- deliberately broken maths fails ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_edit_one_layer_late_fails_the_comparison(setting, monkeypatch):
     model, _, runs, base = setting
     real = sweeps.patch_row
@@ -122,6 +125,7 @@ def test_an_edit_one_layer_late_fails_the_comparison(setting, monkeypatch):
         assert_sweeps_match_loop(model, runs, ("z", "attn_out"))
 
 
+@pytest.mark.slow
 def test_an_engine_that_ignores_the_interpolation_fails_the_comparison(setting, monkeypatch):
     model, _, runs, base = setting
     real = sweeps.patch_row
@@ -154,6 +158,7 @@ class FakeDevice:
             handle.remove()
 
 
+@pytest.mark.slow
 def test_patching_sweeps_rows_and_prefix_rows_halve_on_out_of_memory(setting):
     model, _, runs, base = setting
     B = runs.n_prompts
@@ -174,6 +179,7 @@ def test_patching_sweeps_rows_and_prefix_rows_halve_on_out_of_memory(setting):
     torch.testing.assert_close(squeezed_shared, ref_shared, atol=SAME, rtol=SAME)
 
 
+@pytest.mark.slow
 def test_a_runtime_error_saying_out_of_memory_halves_and_any_other_error_is_raised(setting):
     model, _, runs, base = setting
     B = runs.n_prompts
@@ -189,6 +195,7 @@ def test_a_runtime_error_saying_out_of_memory_halves_and_any_other_error_is_rais
         run_rows(model, base, rows[:1])
 
 
+@pytest.mark.slow
 def test_attribution_sweeps_split_their_prompts_on_out_of_memory(setting):
     model, _, runs, base = setting
     reference = attribution.attribution_sweeps(model, runs, ("resid_pre", "z"))
@@ -199,6 +206,7 @@ def test_attribution_sweeps_split_their_prompts_on_out_of_memory(setting):
         torch.testing.assert_close(squeezed[name], value, atol=SAME, rtol=SAME)
 
 
+@pytest.mark.slow
 def test_edge_batches_halve_on_out_of_memory_and_equal_one_edge_at_a_time(setting):
     model, prompts, _, _ = setting
     pos, neg = answer_pair(prompts, "clean_vs_corrupted")

@@ -163,6 +163,7 @@ def test_summary_pools_the_sweeps_and_states_the_estimate():
 # ---- the engine on models -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.tiny
 def test_top_k_covering_every_cell_equals_all_bit_for_bit(planted):
     model, _, runs = planted
@@ -175,6 +176,7 @@ def test_top_k_covering_every_cell_equals_all_bit_for_bit(planted):
         assert infos[s].complete and infos[s].fn is None
 
 
+@pytest.mark.slow
 @pytest.mark.tiny
 def test_small_k_finds_the_planted_head_with_its_exact_value(planted):
     model, prompts, runs = planted
@@ -212,6 +214,7 @@ def test_a_cell_that_attribution_misses_is_counted(planted):
     assert not torch.isnan(values["z"][PLANTED]).any()
 
 
+@pytest.mark.slow
 @pytest.mark.tiny
 def test_patching_heads_under_top_k_marks_its_estimates_and_ranks_verified_heads(planted):
     from analyses.patching_heads import PATCHING_HEADS
@@ -236,6 +239,7 @@ def test_patching_heads_under_top_k_marks_its_estimates_and_ranks_verified_heads
     json.dumps(s, allow_nan=False)  # the store refuses NaN
 
 
+@pytest.mark.slow
 @pytest.mark.tiny
 def test_head_ranking_under_top_k_puts_verified_heads_first(planted):
     model, prompts, _ = planted
@@ -254,6 +258,7 @@ def runs_of(ctx, prompts):
     return shared.runs(ctx, prompts)
 
 
+@pytest.mark.slow
 @pytest.mark.tiny
 def test_run_records_the_modes_in_the_manifest_and_the_summaries(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
@@ -270,6 +275,7 @@ def test_run_records_the_modes_in_the_manifest_and_the_summaries(tmp_path, tiny_
         assert summary["fn_sample"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.tiny
 def test_auto_on_cpu_leaves_a_tiny_model_exact_everywhere(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"

@@ -85,6 +85,7 @@ def planted_report(tmp_path_factory):
     return root / "runs" / "planted", root / "site"
 
 
+@pytest.mark.slow
 def test_planted_head_is_named_first_with_the_methods_that_agree(planted_report):
     run_dir, site = planted_report
     build = render.collect([run_dir])
@@ -101,6 +102,7 @@ def test_planted_head_is_named_first_with_the_methods_that_agree(planted_report)
     assert "Nothing was found" not in abstract
 
 
+@pytest.mark.slow
 def test_planted_head_is_drawn_dark_and_the_box_links_to_its_evidence(planted_report):
     run_dir, site = planted_report
     build = render.collect([run_dir])
@@ -115,6 +117,7 @@ def test_planted_head_is_drawn_dark_and_the_box_links_to_its_evidence(planted_re
     assert box.count("<li>") <= 5
 
 
+@pytest.mark.slow
 def test_readme_findings_table_is_printed_from_the_run(planted_report):
     from report.publish import findings_table
     run_dir, _ = planted_report

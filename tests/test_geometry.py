@@ -322,6 +322,7 @@ def feature_models(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", PLANTED_SEEDS)
 def test_orthogonal_day_features_draw_a_polygon_but_no_circle_is_named(feature_models, seed):
     """Seven mutually orthogonal day features; the head adds ~1 x day + 1 at the day token, so neighbours are alike.
@@ -362,6 +363,7 @@ def test_a_planted_rotation_reads_its_step_against_the_fixed_reference(feature_m
     assert "consistent with the next item being a rotation" in geometry.narrative(result)[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", PLANTED_SEEDS)
 def test_editing_the_circle_plane_moves_the_answer_and_a_random_plane_does_not(feature_models, seed):
     model, prompts = feature_models("circle", seed=seed)

@@ -50,6 +50,7 @@ def test_the_refactoring_changes_the_weights_but_not_the_products(both):
     torch.testing.assert_close(ov[0], ov[1], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", HEAD_READERS)
 def test_no_reported_number_depends_on_the_refactoring(both, name):
     from test_shared_context import _compare

@@ -126,6 +126,7 @@ def test_each_heads_ov_uses_its_own_key_value_group(which, planted_seed0, gemma)
 # ---- ablations ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["planted", pytest.param("gemma", marks=pytest.mark.slow)])
 def test_batched_ablations_equal_one_forward_per_ablation(which, planted_seed0, gemma):
     model, prompts = planted_seed0 if which == "planted" else gemma
@@ -144,6 +145,7 @@ def test_batched_ablations_equal_one_forward_per_ablation(which, planted_seed0, 
     assert diff.abs().max().item() < TOL
 
 
+@pytest.mark.slow
 def test_ablating_the_planted_head_removes_the_answer_and_is_direct(planted):
     model, prompts = planted
     result = ABLATIONS_ANALYSIS.compute(model, prompts)
@@ -174,6 +176,7 @@ def test_keeping_every_node_is_the_clean_run_and_ablating_every_node_equals_the_
     assert (batched[0] - clean).abs().max().item() < TOL * clean.abs().max().item()
 
 
+@pytest.mark.slow
 def test_planted_head_alone_is_a_faithful_circuit(planted):
     model, prompts = planted
     result = CIRCUIT.compute(model, prompts)
@@ -272,6 +275,7 @@ def _batched_effect(effects: dict, k: int, receiver: tuple) -> torch.Tensor:
     return effects[receiver[0]][k, receiver[1], receiver[2]]
 
 
+@pytest.mark.slow
 def test_path_patching_finds_the_planted_edge_and_nothing_else(two_step):
     model, prompts = two_step
     result = PATH_PATCHING.compute(model, prompts)
@@ -286,6 +290,7 @@ def test_path_patching_finds_the_planted_edge_and_nothing_else(two_step):
     assert any(f"{mover}'s output is read by {succ}'s value" in t for t in PATH_PATCHING.narrative(result))
 
 
+@pytest.mark.slow
 def test_per_corruption_summaries_name_their_corruption(two_step):
     model, prompts = two_step
     if "relation" not in prompts.corruptions:

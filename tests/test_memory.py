@@ -39,6 +39,7 @@ def test_map_chunks_reraises_when_one_item_does_not_fit():
         list(map_chunks([1, 2, 3], 4, run))
 
 
+@pytest.mark.slow
 def test_patching_under_a_tiny_memory_budget_equals_the_unchunked_sweep(tiny_model, tiny_prompt_sets, monkeypatch):
     runs = core.collect_runs(tiny_model, tiny_prompt_sets["tomorrow"], ("resid_pre", "z"))
     patches = [p for s in ("resid_pre", "z") for p in core.sweep_patches(runs, s)]
@@ -60,6 +61,7 @@ def test_patching_under_a_tiny_memory_budget_equals_the_unchunked_sweep(tiny_mod
     assert torch.allclose(squeezed, reference, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.tiny  # builds a tiny checkpoint
 def test_each_models_weights_are_freed_before_the_next_model_loads(tmp_path, monkeypatch):
     import report.run.pipeline as pipeline

@@ -38,6 +38,7 @@ def and_or(request, tmp_path_factory):
     return kind, ABLATIONS_ANALYSIS.compute(model, _prompts(model))
 
 
+@pytest.mark.slow
 def test_an_and_circuit_and_an_or_circuit_are_told_apart_by_noising_against_denoising(and_or):
     kind, result = and_or
     s, a = result.summary, result.arrays
@@ -58,6 +59,7 @@ def test_an_and_circuit_and_an_or_circuit_are_told_apart_by_noising_against_deno
     assert A in text.split(f"{kind.upper()} structure")[1] and B in text.split(f"{kind.upper()} structure")[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_head_noising_in_patching_heads_equals_the_ablations_noising(tmp_path, seed):
     """patching_heads noises by denoising the swapped pair (`necessity.swapped`): it must give the same share of the
@@ -78,6 +80,7 @@ def test_head_noising_in_patching_heads_equals_the_ablations_noising(tmp_path, s
     assert f"Noising {best['name']} (the clean run" in text and "removes 50%" in text, text
 
 
+@pytest.mark.slow
 def test_the_logit_difference_alone_cannot_tell_and_from_or(and_or):
     """Why the structure is read on the clean answer's logit: on the LD both circuits give 50% / 50% (a state with
     neither answer promoted and one with both promoted have the same LD)."""
@@ -89,6 +92,7 @@ def test_the_logit_difference_alone_cannot_tell_and_from_or(and_or):
         assert result.arrays["denoising_share"][i] == pytest.approx(0.5, abs=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_random_model_names_no_structure_and_no_off_diagonal_node(tmp_path, seed):
     model = _load(save_tiny_gpt2(tmp_path, n_layer=2, n_head=4, seed=seed))

@@ -29,6 +29,7 @@ def _prompts(model, family="tomorrow"):
     return build_prompt_set(load_family_specs()[family], model.tokenizer, model.cfg.default_prepend_bos)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_planted_next_day_neurons_are_found_each_mapping_its_day_to_the_next(tmp_path, seed):
     model = _load(save_neuron_gpt2(tmp_path, seed=seed))
@@ -52,6 +53,7 @@ def test_planted_next_day_neurons_are_found_each_mapping_its_day_to_the_next(tmp
     assert "5 of MLP0's named neurons each fire for one item" in text, text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_random_model_studies_no_mlp_and_names_no_neuron(tmp_path, seed):
     model = _load(save_tiny_gpt2(tmp_path, seed=seed))
@@ -98,6 +100,7 @@ def test_a_neuron_is_described_by_what_it_fires_for_and_what_it_promotes():
     assert described["fires_for"] == "" and described["offset"] is None
 
 
+@pytest.mark.slow
 def test_figures_and_text_rebuild_from_saved_results(tmp_path):
     """`build` draws from saved results alone (arrays come back as float32): the planted neuron model's neurons
     and successor_heads sections, figures and text, rebuild from disk."""

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -30,6 +31,7 @@ def test_version_licence_and_citation_agree_with_the_package():
     assert citation["version"] == PYPROJECT["version"] and citation["license"] == "MIT"
 
 
+@pytest.mark.slow
 def test_one_progress_line_per_analysis_when_stderr_is_not_a_terminal(tiny_checkpoint, tmp_path):
     analyses = ["behaviour", "logit_diff", "dla_layers"]
     result = CliRunner().invoke(main, ["run", "--model", str(tiny_checkpoint), "--families", "tomorrow",

@@ -45,6 +45,7 @@ def test_a_file_output_on_or_inside_the_run_folder_is_refused(one_family, tmp_pa
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_site_inside_a_run_folder_is_refused_even_with_force(one_family, tmp_path):
     run = copy_run(one_family, tmp_path / "run")
     before = snapshot(run)
@@ -55,6 +56,7 @@ def test_a_site_inside_a_run_folder_is_refused_even_with_force(one_family, tmp_p
     invoke("build", run, "--site", tmp_path / "site")  # the control: beside the run it builds
 
 
+@pytest.mark.slow
 def test_force_replaces_only_a_folder_a_build_wrote(one_family, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -71,6 +73,7 @@ def test_force_replaces_only_a_folder_a_build_wrote(one_family, tmp_path):
     assert not (empty / "notes.txt").exists() and (empty / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_force_never_follows_a_link_out_of_the_site(one_family, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -171,6 +174,7 @@ def test_a_template_holding_a_link_is_drawn_as_text_in_every_figure(markup_run, 
     assert '<a href="https://evil.example"' not in html  # nor does the page itself hold a live link
 
 
+@pytest.mark.slow
 @pytest.mark.tiny  # builds its own tiny checkpoints
 def test_distinct_models_with_the_same_folder_name_get_distinct_labels(tmp_path):
     first, second = save_tiny_gpt2(tmp_path / "a" / "tiny", seed=0), save_tiny_gpt2(tmp_path / "b" / "tiny", seed=1)

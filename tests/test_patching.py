@@ -48,6 +48,7 @@ def headline(ld: torch.Tensor, runs: core.Runs) -> np.ndarray:
 # ---- batched equals looped ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep", list(core.SWEEPS))
 def test_batched_sweep_equals_one_forward_per_patch(tiny_model, runs, exact, sweep):
     looped = core.looped_sweep(tiny_model, runs, sweep)
@@ -104,6 +105,7 @@ def test_patching_every_position_of_the_residual_stream_restores_exactly_one(tin
     np.testing.assert_allclose(headline(ld, runs), 1.0, atol=1e-5 * scale / abs(gap))
 
 
+@pytest.mark.slow
 def test_patching_nothing_gives_zero(tiny_model, runs):
     empty = core.patched_logit_diffs(tiny_model, runs, [core.Patch(layer, ()) for layer in range(runs.n_layers)])
     np.testing.assert_allclose(empty.numpy(), np.broadcast_to(runs.corrupted_ld.numpy(), empty.shape), atol=1e-5)
@@ -178,6 +180,7 @@ def runs64(model64, prompts):
     return core.collect_runs(model64, prompts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep", list(core.SWEEPS))
 def test_attribution_is_the_limit_of_exact_patching_as_the_patch_shrinks(model64, runs64, sweep):
     """(LD(corrupted + eps (clean - corrupted)) - LD(corrupted)) / eps -> attribution, with error O(eps)."""
@@ -238,6 +241,7 @@ def position_result(tiny_model, prompts):
     return PATCHING_POSITIONS.compute(tiny_model, prompts)
 
 
+@pytest.mark.slow
 def test_top_heads_are_sorted_by_absolute_value_largest_first(head_result, tiny_model):
     top = head_result.summary["top_heads"]
     assert top
@@ -250,6 +254,7 @@ def test_top_heads_are_sorted_by_absolute_value_largest_first(head_result, tiny_
     assert all(entry["ci_low"] <= entry["value"] <= entry["ci_high"] for entry in top)
 
 
+@pytest.mark.slow
 def test_position_tops_are_sorted_and_name_layer_and_position(position_result):
     for sweep in core.POSITION_SWEEPS:
         top = position_result.summary[f"{sweep}_top"]
@@ -259,6 +264,7 @@ def test_position_tops_are_sorted_and_name_layer_and_position(position_result):
         assert all(entry["name"].split(" ")[1].startswith("pos") for entry in top)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("analysis", [PATCHING_POSITIONS, PATCHING_HEADS], ids=lambda a: a.name)
 def test_result_is_flat_json_with_fixed_figure_ids_and_numeric_narrative(analysis, position_result, head_result):
     result = position_result if analysis is PATCHING_POSITIONS else head_result
@@ -281,6 +287,7 @@ def test_result_is_flat_json_with_fixed_figure_ids_and_numeric_narrative(analysi
     assert thresholds.RULES in analysis.definition
 
 
+@pytest.mark.slow
 def test_head_widgets_show_top_heads_of_each_layer_third(head_result, prompts):
     widgets = head_result.widgets
     assert widgets

@@ -33,6 +33,7 @@ def _prompts(model):
     return build_prompt_set(load_family_specs()["tomorrow"], model.tokenizer, model.cfg.default_prepend_bos)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_route_through_an_mlp_is_an_mlp_edge_directly_and_a_logits_edge_when_mlps_recompute(tmp_path, seed):
     """Mover head -> MLP0's next-day neurons -> logits: with every node in between frozen the mover's edge is MLP0;
@@ -59,6 +60,7 @@ def test_a_route_through_an_mlp_is_an_mlp_edge_directly_and_a_logits_edge_when_m
     assert f"{MOVER_NAME}'s direct edges sum to 100% of the gap, within 10%" in text, text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["and", "or"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_and_paths_and_or_paths_are_told_apart_by_noising_against_denoising(tmp_path, kind, seed):
@@ -71,6 +73,7 @@ def test_and_paths_and_or_paths_are_told_apart_by_noising_against_denoising(tmp_
     assert s[f"{other}_paths"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_random_model_says_none_of_the_new_sentences(tmp_path, seed):
     model = _load(save_tiny_gpt2(tmp_path, seed=seed))
@@ -94,6 +97,7 @@ def test_a_sender_whose_edges_fall_short_of_its_total_is_said_so():
            in text, text
 
 
+@pytest.mark.slow
 def test_the_batched_mlp_recompute_variant_equals_one_forward_per_path(tmp_path):
     """Reference: the corrupted run with the sender's clean z, every later head's z frozen at the corrupted run,
     MLPs free; for a q / k / v receiver, its input captured there and patched into a fresh corrupted run."""

@@ -76,6 +76,7 @@ def planted(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_planted_seven_circle_and_planted_base_ten_features_are_told_apart(planted, seed):
     circle = periodic.compute(*planted("circle", seed))

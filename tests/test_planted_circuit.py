@@ -75,6 +75,7 @@ def test_dla_heads_analysis_finds_planted_head(planted_model, planted_prompts):
     assert result.summary["top_positive"][0]["name"] == PLANTED
 
 
+@pytest.mark.slow
 def test_patching_heads_analysis_finds_planted_head(planted_model, planted_prompts):
     from analyses.patching_heads import PATCHING_HEADS
 

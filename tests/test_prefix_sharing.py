@@ -57,6 +57,7 @@ def count_block_rows(model):
     return seen, handles
 
 
+@pytest.mark.slow
 def test_prefix_sharing_gives_run_rows_numbers_on_circuit_rows_with_fewer_block_rows(model_and_base):
     model, _, node_list, base = model_and_base
     rows = grid_rows(node_list, base)
@@ -75,6 +76,7 @@ def test_prefix_sharing_gives_run_rows_numbers_on_circuit_rows_with_fewer_block_
     assert fast_rows < slow_rows  # nested circuits share their early layers
 
 
+@pytest.mark.slow
 def test_prefix_sharing_equals_one_forward_per_row_and_keeps_rows_apart_that_differ_only_in_values(model_and_base):
     """Mean- and resample-ablating the same node write to the same place with different values: never merged.
     A row with no edit is the base run; a row editing only the last layer shares every earlier block."""

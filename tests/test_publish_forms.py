@@ -28,6 +28,7 @@ def html_files(site: Path) -> dict[str, str]:
     return {p.relative_to(site).as_posix(): p.read_text(encoding="utf-8") for p in sorted(site.rglob("*.html"))}
 
 
+@pytest.mark.slow
 def test_shared_assets_are_stored_once_and_pages_load_them_by_relative_path(golden_run, golden_site, tmp_path):
     run_dir, inline_site = golden_run, golden_site
     invoke("build", run_dir, "--site", tmp_path / "site", "--assets", "shared")
@@ -46,6 +47,7 @@ def test_shared_assets_are_stored_once_and_pages_load_them_by_relative_path(gold
             assert "window.Plotly = Plotly" not in html  # the bundle is not inlined as well
 
 
+@pytest.mark.slow
 def test_a_rebuild_leaves_no_page_of_an_earlier_build(golden_run, two_families, tmp_path):
     run_dir = golden_run
     site = tmp_path / "site"
@@ -58,6 +60,7 @@ def test_a_rebuild_leaves_no_page_of_an_earlier_build(golden_run, two_families, 
     assert json.loads((site / MARKER).read_text())["files"] == sorted(html_files(site))
 
 
+@pytest.mark.slow
 def test_a_site_folder_holding_other_files_is_refused_unless_forced(two_families, tmp_path):
     site = tmp_path / "mine"
     site.mkdir()
@@ -80,6 +83,7 @@ def test_a_site_folder_holding_other_files_is_refused_unless_forced(two_families
     assert "is a file" in output
 
 
+@pytest.mark.slow
 def test_a_fresh_clones_site_folder_with_its_placeholder_builds_without_force_and_keeps_it(two_families, tmp_path):
     """The repository tracks site/.gitkeep: README's default `--site site` must build there, twice, unforced."""
     site = tmp_path / "site"
@@ -96,6 +100,7 @@ def test_a_site_folder_holding_the_run_is_refused_even_with_force(two_families):
     assert "run folder" in output and two_families.is_dir()
 
 
+@pytest.mark.slow
 def test_damaged_results_are_named_in_one_line_each_and_shown_as_missing_sections(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
     family = run / SLUG / "tomorrow"
@@ -138,6 +143,7 @@ def test_a_corrupt_manifest_is_one_line_naming_it(two_families, tmp_path):
     assert not (tmp_path / "site").exists()
 
 
+@pytest.mark.slow
 def test_a_model_named_index_html_and_a_long_family_name_build(two_families, tmp_path):
     long_name = "a_family_whose_name_is_long_" * 9  # 252 characters: too long for a file name with .html
     run = copy_run(two_families, tmp_path / "run", model_name="index.html", family_names={"tomorrow": long_name})
@@ -151,6 +157,7 @@ def test_a_model_named_index_html_and_a_long_family_name_build(two_families, tmp
     assert long_name in index and "index.html" in index
 
 
+@pytest.mark.slow
 def test_the_single_file_holds_every_page_and_the_bundles_once(golden_run, golden_site, tmp_path):
     run_dir, site = golden_run, golden_site
     invoke("build", run_dir, "--single-file", tmp_path / "report.html", "--title", "Weekday <circuits>")
@@ -168,6 +175,7 @@ def test_the_single_file_holds_every_page_and_the_bundles_once(golden_run, golde
     assert "<title>Weekday &lt;circuits&gt;</title>" in html and "Weekday <circuits>" not in html
 
 
+@pytest.mark.slow
 def test_headline_of_an_at_chance_family_is_greyed_and_the_page_says_so(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
     edit_summary(run / SLUG / "tomorrow" / "behaviour", items_above_chance=False)
@@ -194,6 +202,7 @@ class Tagged:
         return self._extra[name] if name in self._extra else getattr(self._analysis, name)
 
 
+@pytest.mark.slow
 def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_path, monkeypatch):
     run = copy_run(two_families, tmp_path / "run", families=["tomorrow"])
     family = run / SLUG / "tomorrow"
@@ -227,6 +236,7 @@ def test_parts_in_order_and_the_two_corruptions_side_by_side(two_families, tmp_p
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.slow
 def test_a_family_with_several_templates_lists_them_all(two_families, tmp_path):
     run = copy_run(two_families, tmp_path / "run")
     manifest = json.loads((run / "manifest.json").read_text())
@@ -243,6 +253,7 @@ def test_a_family_with_several_templates_lists_them_all(two_families, tmp_path):
     assert f"Template <code>{families['day_after']['template']}</code>;" in old
 
 
+@pytest.mark.slow
 def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, tmp_path):
     second = copy_run(two_families, tmp_path / "second", model_name="other-model", run_id="second")
     invoke("build", two_families, second, "--site", tmp_path / "site")
@@ -261,6 +272,7 @@ def test_two_models_are_compared_side_by_side_with_relative_depth(two_families, 
     assert 'id="comparison"' not in (alone / "index.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_no_output_form_holds_a_local_path(golden_run, tmp_path):
     run_dir = golden_run
     checkpoint = Path(json.loads((run_dir / "manifest.json").read_text())["models"][SLUG]["name"])
@@ -289,6 +301,7 @@ def test_pdf_without_chromium_is_one_clear_line(two_families, tmp_path):
     assert not (tmp_path / "r.pdf").exists() and not (tmp_path / "site").exists()
 
 
+@pytest.mark.slow
 def test_the_print_page_has_a_still_per_widget_section_open_sections_and_a_contents_list(two_families):
     """The PDF fits a family in a few pages: every section printed open with its narrative and first figure, the
     first attention widget of a section without figures as a still (the rest, and the headline tables, are in the

@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import golden
+import pytest
 from click.testing import CliRunner
 from conftest import TINY_FAMILIES, invoke
 
@@ -24,6 +25,7 @@ def pages(site: Path) -> dict[str, bytes]:
     return {str(p.relative_to(site)): p.read_bytes() for p in sorted(site.rglob("*.html"))}
 
 
+@pytest.mark.slow
 def test_build_writes_a_page_per_family_with_every_section(golden_site):
     site = golden_site
     families = list(golden.FAMILIES)
@@ -38,6 +40,7 @@ def test_build_writes_a_page_per_family_with_every_section(golden_site):
         assert 'class="cv-widget"' in html
 
 
+@pytest.mark.slow
 def test_index_links_resolve_and_overview_lists_every_family(golden_site):
     site = golden_site
     index = (site / "index.html").read_text(encoding="utf-8")
@@ -112,6 +115,7 @@ def test_manifest_records_what_a_reviewer_needs(tiny_report):
     assert len(tomorrow["prompts"]) == 7 * len(tomorrow["templates"])
 
 
+@pytest.mark.slow
 def test_hostile_family_text_is_escaped(tiny_checkpoint, tmp_path):
     families = tmp_path / "hostile.toml"
     families.write_text(f'[hostile]\ndescription = "{HOSTILE}"\n'
@@ -125,6 +129,7 @@ def test_hostile_family_text_is_escaped(tiny_checkpoint, tmp_path):
     assert HOSTILE not in index and "&lt;script&gt;" in index
 
 
+@pytest.mark.slow
 def test_resume_recomputes_only_what_is_missing(tiny_checkpoint, tmp_path):
     args = ["run", "--model", tiny_checkpoint, "--families", "tomorrow,day_after", "--analyses",
             "behaviour,logit_diff", "--out", tmp_path, "--device", "cpu", "--run-id", "r"]
@@ -140,6 +145,7 @@ def test_resume_recomputes_only_what_is_missing(tiny_checkpoint, tmp_path):
     assert kept.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_leaves_only_complete_results(tiny_checkpoint, tmp_path, monkeypatch):
     import analyses.logit_diff as logit_diff
 
@@ -173,6 +179,7 @@ def test_an_interrupted_run_leaves_only_complete_results(tiny_checkpoint, tmp_pa
     assert not (run_dir / Path(tiny_checkpoint).name / "day_after" / "logit_diff").exists()
 
 
+@pytest.mark.slow
 def test_a_family_one_model_cannot_use_is_skipped_with_a_visible_note(tiny_checkpoint, tmp_path):
     from conftest import save_tiny_gpt2
 

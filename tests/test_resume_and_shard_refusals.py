@@ -24,6 +24,7 @@ def manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_resume_in_another_dtype_is_refused_and_forced_recomputes_everything(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
     args = ["--model", str(tiny_checkpoint), "--families", "tomorrow", "--analyses", "behaviour,logit_diff"]
@@ -100,7 +101,7 @@ def test_a_live_writers_temporary_holds_its_lock(tmp_path):
     with files.temp_dir(tmp_path, "result") as tmp:
         assert files._locked(tmp)
         _age(tmp, files.STALE_AFTER_S + 60)
-        child = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from report import "
+        child = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from report.store import "
                                 "files; print(files.clean_stale_temps(Path(sys.argv[1])))", str(tmp_path)],
                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
         assert child.stdout.strip() == "[]", child.stderr

@@ -45,6 +45,7 @@ def families_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_two_runs_started_in_the_same_second_get_different_folders(tmp_path, tiny_checkpoint, monkeypatch):
     monkeypatch.setattr("report.run.runs.time.time", lambda: 1_800_000_000.25)  # the very same instant
     out = tmp_path / "runs"
@@ -73,6 +74,7 @@ def test_run_ids_that_leave_out_or_are_too_long_are_refused(tmp_path, tiny_check
     assert sorted(p.name for p in tmp_path.rglob("*")) == [], "nothing written anywhere"
 
 
+@pytest.mark.slow
 def test_resume_with_a_redefined_family_is_refused_and_forced_recomputes(tmp_path, tiny_checkpoint, families_file):
     mine = tmp_path / "mine.toml"
     mine.write_text(families_file.read_text())
@@ -89,6 +91,7 @@ def test_resume_with_a_redefined_family_is_refused_and_forced_recomputes(tmp_pat
     assert manifest(run_dir)["models"]["tiny-gpt20"]["families"]["mine"]["templates"][0].startswith("Today is")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changed", [["--analyses", "behaviour,logit_diff"], ["--families", "day_after"]])
 def test_resume_with_other_analyses_or_families_is_refused(tmp_path, tiny_checkpoint, changed):
     out = tmp_path / "runs"
@@ -99,6 +102,7 @@ def test_resume_with_other_analyses_or_families_is_refused(tmp_path, tiny_checkp
     assert result.exit_code == 1 and manifest(run_dir)["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_resume_picks_the_newest_run_by_its_manifest_and_keeps_its_options(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
     base = ["--model", str(tiny_checkpoint), "--analyses", "behaviour"]
@@ -113,6 +117,7 @@ def test_resume_picks_the_newest_run_by_its_manifest_and_keeps_its_options(tmp_p
     assert len(manifest(newer)["resumes"]) == 1 and manifest(newer)["command"] == command
 
 
+@pytest.mark.slow
 def test_resume_repairs_damaged_results(tmp_path, tiny_checkpoint):
     """A deleted arrays file, a truncated summary and an edited extras file are each recomputed, byte for byte."""
     out = tmp_path / "runs"
@@ -157,6 +162,7 @@ def test_sigterm_marks_the_manifest_interrupted(tmp_path, tiny_checkpoint):
     assert manifest(run_dir)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_stale_temporaries_of_killed_runs_are_cleaned_and_live_ones_kept(tmp_path, tiny_checkpoint):
     out = tmp_path / "runs"
     run_dir = ok(run_cli(["--model", str(tiny_checkpoint), "--families", "tomorrow", "--analyses", "behaviour"], out))

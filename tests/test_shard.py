@@ -103,6 +103,7 @@ def test_sharded_and_merged_equals_one_unsharded_run(two_models, tmp_path):
     assert all(f"r-shard{k}of{count} (shard {k}/{count})" in index for k in range(1, count + 1))
 
 
+@pytest.mark.slow
 def test_a_result_in_two_folders_is_refused(tiny_checkpoint, tmp_path):
     for run_id in ("a", "b"):
         invoke("run", "--model", tiny_checkpoint, "--families", "tomorrow", "--analyses", "behaviour", "--out",

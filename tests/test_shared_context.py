@@ -67,6 +67,7 @@ def test_the_analyses_that_share_are_the_interventions():
     assert {a.name for a in REGISTRY if a.intervenes} == {a.name for a in SHARING} | {"neurons", "edge_circuits"}
 
 
+@pytest.mark.slow
 def test_shared_context_gives_each_analysis_its_own_numbers(planted):
     """Per-analysis path (a fresh context each) against one context for the family, every unit, both corruptions."""
     model, prompts = planted
@@ -85,6 +86,7 @@ def test_shared_context_gives_each_analysis_its_own_numbers(planted):
     assert named, "the comparison saw a real (named) circuit under at least one corruption"
 
 
+@pytest.mark.slow
 def test_shared_work_is_done_once_per_family_and_corruption(planted, monkeypatch):
     model, prompts = planted
     calls = {"runs": 0, "chance": 0, "path_setup": 0, "senders": 0}
@@ -123,6 +125,7 @@ def _circuit_heads(summary) -> list[tuple[int, int]]:
     return [parse_head_name(n) for n in summary["minimal_circuit"] if not n.startswith("MLP")]
 
 
+@pytest.mark.slow
 def test_auto_skips_interventions_where_the_model_is_at_chance_and_says_how_to_ask(tmp_path):
     """A random model is at chance on `tomorrow`: behaviour and the descriptive analyses run, the interventions are
     recorded as skipped with the reason, and the page shows the reason and the option that computes them."""
@@ -149,6 +152,7 @@ def test_auto_skips_interventions_where_the_model_is_at_chance_and_says_how_to_a
     assert "--analyses all" in page
 
 
+@pytest.mark.slow
 def test_auto_computes_everything_where_the_model_does_the_task(planted, tmp_path, monkeypatch):
     """The planted successor head does the task: under auto every analysis runs (the same list as `all`)."""
     from report.run.options import RunOptions

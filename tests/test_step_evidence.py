@@ -48,6 +48,7 @@ def two_step(request, tmp_path_factory):
 # ---- 1. the contrast-matched circuit ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_two_step_models_relation_circuit_is_exactly_its_two_step_heads(two_step):
     """Resample ablation from the relation twin keeps the day (the mover reads the same day in both prompts), so
     the two step heads alone keep the whole LD; the mover is not notable and never enters the circuit."""
@@ -67,6 +68,7 @@ def test_the_two_step_models_relation_circuit_is_exactly_its_two_step_heads(two_
     assert "resample" in text and "relation twin" in text
 
 
+@pytest.mark.slow
 def test_the_day_circuit_of_the_two_step_model_is_the_mover_and_the_active_step_head(two_step):
     model, prompts = two_step
     s = CIRCUIT.compute(model, prompts.with_corruption("day")).summary
@@ -74,6 +76,7 @@ def test_the_day_circuit_of_the_two_step_model_is_the_mover_and_the_active_step_
     assert s["minimal_circuit_faithfulness"] == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_a_circuit_that_is_not_named_leaves_minimal_circuit_empty(tmp_path_factory):
     """The relation-blind next-day head: the relation gap is noise, so nothing is named; a program reading the
     JSON must not get the noise circuit."""
@@ -107,6 +110,7 @@ def order_blind(request, tmp_path_factory):
                  seed=request.param)
 
 
+@pytest.mark.slow
 def test_an_order_blind_head_gets_no_relation_effect_on_the_list_family(order_blind):
     model, prompts = order_blind
     result = PATCHING_HEADS.compute(model, prompts.with_corruption("relation"))
@@ -115,6 +119,7 @@ def test_an_order_blind_head_gets_no_relation_effect_on_the_list_family(order_bl
     assert CIRCUIT.compute(model, prompts.with_corruption("relation")).summary["named"] is False
 
 
+@pytest.mark.slow
 def test_the_old_list_twin_credits_the_order_blind_head_with_the_step(order_blind, tmp_path):
     """The mutant: the old twin ({day+4}, {day+3}, {day+2}) changes which days are listed, so the same head
     'restores' the whole gap and is said to carry the step. This is what the shipped twin removes."""
@@ -184,6 +189,7 @@ def swapped(request, tmp_path_factory):
     return _load(save_two_step_gpt2, tmp_path_factory.mktemp("swapped"), seed=request.param, swapped=True)
 
 
+@pytest.mark.slow
 def test_a_reversed_gap_is_said_to_be_reversed_and_gets_no_role_sentence(swapped):
     model, prompts = swapped
     gaps = LOGIT_DIFF.compute(model, prompts).summary
@@ -203,6 +209,7 @@ def test_a_reversed_gap_is_said_to_be_reversed_and_gets_no_role_sentence(swapped
 # ---- 5. roles, not indices ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_positional_patching_by_role_finds_the_planted_role_at_100_percent_in_every_template(relation_blind):
     """The next-day head reads the day token, which sits at different indices in different templates; read by role
     (each prompt at its own template's item position) patching the residual stream there restores the whole gap

@@ -146,6 +146,7 @@ def test_a_real_head_against_noise_heads_reports_no_sharing(seed):
     assert "share" not in comparison.sentence and "not compared" in comparison.sentence
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_planted_day_head_shares_nothing_with_a_sequence_it_does_not_do(tmp_path, seed):
     """Through the model: the planted next-day head (L1H2) patched on a day family and on a month family, which it
