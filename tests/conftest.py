@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,13 @@ import pytest
 import torch
 
 TOKENIZER_DIR = Path(__file__).parent / "fixtures" / "gpt2-tokenizer"
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (`-n 2`) each worker is one process per core: torch's default of one thread per core in
+    # every worker would put two threads on each core, which only adds switching. A serial run keeps the default.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 # Test tiers by cost (docs/testing.md). A test that uses one of these fixtures, directly or through another
 # fixture, is marked here, so that a new test lands in the right tier without remembering to mark it; a test whose
