@@ -10,11 +10,12 @@ from planted_circuit import save_planted_gpt2
 from planted_two_step import MOVER, SUCCESSOR, save_two_step_gpt2
 
 from analyses import engine as engine
-from analyses.ablations import ABLATIONS_ANALYSIS, ablation_rows
+from analyses.ablations import ABLATIONS_ANALYSIS
 from analyses.circuit import CIRCUIT
 from analyses.methods import paths
 from analyses.methods.circuit_search import circuit_rows
 from analyses.methods.mechanism import ABLATIONS, node_hook, nodes
+from analyses.methods.node_ablations import ablation_rows
 from analyses.path_patching import PATH_PATCHING
 from analyses.successor_heads import SUCCESSOR_HEADS, effective_embeddings, has_position_embedding, head_ov_outputs
 
