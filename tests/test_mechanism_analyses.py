@@ -16,8 +16,9 @@ from analyses.methods import paths
 from analyses.methods.circuit_search import circuit_rows
 from analyses.methods.mechanism import ABLATIONS, node_hook, nodes
 from analyses.methods.node_ablations import ablation_rows
+from analyses.methods.ov_circuits import effective_embeddings, has_position_embedding, head_ov_outputs
 from analyses.path_patching import PATH_PATCHING
-from analyses.successor_heads import SUCCESSOR_HEADS, effective_embeddings, has_position_embedding, head_ov_outputs
+from analyses.successor_heads import SUCCESSOR_HEADS
 
 pytestmark = pytest.mark.tiny  # planted and random checkpoints built in the session
 
