@@ -102,7 +102,7 @@ def narrative(result: Result) -> list[str]:
         sentences.append(phrases.nothing_stands_out("No head's direct contribution passes the naming threshold"))
     attending = [e for e in s["top_day_attention"] if _attends(e["value"], uniform)]
     if attending:
-        listed = ", ".join(f"{e['name']} ({100 * e['value']:.0f}%)" for e in attending)
+        listed = phrases.named_percentages(attending)
         sentences.append(f"Heads that attend from the final position to the day token(s) at ≥ "
                          f"{ATTENTION_OVER_UNIFORM:g}× the uniform baseline: {listed}.")
     else:

@@ -37,10 +37,9 @@ from typing import Annotated, NotRequired, TypedDict
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
 
 from analyses import engine as ee
-from analyses.common import phrases, plots
+from analyses.common import circuit_diagram, phrases, plots
 from analyses.common.contract import (
     CorruptionHeader,
     Count,
@@ -54,123 +53,28 @@ from analyses.common.plots import LAYOUT
 from analyses.common.stats import agreement
 from analyses.common.thresholds import FAITHFUL_TARGET
 from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
-from analyses.methods.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead, numpy
+from analyses.methods.edge_circuit_grid import (
+    FRACTIONS,
+    cmd,
+    cpr,
+    ee_node,
+    evaluate,
+    greedy,
+    held_out,
+    logit_connected,
+    node_circuit,
+    receiver_nodes,
+    sizes,
+)
+from analyses.methods.edge_scoring import STEPS, edge_scores, exact_edges
+from analyses.methods.mechanism import NAME_FRACTION, at_chance_lead, informative_gap, instead
 from analyses.methods.mib_circuit import circuit_document
 
 NAME = "edge_circuits"
-FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's circuit sizes (fractions of edges)
-STEPS = 5  # EAP-IG interpolation steps (MIB's default for EAP-IG is 5)
 EXACT_EDGES = 24  # edges patched exactly, by |EAP-IG|: the check of the estimates
 TOP_K = 10  # edges listed in the summary
 DIAGRAM_EDGES = 40  # at most this many edges drawn (the largest |score|), so the diagram stays readable
 RANDOM_SEED = 0
-
-
-# ---- scores -----------------------------------------------------------------------------------------------------
-
-
-def edge_scores(model, es: ee.EdgeSet, clean: torch.Tensor, corrupted: torch.Tensor, pos, neg,
-                steps: int = STEPS) -> dict:
-    """Mean over prompts of EAP and EAP-IG [U, V] (LD change), EAP-IG per prompt [U, V, B] (a prompt's scores do not
-    depend on the other prompts of the batch), the corrupted pair, clean and corrupted LD [B]."""
-    pair = ee.make_pair(model, corrupted, clean, pos, neg)  # X = corrupted, Y = clean
-    eap, eap_ig = ee.attribution_scores(model, pair, es, steps)
-    return {"eap": numpy(eap.mean(-1)), "eap_ig": numpy(eap_ig.mean(-1)), "eap_ig_per_prompt": numpy(eap_ig),
-            "pair": pair,
-            "clean_ld": numpy(ee.pair_ld(model, pair, twin=True)), "corrupted_ld": numpy(ee.pair_ld(model, pair))}
-
-
-def exact_edges(model, es: ee.EdgeSet, pair: ee.Pair, edges: list[tuple[int, int]]) -> np.ndarray:
-    """[K] mean LD change of patching each edge alone (clean value on the corrupted run)."""
-    ld = ee.run_edges(model, pair, es, ee.single_edge_masks(es, edges))
-    return numpy(ld.mean(-1) - ee.pair_ld(model, pair).mean())
-
-
-# ---- circuits on the grid -----------------------------------------------------------------------------------------
-
-
-def sizes(n_edges: int) -> list[int]:
-    return [max(1, int(round(f * n_edges))) for f in FRACTIONS]
-
-
-def greedy(es: ee.EdgeSet, scores: np.ndarray, k: int) -> np.ndarray:
-    """[U, V] bool: the k edges with the largest |score|."""
-    flat = np.where(es.valid, np.abs(scores), -np.inf).ravel()
-    keep = np.zeros(flat.size, dtype=bool)
-    keep[np.argsort(-flat, kind="stable")[:k]] = True
-    return keep.reshape(scores.shape) & es.valid
-
-
-def logit_connected(es: ee.EdgeSet, kept: np.ndarray) -> np.ndarray:
-    """The edges of `kept` on a path from the input to the logits through kept edges (MIB's pruning)."""
-    edges = [(ee_node(es.senders[u]), receiver_nodes(es, v), (u, v)) for u, v in zip(*np.nonzero(kept))]
-    fed, reaches = {"input"}, {"logits"}
-    changed = True
-    while changed:  # a fixpoint: at most one pass per layer adds anything
-        before = len(fed) + len(reaches)
-        for sender, readers, _ in edges:
-            if sender in fed:
-                fed |= readers
-            if readers & reaches:
-                reaches.add(sender)
-        changed = len(fed) + len(reaches) > before
-    out = np.zeros_like(kept)
-    for sender, readers, (u, v) in edges:
-        out[u, v] = sender in fed and sender in reaches and bool(readers & reaches)
-    return out
-
-
-def ee_node(sender: tuple[str, int, int]) -> str:
-    kind, layer, index = sender
-    return {"input": "input", "head": f"a{layer}.h{index}", "mlp": f"m{layer}"}[kind]
-
-
-def receiver_nodes(es: ee.EdgeSet, v: int) -> set[str]:
-    kind, layer, unit = es.receivers[v]
-    if kind == "logits":
-        return {"logits"}
-    if kind == "mlp":
-        return {f"m{layer}"}
-    if kind == "q":
-        return {f"a{layer}.h{unit}"}
-    group = es.n_heads // es.n_kv
-    return {f"a{layer}.h{h}" for h in range(unit * group, (unit + 1) * group)}
-
-
-def node_circuit(es: ee.EdgeSet, node_scores: np.ndarray, fraction: float) -> np.ndarray:
-    """[U, V] bool: every edge between the top `fraction` of the nodes (senders but the input) by |score|."""
-    n = max(1, int(round(fraction * (len(es.senders) - 1))))
-    order = np.argsort(-np.abs(node_scores[1:]), kind="stable")[:n] + 1
-    kept_nodes = {"input", "logits"} | {ee_node(es.senders[u]) for u in order}
-    senders_kept = np.array([ee_node(s) in kept_nodes for s in es.senders])
-    receivers_kept = np.array([bool(receiver_nodes(es, v) & kept_nodes) for v in range(len(es.receivers))])
-    return es.valid & senders_kept[:, None] & receivers_kept[None, :]
-
-
-def faithfulness(ld: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
-    """[C, B] -> [C]: (mean LD − mean LD_corrupted) / (mean LD_clean − mean LD_corrupted)."""
-    den = float(clean.mean() - corrupted.mean())
-    return (ld.mean(-1) - corrupted.mean()) / den if den != 0 else np.full(ld.shape[0], np.nan)
-
-
-def cpr(curve: np.ndarray) -> float:
-    x = np.asarray(FRACTIONS)
-    return float(np.sum((x[1:] - x[:-1]) * (curve[1:] + curve[:-1]) / 2))
-
-
-def cmd(curve: np.ndarray) -> float:
-    return cpr(np.abs(1.0 - np.asarray(curve)))
-
-
-def evaluate(model, es: ee.EdgeSet, clean, corrupted, pos, neg, circuits: list[np.ndarray]) -> np.ndarray:
-    """Faithfulness [C] of each kept-edge set on these prompts (clean run, removed edges corrupted)."""
-    pair = ee.make_pair(model, clean, corrupted, pos, neg)  # X = clean, Y = corrupted
-    removed = torch.as_tensor(np.stack([es.valid & ~c for c in circuits]))
-    ld = numpy(ee.run_edges(model, pair, es, removed))
-    return faithfulness(ld, numpy(ee.pair_ld(model, pair)), numpy(ee.pair_ld(model, pair, twin=True)))
-
-
-# ---- the analysis --------------------------------------------------------------------------------------------------
 
 
 def compute(model, prompts: PromptSet, steps: int | None = None, context: FamilyContext | None = None) -> Result:
@@ -266,29 +170,9 @@ def compute(model, prompts: PromptSet, steps: int | None = None, context: Family
     return Result(summary=summary, arrays=arrays, labels=labels, documents=documents)
 
 
-def held_out(model, prompts: PromptSet, es: ee.EdgeSet, per_prompt: np.ndarray):
-    """(faithfulness [F] of greedy circuits scored on every template but the last (EAP-IG per prompt [U, V, B],
-    averaged over those templates' prompts), evaluated on the last template's prompts; why not (""); the held-out
-    template) — (None, reason, None) with a single template."""
-    templates = sorted(set(prompts.template_index))
-    if len(templates) < 2:
-        return None, "one template: nothing to hold out", None
-    held = templates[-1]
-    t = np.asarray(prompts.template_index)
-    pos, neg = answer_pair(prompts, "clean_vs_corrupted")
-    d, h = (torch.as_tensor(np.nonzero(keep)[0]) for keep in (t != held, t == held))  # discover, held out
-    discovered = per_prompt[:, :, d.numpy()].mean(-1)
-    circuits = [greedy(es, discovered, k) for k in sizes(es.n_edges)]
-    curve = evaluate(model, es, prompts.clean_tokens[h], prompts.corrupted_tokens[h], pos[h], neg[h], circuits)
-    return curve, "", int(held)
-
-
 def _diagram_edges(es: ee.EdgeSet, scores: np.ndarray, kept: np.ndarray) -> list[tuple[int, int]]:
     edges = list(zip(*np.nonzero(kept)))
     return sorted(edges, key=lambda e: -abs(scores[e]))[:DIAGRAM_EDGES]
-
-
-# ---- figures and words ---------------------------------------------------------------------------------------------
 
 
 CURVE_NAMES = {"greedy": "EAP-IG, greedy top-k", "connected": "EAP-IG, logit-connected",
@@ -317,54 +201,7 @@ def figures(result: Result) -> list[Figure]:
                                      x=0.01), xaxis_title=f"exact ({unit})", yaxis_title=f"estimate ({unit})",
                           height=420, **LAYOUT)
     return [Figure(f"{NAME}-faithfulness", curve), Figure(f"{NAME}-agreement", scatter),
-            Figure(f"{NAME}-diagram", diagram(result))]
-
-
-INPUT_DASH = {"q": "solid", "k": "dot", "v": "dash", "mlp": "solid", "logits": "solid"}
-
-
-def diagram(result: Result) -> go.Figure:
-    """The chosen circuit: nodes by layer (x) and head (y; MLPs on top, input left, logits right); edges coloured by
-    sign, width by |EAP-IG|, the receiver's input marked by the line style (q solid, k dotted, v dashed) and in the
-    hover text."""
-    s, a, lab = result.summary, result.arrays, result.labels
-
-    def place(name: str) -> tuple[float, float]:
-        if name == "input":
-            return -1, s["n_heads"] / 2
-        if name == "logits":
-            return s["n_layers"], s["n_heads"] / 2
-        if name.startswith("m"):
-            return int(name[1:]) + 0.5, s["n_heads"] + 0.5
-        layer, head = name[1:].split(".h")
-        return int(layer), int(head)
-
-    fig = go.Figure()
-    scores = a.get("diagram_score", np.zeros(0))
-    top = float(np.max(np.abs(scores))) if len(scores) else 1.0
-    shown = set()
-    for sender, receiver, kind, w in zip(lab["diagram_sender"], lab["diagram_receiver"], lab["diagram_input"], scores):
-        (x0, y0), (x1, y1) = place(sender), place(receiver)
-        target = receiver if kind in ("mlp", "logits") else f"{receiver}<{kind}>"
-        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="text",
-                                 text=f"{sender} → {target}: {w:+.3f}",
-                                 line=dict(width=1 + 7 * abs(w) / top, dash=INPUT_DASH[kind],
-                                           color="firebrick" if w > 0 else "royalblue")))
-        shown |= {sender, receiver}
-    names = sorted(shown | {"input", "logits"})
-    xy = [place(n) for n in names]
-    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", text=names,
-                             textposition="top center", marker=dict(size=12, color="black"), showlegend=False,
-                             hoverinfo="text"))
-    fig.update_xaxes(title_text="layer", range=[-1.5, s["n_layers"] + 0.5])
-    fig.update_yaxes(title_text="head (MLPs on top)", showticklabels=False)
-    if "diagram_fraction" in s:
-        title = (f"Edge circuit at {100 * s['diagram_fraction']:g}% of edges ({s['diagram_edges_kept']} edges, "
-                 f"faithfulness {s['diagram_faithfulness']:.2f}); red +, blue −; q solid, k dotted, v dashed")
-    else:
-        title = "No edge circuit is drawn: no circuit on the grid is a finding (see the text)"
-    fig.update_layout(title=dict(text=title, x=0.01), height=460, **LAYOUT)
-    return fig
+            Figure(f"{NAME}-diagram", circuit_diagram.edge_circuit(result))]
 
 
 def narrative(result: Result) -> list[str]:
@@ -411,7 +248,7 @@ class ScoredEdge(Ranked):
 
 
 def _curve_keys() -> dict:
-    """CPR / CMD of each faithfulness curve that is finite (edge_circuits.cpr, cmd)."""
+    """CPR / CMD of each faithfulness curve that is finite (edge_circuit_grid.cpr, cmd)."""
     return {f"{measure}_{curve}": NotRequired[Annotated[float, f"{words} of the {curve} curve"]]
             for curve in ("greedy", "connected", "random", "nodes", "heldout")
             for measure, words in (("cpr", "circuit performance ratio (area under the curve)"),

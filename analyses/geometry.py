@@ -57,14 +57,12 @@ from analyses.common import circle_stats, plots, thresholds
 from analyses.common.circle_geometry import (
     angles,
     circle_chance,
-    circle_order,
     circle_p_value,
     circular_mean_steps,
     nearest_items,
-    pca_2d,
-    rotation_offsets,
     signed_step,
 )
+from analyses.common.circle_scan import MIN_FINAL_SPREAD, rotation_on_reference, scan_planes
 from analyses.common.contract import Count, Fraction, PValue, SequenceHeader
 from analyses.common.thresholds import MAX_ROTATION_ERROR_STEPS, MIN_CAUSAL_MARGIN, MIN_CIRCLE_ORDER, PLANE_DOMINANCE
 from analyses.common.types import Analysis, Figure, PromptSet, Result
@@ -72,7 +70,6 @@ from analyses.methods.circle_intervention import CausalTest, causal_test
 from analyses.methods.item_states import ItemNote, item_positions, residual_streams
 
 NAME = "geometry"
-MIN_FINAL_SPREAD = 1e-3  # final states spread less than this (relative to the items) carry no angle
 
 
 # --- reading the model: analyses.methods.item_states (shared with analyses.periodic) ----------------------------------
@@ -99,21 +96,9 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
     The last point is the final stream (not a resid_pre), so it is never the causal test's layer."""
     n = prompts.n_items
     n_points = at_item.shape[0]
-    item_xy = np.zeros((n_points, n, 2))
-    prompt_xy = np.zeros((n_points, len(position_items), 2))
-    final_xy = np.zeros_like(prompt_xy)
-    explained = np.zeros((n_points, 2))
-    scores, circulant_p, null_share = np.zeros(n_points), np.zeros(n_points), np.zeros(n_points)
-    planes = []
-    for point in range(n_points):
-        means = _item_means(at_item[point], position_items, n)
-        centre, basis, explained[point] = pca_2d(means)
-        planes.append(basis)
-        item_xy[point] = (means - centre) @ basis.T
-        prompt_xy[point] = (at_item[point] - centre) @ basis.T
-        final_xy[point] = (at_final[point] - at_final[point].mean(axis=0)) @ basis.T
-        scores[point] = circle_order(angles(item_xy[point]))
-        circulant_p[point], null_share[point] = circle_stats.circulant_p_value(means - centre)
+    scan = scan_planes(at_item, at_final, position_items, n)
+    item_xy, prompt_xy, final_xy, explained = scan.item_xy, scan.prompt_xy, scan.final_xy, scan.explained
+    scores, circulant_p, null_share = scan.scores, scan.circulant_p, scan.null_share
     top2 = explained.sum(axis=1)
     looks = n_points  # points scanned: every layer, at the one position read (the item token)
     order_p = np.array([circle_p_value(float(s), n) for s in scores])
@@ -127,17 +112,9 @@ def geometry_result(at_item: np.ndarray, at_final: np.ndarray, position_items: n
     resid_pre = range(max(1, n_points - 1))  # the last point is the final stream; a 1-point test reads it alone
     causal_point = next((p for p in resid_pre if geometric[p]), max(resid_pre, key=lambda p: (scores[p], top2[p], -p)))
     # rotation against the fixed reference: every point's final states on the reference plane, the reference angles
-    ref_means = _item_means(at_item[reference], position_items, n)
-    ref_centre = ref_means.mean(axis=0)
-    ref_angles = angles((ref_means - ref_centre) @ planes[reference].T)
-    ref_spread = _spread((ref_means - ref_centre) @ planes[reference].T)
-    on_ref = np.stack([(at_final[p] - at_final[p].mean(axis=0)) @ planes[reference].T for p in range(n_points)])
-    spread = np.array([_spread(_item_means(on_ref[p], position_items, n)) / max(ref_spread, 1e-30)
-                       for p in range(n_points)])
-    offset_by_point = np.stack([rotation_offsets(ref_angles, angles(on_ref[p]), position_items)
-                                for p in range(n_points)])  # [points, batch]
-    match_by_point = np.array([(nearest_items(ref_angles, angles(on_ref[p])) == answers).mean()
-                               for p in range(n_points)])
+    rotation = rotation_on_reference(at_item[reference], at_final, scan.planes[reference], position_items, answers, n)
+    ref_angles, on_ref, spread = rotation.reference_angles, rotation.on_reference, rotation.spread
+    offset_by_point, match_by_point = rotation.offsets, rotation.match
     last = n_points - 1
     offsets = offset_by_point[last]
     expected = [signed_step(int(a - i), n) for a, i in zip(answers, position_items)]
@@ -196,16 +173,6 @@ def add_causal_test(result: Result, test: CausalTest) -> None:
         "causal_above_baseline": bool(above and success["plane-2"] - baseline >= MIN_CAUSAL_MARGIN),
     })
     s["circle_named"] = bool(s["circle_geometry"][test.layer] and s["causal_above_baseline"])
-
-
-def _item_means(xy: np.ndarray, position_items: np.ndarray, n: int) -> np.ndarray:
-    """[n, ...] mean over the prompts of each item."""
-    return np.stack([xy[position_items == i].mean(axis=0) for i in range(n)])
-
-
-def _spread(xy: np.ndarray) -> float:
-    """Root mean square distance of the points from their mean."""
-    return float(np.sqrt(((xy - xy.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
 def causal_success(summary: dict) -> dict[str, float]:

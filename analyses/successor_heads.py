@@ -50,114 +50,23 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-import torch
 
 from analyses.common import phrases, plots, thresholds
 from analyses.common.contract import Count, FamilyHeader, Fraction, Ranked
-from analyses.common.metrics import model_device
-from analyses.common.thresholds import OFFSET_NAME_P, OFFSET_NAME_SCORE, binomial_tail
+from analyses.common.offset_scores import modal_threshold, offset_histogram, offset_score, scores
+from analyses.common.thresholds import OFFSET_NAME_P, OFFSET_NAME_SCORE
 from analyses.common.types import Analysis, Figure, PromptSet, Result
-from analyses.methods.attribution import head_name, norm_gain, parse_head_name
+from analyses.methods.attribution import head_name, parse_head_name
 from analyses.methods.mechanism import family_step, item_names, numpy, signed_offsets
+from analyses.methods.ov_circuits import has_position_embedding, ov_grids
 
 NAME = "successor_heads"
 TOP_K = 10
 GRID_HEADS = 3  # 7x7 grids shown for the top heads of each kind
-POSITION_HOOK = "hook_pos_embed"  # absent (or unused) for rotary models: nothing to remove there
 EMBEDDING_NOTE = {True: "the token embedding without any position embedding (layer 0), and the residual after "
                         "block 0 of the token run alone with the position embedding set to zero (later layers)",
                   False: "the token embedding (layer 0), and the residual after block 0 of the token run alone "
                          "(later layers; this model adds no position embedding to the residual stream)"}
-
-
-def _no_position(act: torch.Tensor, hook) -> torch.Tensor:
-    return torch.zeros_like(act)
-
-
-@torch.no_grad()
-def item_inputs(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """([n, d_model] the token embeddings, [n, d_model] the residual after block 0) of each token run alone (a
-    one-token sequence, no BOS), the position embedding set to zero where the model has one."""
-    names = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
-    hooks = [(POSITION_HOOK, _no_position)] if has_position_embedding(model) else []
-    with model.hooks(fwd_hooks=hooks):
-        _, cache = model.run_with_cache(tokens.to(model_device(model))[:, None], names_filter=names)
-    return cache[names[0]][:, 0], cache[names[1]][:, 0]
-
-
-def has_position_embedding(model) -> bool:
-    return POSITION_HOOK in model.hook_dict and model.cfg.positional_embedding_type == "standard"
-
-
-def effective_embeddings(model, tokens: torch.Tensor) -> torch.Tensor:
-    """[n, d_model]: the residual after block 0 of each token run alone, no position embedding (what layers >= 1
-    read)."""
-    return item_inputs(model, tokens)[1]
-
-
-@torch.no_grad()
-def head_ov_outputs(model, x: torch.Tensor, layer: int) -> torch.Tensor:
-    """[H, n, d_model]: what each head of `layer` writes (before any post-attention norm) when it attends only to a
-    position whose residual is x [n, d_model]: norm1(x) · W_V[group(h)] (+ b_V) · W_O[h]."""
-    W_V, W_O = model.W_V[layer], model.W_O[layer]  # [H_kv, d, d_head], [H, d_head, d]
-    group = model.cfg.n_heads // W_V.shape[0]
-    normed = model.blocks[layer].ln1(x[:, None])[:, 0]  # [n, d]
-    return torch.stack([(normed @ W_V[h // group] + _value_bias(model, layer, h // group)) @ W_O[h]
-                        for h in range(model.cfg.n_heads)])
-
-
-@torch.no_grad()
-def ov_grids(model, tokens: torch.Tensor) -> torch.Tensor:
-    """[L, H, n, n]: logit of item e (column) promoted by head h's OV circuit from item d's input (the embedding
-    for layer 0, the effective embedding after)."""
-    embedding, effective = item_inputs(model, tokens)  # [n, d] each
-    W_U = model.W_U[:, tokens.to(effective.device)]  # [d, n]
-    grids = []
-    for layer in range(model.cfg.n_layers):
-        out = head_ov_outputs(model, embedding if layer == 0 else effective, layer)  # [H, n, d]
-        block = model.blocks[layer]
-        if hasattr(block, "ln1_post"):  # Gemma 2/3: the head's share of the normalised attention output
-            out = out * norm_gain(block.ln1_post, out.shape[-1])
-        if model.cfg.normalization_type in ("LN", "LNPre"):  # the final LayerNorm centres over d_model
-            out = out - out.mean(-1, keepdim=True)
-        grids.append(out @ W_U)
-    return torch.stack(grids)
-
-
-def _value_bias(model, layer: int, group: int) -> torch.Tensor | float:
-    try:
-        return model.b_V[layer, group]
-    except AttributeError:  # bias-free projections (Llama, Gemma): the bridge exposes no b_V
-        return 0.0
-
-
-def scores(grids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[L, H, n, n] -> successor and copy scores [L, H]: fraction of rows whose argmax is d + 1, resp. d."""
-    n = grids.shape[-1]
-    best = grids.argmax(-1)  # [L, H, n]
-    items = np.arange(n)
-    return (best == (items + 1) % n).mean(-1), (best == items).mean(-1)
-
-
-def offset_histogram(grids: np.ndarray) -> np.ndarray:
-    """[L, H, n, n] -> [L, H, n]: fraction of items d whose row argmax lies at (d + k) mod n, for k = 0 .. n-1."""
-    n = grids.shape[-1]
-    offsets = (grids.argmax(-1) - np.arange(n)) % n  # [L, H, n]
-    return (offsets[..., None] == np.arange(n)).mean(-2)
-
-
-def offset_score(grids: np.ndarray, offset: int) -> np.ndarray:
-    """[L, H]: fraction of rows whose argmax is (d + offset) mod n."""
-    return offset_histogram(grids)[..., offset % grids.shape[-1]]
-
-
-def modal_threshold(n: int) -> float:
-    """The smallest modal frequency k / n (at least OFFSET_NAME_SCORE) that a head whose n argmaxes are independent and
-    uniform reaches for any of the n offsets with probability under OFFSET_NAME_P (union bound: n x binomial tail)."""
-    for k in range(1, n + 1):
-        if k / n >= OFFSET_NAME_SCORE and n * binomial_tail(k, n, 1 / n) < OFFSET_NAME_P:
-            return k / n
-    return 1.0
 
 
 def offset_word(offset: int) -> str:
@@ -256,7 +165,7 @@ def _offset_sentences(s: dict) -> list[str]:
     if step not in (0, 1):  # +1 and 0 have their own sentences above
         named = [e for e in s["top_family_offset"] if e["value"] >= s["name_threshold"]]
         if named:
-            listed = ", ".join(f"{e['name']} ({100 * e['value']:.0f}%)" for e in named[:3])
+            listed = phrases.named_percentages(named[:3])
             sentences.append(f"This family's step is {step:+d}: heads whose OV circuit promotes the item {step:+d} "
                              f"away for at least {100 * s['name_threshold']:.0f}% of the items: {listed}.")
         else:

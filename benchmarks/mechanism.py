@@ -32,10 +32,10 @@ import torch  # noqa: E402
 from patching import build_checkpoint, describe_machine, timed  # noqa: E402
 
 from analyses import engine as engine  # noqa: E402
-from analyses.ablations import ablation_rows  # noqa: E402
-from analyses.circuit import circuit_rows, size_grid  # noqa: E402
 from analyses.methods import paths  # noqa: E402
+from analyses.methods.circuit_search import circuit_rows, size_grid  # noqa: E402
 from analyses.methods.mechanism import node_hook, nodes  # noqa: E402
+from analyses.methods.node_ablations import ablation_rows  # noqa: E402
 
 SENDERS = [(0, 0), (1, 1), (2, 2)]
 

@@ -27,8 +27,8 @@ import torch  # noqa: E402
 
 from analyses import REGISTRY  # noqa: E402
 from analyses import engine as engine  # noqa: E402
-from analyses.circuit import circuit_rows, size_grid  # noqa: E402
 from analyses.common.types import FamilyContext  # noqa: E402
+from analyses.methods.circuit_search import circuit_rows, size_grid  # noqa: E402
 from analyses.methods.mechanism import node_hook, nodes  # noqa: E402
 from report.store.results import units  # noqa: E402
 

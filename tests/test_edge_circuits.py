@@ -14,7 +14,8 @@ from test_architectures import ARCHITECTURES, save_tiny
 
 from analyses import engine as ee
 from analyses.common.metrics import answer_pair
-from analyses.edge_circuits import EDGE_CIRCUITS, FRACTIONS
+from analyses.edge_circuits import EDGE_CIRCUITS
+from analyses.methods.edge_circuit_grid import FRACTIONS
 
 PERFECT_CPR = FRACTIONS[-1] - FRACTIONS[0]  # faithfulness 1 at every size
 TOLERANCE = 1e-4  # logits, float32 (the suite's identity tolerance)

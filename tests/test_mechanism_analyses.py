@@ -10,12 +10,15 @@ from planted_circuit import save_planted_gpt2
 from planted_two_step import MOVER, SUCCESSOR, save_two_step_gpt2
 
 from analyses import engine as engine
-from analyses.ablations import ABLATIONS_ANALYSIS, ablation_rows
-from analyses.circuit import CIRCUIT, circuit_rows
+from analyses.ablations import ABLATIONS_ANALYSIS
+from analyses.circuit import CIRCUIT
 from analyses.methods import paths
+from analyses.methods.circuit_search import circuit_rows
 from analyses.methods.mechanism import ABLATIONS, node_hook, nodes
+from analyses.methods.node_ablations import ablation_rows
+from analyses.methods.ov_circuits import effective_embeddings, has_position_embedding, head_ov_outputs
 from analyses.path_patching import PATH_PATCHING
-from analyses.successor_heads import SUCCESSOR_HEADS, effective_embeddings, has_position_embedding, head_ov_outputs
+from analyses.successor_heads import SUCCESSOR_HEADS
 
 pytestmark = pytest.mark.tiny  # planted and random checkpoints built in the session
 
@@ -310,8 +313,9 @@ def test_a_large_circuit_is_listed_in_part_with_the_grid_step_it_falls_in():
     """41 nodes is the first grid size past 35 that reaches the target: the text must not claim 41 is minimal."""
     import numpy as np
 
-    from analyses.circuit import LISTED, size_grid
+    from analyses.circuit import LISTED
     from analyses.common.types import Result
+    from analyses.methods.circuit_search import size_grid
 
     names = [f"L{i}H0" for i in range(41)]
     summary = {"n_nodes": 90, "corruption": "day", "informative": True, "ranking_informative": True, "target": 0.8,

@@ -9,7 +9,9 @@ import torch
 from conftest import save_tiny_gpt2
 from planted_circuit import save_planted_gpt2
 
-from analyses.successor_heads import SUCCESSOR_HEADS, item_inputs, modal_threshold, ov_grids
+from analyses.common.offset_scores import modal_threshold
+from analyses.methods.ov_circuits import item_inputs, ov_grids
+from analyses.successor_heads import SUCCESSOR_HEADS
 
 SEEDS = (0, 1)
 TOL = 1e-5

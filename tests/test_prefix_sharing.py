@@ -10,7 +10,7 @@ from conftest import save_tiny_gpt2
 from planted_circuit import save_planted_gpt2
 
 from analyses import engine as engine
-from analyses.circuit import circuit_rows, size_grid
+from analyses.methods.circuit_search import circuit_rows, size_grid
 from analyses.methods.mechanism import ablation_source, node_edit, node_hook, nodes
 
 TOL = 1e-4

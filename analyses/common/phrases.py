@@ -52,6 +52,11 @@ def share(fraction: float) -> str:
     return "0%" if text == "-0%" else text
 
 
+def named_percentages(entries: list[dict]) -> str:
+    """'L9H1 (61%), L9H6 (20%)': ranked entries by name, each with its value (a fraction) as a whole percentage."""
+    return ", ".join(f"{e['name']} ({100 * e['value']:.0f}%)" for e in entries)
+
+
 def restores(fraction: float, of: str = "of the gap") -> str:
     """'restores 61% of the gap' (`of=""`: 'restores 61%'): what patching (denoising) a component brings back of the
     clean − corrupted gap."""

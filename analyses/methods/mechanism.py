@@ -38,7 +38,12 @@ NAME_FRACTION = thresholds.MIN_EFFECT_FRACTION  # a path or node is named at >= 
 def informative_gap(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> tuple[bool, str]:
     """(informative, why or why not), by the report's one rule (`analyses.common.thresholds.informative_gap`)."""
     gap = thresholds.informative_gap(clean_ld, corrupted_ld)
-    return gap.informative, gap.reason or f"mean gap {gap.mean:+.2f} logits over {len(clean_ld)} prompts"
+    return gap.informative, gap.reason or gap_text(gap, len(clean_ld))
+
+
+def gap_text(gap: thresholds.Gap, n: int) -> str:
+    """An informative gap in words (a gap that is not informative says why in its own `reason`)."""
+    return f"mean gap {gap.mean:+.2f} logits over {n} prompts"
 
 
 def gap_state(clean_ld: np.ndarray, corrupted_ld: np.ndarray) -> str:

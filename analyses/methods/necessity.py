@@ -24,6 +24,7 @@ one in which BOTH are (an OR whose inputs disagree) give the same LD, 0; the cle
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -81,6 +82,14 @@ def _listed(entries: list[dict], limit: int = 4) -> str:
     return shown + (f" and {len(entries) - limit} more" if len(entries) > limit else "")
 
 
+def _group(entries: list[dict], several: str, one: Callable[[dict], str]) -> list[str]:
+    """A structure's sentence: `several` with the list for two or more entries, `one(entry)` for one, none for none
+    (a lone entry is described with its own numbers, since there is no group to list)."""
+    if len(entries) >= 2:
+        return [f"{several}: {_listed(entries)}."]
+    return [one(entries[0])] if entries else []
+
+
 def sentences(found: dict[str, list[dict]], informative: bool, reason: str, what: str = "node",
               instead: str = "") -> list[str]:
     """The AND / OR sentences for `found` (from `structure`), or why none is said. `instead` is appended to each
@@ -92,22 +101,16 @@ def sentences(found: dict[str, list[dict]], informative: bool, reason: str, what
         return [phrases.not_informative(None, reason, f"no {what} is called needed or sufficient (no AND / OR "
                                         "structure is assessed)", runs="The clean answer's logits in the clean and "
                                         "corrupted runs")]
-    out = []
     ands, ors, both = found["and"], found["or"], found["both"]
-    if len(ands) >= 2:
-        out.append(f"AND structure: these {what}s are each needed but none suffices alone ({rule}){instead}: "
-                   f"{_listed(ands)}.")
-    elif ands:
-        out.append(f"{ands[0]['name']} is needed but does not suffice alone ({rule}; noising "
-                   f"{100 * ands[0]['noising']:.0f}%, denoising {100 * ands[0]['denoising']:.0f}%): it acts only "
-                   f"together with components that no single {what} stands for (AND){instead}.")
-    if len(ors) >= 2:
-        out.append(f"OR structure: these {what}s each suffice alone but none is needed, so one stands in for another "
-                   f"(a backup) ({rule}){instead}: {_listed(ors)}.")
-    elif ors:
-        out.append(f"{ors[0]['name']} suffices alone but is not needed ({rule}; denoising "
-                   f"{100 * ors[0]['denoising']:.0f}%, noising {100 * ors[0]['noising']:.0f}%): when it is noised, "
-                   f"something no single {what} stands for does its job (OR, a backup){instead}.")
+    out = [*_group(ands, f"AND structure: these {what}s are each needed but none suffices alone ({rule}){instead}",
+                   lambda e: f"{e['name']} is needed but does not suffice alone ({rule}; noising "
+                             f"{100 * e['noising']:.0f}%, denoising {100 * e['denoising']:.0f}%): it acts only "
+                             f"together with components that no single {what} stands for (AND){instead}."),
+           *_group(ors, f"OR structure: these {what}s each suffice alone but none is needed, so one stands in for "
+                        f"another (a backup) ({rule}){instead}",
+                   lambda e: f"{e['name']} suffices alone but is not needed ({rule}; denoising "
+                             f"{100 * e['denoising']:.0f}%, noising {100 * e['noising']:.0f}%): when it is noised, "
+                             f"something no single {what} stands for does its job (OR, a backup){instead}.")]
     if both:
         out.append(f"Needed and sufficient alone{instead}: {_listed(both)}.")
     if not out:
