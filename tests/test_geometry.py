@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from analyses import geometry
-from analyses.common import circle_geometry
+from analyses.common import circle_geometry, geometry_figures
 from tests.conftest import save_tiny_gpt2
 
 RANDOM_SEEDS = (0, 1)
@@ -256,16 +256,16 @@ def test_layer_selector_is_one_figure_showing_one_layer_at_a_time(planted):
     assert len(result.summary["rotation_offset_steps_by_layer"]) == n_points
     # the blocks write nothing: the final position carries no item at any point, so every per-layer offset is hidden
     assert result.summary["rotation_offset_steps_by_layer"] == [None] * n_points
-    assert len(plane.data) == geometry.TRACES_PER_POINT * n_points
+    assert len(plane.data) == geometry_figures.TRACES_PER_POINT * n_points
     (slider,) = plane.layout.sliders
     assert slider.active == result.summary["best_layer"]
     assert [step.label for step in slider.steps] == result.summary["layer_labels"]
     for point, step in enumerate(slider.steps):
         visible = step.args[0]["visible"]
-        assert sum(visible) == geometry.TRACES_PER_POINT
-        assert all(visible[point * geometry.TRACES_PER_POINT:(point + 1) * geometry.TRACES_PER_POINT])
+        assert sum(visible) == geometry_figures.TRACES_PER_POINT
+        assert all(visible[point * geometry_figures.TRACES_PER_POINT:(point + 1) * geometry_figures.TRACES_PER_POINT])
     assert [trace.visible for trace in plane.data] == slider.steps[slider.active].args[0]["visible"]
-    assert list(plane.data[geometry.TRACES_PER_POINT * slider.active].text) == list(prompts.items) + [""]
+    assert list(plane.data[geometry_figures.TRACES_PER_POINT * slider.active].text) == list(prompts.items) + [""]
 
 
 @pytest.mark.parametrize("step, consistent", [(1, True), (-1, False), (0, False)])
