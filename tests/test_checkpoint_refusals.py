@@ -12,6 +12,8 @@ from test_cli_errors import assert_user_error, run_cli
 
 from report.run.checkpoint import CheckpointError, check_finite
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 
 @pytest.fixture
 def damaged(tmp_path, tiny_checkpoint):

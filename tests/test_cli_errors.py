@@ -12,6 +12,8 @@ from conftest import save_tiny_gpt2
 
 from report.cli import main
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 
 @pytest.fixture(scope="module")
 def wednesday_split_checkpoint(tmp_path_factory):

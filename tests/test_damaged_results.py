@@ -18,6 +18,8 @@ from report.cli import main
 from report.store import results
 from report.store.loader import load_run
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SLUG = golden.MODEL  # the golden run's model folder
 
 

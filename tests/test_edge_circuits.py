@@ -17,6 +17,8 @@ from analyses.common.metrics import answer_pair
 from analyses.edge_circuits import EDGE_CIRCUITS
 from analyses.methods.edge_circuit_grid import FRACTIONS
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 PERFECT_CPR = FRACTIONS[-1] - FRACTIONS[0]  # faithfulness 1 at every size
 TOLERANCE = 1e-4  # logits, float32 (the suite's identity tolerance)
 

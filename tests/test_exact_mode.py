@@ -28,6 +28,8 @@ from analyses.methods import shared
 from analyses.methods import verified as verify
 from report.cli import main
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 PLANTED = (1, 2)  # the planted head L1H2 (tests/planted_circuit.py's default)
 
 

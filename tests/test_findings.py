@@ -18,6 +18,8 @@ from planted_circuit import save_planted_gpt2
 
 from report.publish import render
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 PALE = 0.25  # no cell of a random model's heatmap beyond a quarter of its colour scale
 EXEMPT = {"behaviour-confusion"}  # counts of the model's choices, a record of behaviour, not an effect size
 

@@ -16,6 +16,8 @@ from analyses import geometry
 from analyses.common import circle_geometry, geometry_figures
 from tests.conftest import save_tiny_gpt2
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 RANDOM_SEEDS = (0, 1)
 
 

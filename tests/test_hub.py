@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import invoke, save_tiny_gpt2
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -15,6 +15,8 @@ from report.run.model import load_model
 from report.run.processing import WEIGHT_PROCESSING
 from report.store.results import units
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 TOL = 1e-4
 HEAD_READERS = ("attention", "dla_heads", "patching_heads", "successor_heads", "path_patching", "circuit")
 

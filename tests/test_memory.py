@@ -12,6 +12,8 @@ from analyses import engine as core
 from analyses.engine import rows as engine_rows
 from analyses.engine.chunks import map_chunks
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 OOM = torch.cuda.OutOfMemoryError
 
 

@@ -7,6 +7,8 @@ import torch
 
 from report.run.model import WEIGHT_PROCESSING, load_model, processing_for
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 
 def raw_logits(folder, tokens):
     from transformers import AutoModelForCausalLM

@@ -11,6 +11,8 @@ from planted_mlp import HEAD_A, HEAD_B, save_and_or_gpt2
 from analyses.ablations import ABLATIONS_ANALYSIS, _summary
 from analyses.common.types import Result
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SEEDS = (0, 1)
 A, B = (f"L{layer}H{head}" for layer, head in (HEAD_A, HEAD_B))
 NEW_SENTENCES = ("AND structure", "OR structure", "is needed but", "suffices alone but", "Needed and sufficient",

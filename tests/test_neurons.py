@@ -13,6 +13,8 @@ from analyses.common.types import DAYS
 from analyses.methods.attribution import metric_terms, project
 from analyses.neurons import NEURONS, neuron_effects, role
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SEEDS = (0, 1)
 
 

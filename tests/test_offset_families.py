@@ -10,6 +10,8 @@ from analyses import behaviour
 from report.run.families import FamilyError, build_prompt_set
 from report.run.families_file import load_family_specs
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SHIPPED = load_family_specs()
 OFFSET_FAMILIES = ("days_after_k_words", "days_after_k_digits", "day_of_week_math", "months_after_k_words",
                    "months_after_k_digits")

@@ -17,6 +17,8 @@ from publish_util import copy_run, fails
 
 from report.publish import names, render
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SLUG = golden.MODEL  # the golden run's model folder
 
 

@@ -13,6 +13,8 @@ from analyses.common.offset_scores import modal_threshold
 from analyses.methods.ov_circuits import item_inputs, ov_grids
 from analyses.successor_heads import SUCCESSOR_HEADS
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SEEDS = (0, 1)
 TOL = 1e-5
 

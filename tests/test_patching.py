@@ -13,6 +13,8 @@ from analyses.common import bootstrap, stats, thresholds
 from analyses.patching_heads import PATCHING_HEADS
 from analyses.patching_positions import PATCHING_POSITIONS
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 FAMILY = "tomorrow"
 TOL = 1e-4  # fp32: batched and looped patching must agree to this (brief: within 1e-4)
 

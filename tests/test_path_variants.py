@@ -13,6 +13,8 @@ from analyses.common.types import Result
 from analyses.methods import paths
 from analyses.path_patching import PATH_PATCHING
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SEEDS = (0, 1)
 TOL = 1e-4
 MOVER_NAME = f"L{MOVER[0]}H{MOVER[1]}"

@@ -8,6 +8,8 @@ import pytest
 from analyses import periodic
 from analyses.common import thresholds
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SEEDS = (0, 1)
 
 

@@ -13,6 +13,8 @@ from analyses import engine as engine
 from analyses.methods.circuit_search import circuit_rows, size_grid
 from analyses.methods.mechanism import ablation_source, node_edit, node_hook, nodes
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 TOL = 1e-4
 
 

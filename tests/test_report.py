@@ -17,6 +17,8 @@ from analyses import REGISTRY
 from analyses.common.types import CORRUPTIONS
 from report.cli import main
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)  # http://, https://, //host (not file: here)
 HOSTILE = "<script>alert(1)</script>"
 

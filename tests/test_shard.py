@@ -14,6 +14,8 @@ from report.cli import main
 from report.errors import UserError
 from report.run.shard import Shard, assign, parse_shard
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 FAMILIES = ("tomorrow", "day_after", "if_today")
 ANALYSES = "behaviour,logit_diff,dla_heads"
 

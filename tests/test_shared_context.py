@@ -16,6 +16,8 @@ from analyses.engine import sweep_runs
 from analyses.methods import paths, shared
 from report.store.results import units
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 TOL = 1e-4  # float32, batched in different chunks: the engine's batched-vs-loop tolerance
 SHARING = [a for a in REGISTRY if a.uses_context]
 

@@ -21,6 +21,8 @@ from analyses.circuit import CIRCUIT
 from analyses.logit_diff import LOGIT_DIFF
 from analyses.patching_heads import PATCHING_HEADS
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 SEEDS = (0, 1)
 ROLE = re.compile(r"carries the (step|named item)")  # the corruption's role, given to a head in the same sentence
 

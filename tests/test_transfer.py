@@ -9,6 +9,8 @@ from analyses.common.types import Result
 from analyses.methods import transfer
 from report.publish import transfer_page
 
+pytestmark = pytest.mark.tiny  # tests here build tiny or planted checkpoints in the session (no-model tier: not these)
+
 NAMES = [f"L{layer}H{head}" for layer in range(3) for head in range(4)]
 
 
