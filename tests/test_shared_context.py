@@ -49,6 +49,22 @@ def planted(tmp_path_factory):
     return model, _prompts(model)
 
 
+def _cut_family(folder, family="tomorrow"):
+    """A families file holding `family` as `_prompts` cuts it (TEMPLATES templates and relation twins)."""
+    import json
+
+    import tomllib
+
+    from report.run.families_file import default_families_path
+
+    spec = tomllib.loads(default_families_path().read_text(encoding="utf-8"))[family]
+    cut = {key: value[:TEMPLATES] if key in ("templates", "relation_templates") else value
+           for key, value in spec.items()}
+    path = folder / "families.toml"  # JSON strings and lists are TOML values too
+    path.write_text(f"[{family}]\n" + "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in cut.items()))
+    return path
+
+
 def _all_units(analyses, prompts):
     return [(unit, analysis, unit_prompts) for analysis in analyses for unit, unit_prompts in units(analysis, prompts)]
 
@@ -171,8 +187,8 @@ def test_auto_computes_everything_where_the_model_does_the_task(planted, tmp_pat
     model, prompts = planted
     assert shared.above_chance(FamilyContext(model), prompts)
     folder = save_planted_gpt2(tmp_path / "planted")
-    run_dir = run(RunOptions(models=[str(folder)], families="tomorrow", analyses="auto", out=tmp_path / "runs",
-                             device="cpu", run_id="auto-planted"))
+    run_dir = run(RunOptions(models=[str(folder)], families="tomorrow", families_file=_cut_family(tmp_path),
+                             analyses="auto", out=tmp_path / "runs", device="cpu", run_id="auto-planted"))
     import json
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
