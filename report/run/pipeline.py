@@ -47,7 +47,6 @@ from report.store import files, results, schema
 from report.store.loader import load_manifest, verify
 
 log = logging.getLogger(__name__)
-MAX_NAME = 100  # a family name is a folder and a page name: keep it well under the 255-byte limit
 # Why an intervening analysis is not computed under `auto` (the page shows it in the analysis's section).
 AT_CHANCE_REASON = ("the model names the right item no better than chance on this family, so rerunning it with "
                     "activations replaced would explain noise; computed under --analyses all (or by naming it)")
@@ -70,8 +69,6 @@ def check_families(models: list[CheckedModel], families: list[FamilySpec]) -> di
                 raise FamilyError(f"family '{spec.name}', prompt {prompts.clean_prompts[0]!r}: {longest} tokens, "
                                   f"longer than the context of model {checked.name!r} ({checked.n_ctx} tokens)")
     for spec in families:
-        if len(spec.name) > MAX_NAME:
-            raise FamilyError(f"family '{spec.name[:40]}...': a family name may have at most {MAX_NAME} characters")
         reasons = [skipped[m.name][spec.name] for m in models if spec.name in skipped[m.name]]
         if len(reasons) == len(models):
             raise FamilyError(reasons[0] + (" (and for every other model of this run)" if len(models) > 1 else ""))
