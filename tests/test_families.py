@@ -137,3 +137,14 @@ def test_the_bundled_models_families_ship_six_templates():
     specs = load_family_specs()
     for name in ("tomorrow", "if_today", "list_continuation"):
         assert len(specs[name].templates) >= 6, name
+
+
+def test_a_family_name_longer_than_a_folder_name_may_be_is_refused_and_the_longest_allowed_loads(tmp_path):
+    """A family's name becomes a results folder and a page name: families_file.MAX_NAME (64) is the one limit."""
+    from report.run.families_file import MAX_NAME
+
+    body = '\ntemplate = "Today it is {day} so tomorrow it is"\nanswer_offset = 1\n'
+    longest = "f" * MAX_NAME
+    assert list(load_family_specs(_write(tmp_path, f"[{longest}]{body}"))) == [longest]
+    with pytest.raises(FamilyError, match=rf"at most {MAX_NAME} characters"):
+        load_family_specs(_write(tmp_path, f"[{longest}g]{body}"))
