@@ -79,3 +79,22 @@ def test_a_plus_one_model_is_right_at_k_1_and_slips_by_one_at_k_2(next_day_model
     assert "Accuracy by step k: k = +1 7/7, k = +2 0/7" in " ".join(sentences)
     assert "Of the 35 prompts whose most likely item is wrong, 7 pick an item one step from the answer" in \
         " ".join(sentences)
+
+
+def test_a_report_of_every_offset_family_writes_a_manifest_build_accepts(tiny_checkpoint, tmp_path):
+    """Offset families record a list of steps for their relation twins too; the manifest's schema must take it, or
+    `build` refuses the whole run as damaged (it did: the default `report`, every family, failed at its build)."""
+    import json
+
+    from conftest import invoke
+
+    from report.store.schema import validate
+
+    offset = [name for name, spec in load_family_specs().items()
+              if isinstance(spec.answer_offset, tuple) or isinstance(spec.relation_answer_offset, tuple)]
+    assert any(isinstance(load_family_specs()[n].relation_answer_offset, tuple) for n in offset)
+    invoke("report", "--model", tiny_checkpoint, "--families", ",".join(offset), "--analyses", "behaviour",
+           "--out", tmp_path / "runs", "--site", tmp_path / "site", "--device", "cpu", "--run-id", "offsets")
+    manifest = json.loads((tmp_path / "runs" / "offsets" / "manifest.json").read_text(encoding="utf-8"))
+    assert validate(manifest, "manifest") == []
+    assert {page.stem for page in (tmp_path / "site").rglob("*.html")} >= set(offset)
