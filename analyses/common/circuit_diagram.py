@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import plotly.graph_objects as go
 
+from analyses.common.contract import Node
 from analyses.common.plots import LAYOUT
 from analyses.common.types import Result
 
@@ -43,10 +44,8 @@ def node_circuit(result: Result, named: bool, min_weight: float) -> go.Figure:
     def place(name: str) -> tuple[float, float]:
         if name == "logits":
             return s["n_layers"], s["n_heads"] / 2
-        if name.startswith("MLP"):
-            return int(name[3:]) + 0.5, s["n_heads"] + 0.5
-        layer, head = name[1:].split("H")
-        return int(layer), int(head)
+        node = Node.parse(name)
+        return (node.layer + 0.5, s["n_heads"] + 0.5) if node.kind == "mlp" else (node.layer, node.index)
 
     fig = go.Figure()
     for sender, receiver, w in zip(lab["edge_sender"], lab["edge_receiver"], a["edge_weight"]):
