@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from analyses.common.stats import finite_or_none
+
 
 def faithfulness(ld: np.ndarray, full: np.ndarray, ablated: np.ndarray) -> np.ndarray:
     """[G, B] -> [G]: (mean LD − mean LD_all_ablated) / (mean LD_full − mean LD_all_ablated)."""
@@ -29,10 +31,6 @@ def faithfulness_by_template(ld: np.ndarray, full: np.ndarray, ablated: np.ndarr
                              template_index: list[int]) -> list[float | None]:
     """[B] LD of one circuit -> its faithfulness on each template's prompts alone, templates in order."""
     template = np.asarray(template_index)
-    return [_finite(faithfulness(ld[None, template == t], full[template == t], ablated[template == t])[0])
+    # None where a template's gap is exactly 0 (no faithfulness): the results store refuses NaN
+    return [finite_or_none(faithfulness(ld[None, template == t], full[template == t], ablated[template == t])[0])
             for t in sorted(set(template_index))]
-
-
-def _finite(value) -> float | None:
-    """A JSON-safe number (the results store refuses NaN; a template whose gap is exactly 0 has none)."""
-    return float(value) if np.isfinite(value) else None

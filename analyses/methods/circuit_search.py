@@ -16,6 +16,7 @@ import torch
 from analyses.common import thresholds
 from analyses.common.faithfulness import faithfulness
 from analyses.common.metrics import answer_pair
+from analyses.common.stats import finite_or_none
 from analyses.common.thresholds import FAITHFUL_TARGET
 from analyses.common.types import FamilyContext, PromptSet
 from analyses.engine.prefixes import run_rows_sharing_prefixes
@@ -134,7 +135,7 @@ def leave_one_template_out(model, base, node_list, sources, prompts, exact_pp, g
             held_circuits.append([])
             continue
         value = faithfulness(ld[sizes.index(found)][None, held], full_ld[held], ablated[held])[0]
-        held_values.append(float(value) if np.isfinite(value) else None)
+        held_values.append(finite_or_none(value))
         held_circuits.append([names[i] for i in order[:found]])
     finite = [v for v in held_values if v is not None]
     out = {"heldout_faithfulness_by_template": held_values, "heldout_circuit_by_template": held_circuits}
