@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import invoke, save_tiny_gpt2
+from cut_families import cut_families_file
 from planted_circuit import save_planted_gpt2
 
 from analyses import REGISTRY
@@ -31,38 +32,24 @@ def _load(folder):
 TEMPLATES = 2  # the first two templates and their relation twins: the comparison needs prompts, not all 42
 
 
-def _prompts(model, family="tomorrow"):
-    import dataclasses
-
+def _prompts(model, folder, family="tomorrow"):
+    """`family` cut to TEMPLATES templates (tests/cut_families.py), tokenized for `model`."""
     from report.run.families import build_prompt_set
     from report.run.families_file import load_family_specs
 
-    spec = load_family_specs()[family]
-    spec = dataclasses.replace(spec, templates=spec.templates[:TEMPLATES],
-                               relation_templates=spec.relation_templates[:TEMPLATES])
+    spec = load_family_specs(_cut_family(folder, family))[family]
     return build_prompt_set(spec, model.tokenizer, model.cfg.default_prepend_bos)
+
+
+def _cut_family(folder, family="tomorrow"):
+    return cut_families_file(folder / "families.toml", [family], TEMPLATES)
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    model = _load(save_planted_gpt2(tmp_path_factory.mktemp("planted-shared")))
-    return model, _prompts(model)
-
-
-def _cut_family(folder, family="tomorrow"):
-    """A families file holding `family` as `_prompts` cuts it (TEMPLATES templates and relation twins)."""
-    import json
-
-    import tomllib
-
-    from report.run.families_file import default_families_path
-
-    spec = tomllib.loads(default_families_path().read_text(encoding="utf-8"))[family]
-    cut = {key: value[:TEMPLATES] if key in ("templates", "relation_templates") else value
-           for key, value in spec.items()}
-    path = folder / "families.toml"  # JSON strings and lists are TOML values too
-    path.write_text(f"[{family}]\n" + "".join(f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in cut.items()))
-    return path
+    folder = tmp_path_factory.mktemp("planted-shared")
+    model = _load(save_planted_gpt2(folder / "model"))
+    return model, _prompts(model, folder)
 
 
 def _all_units(analyses, prompts):
