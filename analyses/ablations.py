@@ -28,6 +28,9 @@ of the clean − corrupted gap on the LD and on the clean answer's own logit; th
 (each needed, none sufficient alone) and OR (each sufficient alone, none needed: backups) structure.
 
 Batched with `analyses.engine.run_rows`: one row per (node, ablation), joining the batch at the node's layer.
+Noising is the resample ablation (the same rows), read once; the zero ablation, the same under both corruptions,
+runs once per family (`analyses.methods.node_ablations.ablation_readouts`); only P(correct) unembeds the whole
+vocabulary.
 A node is named only when |effect| >= NAME_FRACTION of the clean − corrupted gap and the gap is informative
 (`analyses.methods.mechanism.informative_gap`).
 
@@ -69,7 +72,7 @@ from analyses.common.contract import (
 )
 from analyses.common.plots import LAYOUT
 from analyses.common.types import Analysis, FamilyContext, Figure, PromptSet, Result
-from analyses.engine.rows import collect_base, run_rows
+from analyses.engine.rows import collect_base
 from analyses.methods import necessity, shared
 from analyses.methods.mechanism import (
     ABLATION_TEXT,
@@ -85,7 +88,7 @@ from analyses.methods.mechanism import (
     nodes,
     numpy,
 )
-from analyses.methods.node_ablations import ablation_rows, direct_effects, noising_and_denoising, readouts
+from analyses.methods.node_ablations import ablation_readouts, direct_effects, noising_and_denoising, readouts
 
 NAME = "ablations"
 TOP_K = 10
@@ -96,11 +99,8 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     base = collect_base(model, prompts.clean_tokens, names)
     corrupted_base = collect_base(model, prompts.corrupted_tokens, names)
     corrupted = corrupted_base.cache
-    rows = ablation_rows(node_list, base.cache, corrupted, corruption=prompts.corruption,
-                         template_index=prompts.template_index)
-    final, _ = run_rows(model, base, rows)
-    shape = (len(ABLATIONS), len(node_list), -1)
-    reads = {k: numpy(v).reshape(shape) for k, v in readouts(model, final, prompts).items()}
+    ctx = shared.context_for(model, context)
+    reads = ablation_readouts(ctx, prompts, node_list, base, corrupted)  # {metric: [kinds, N, B]}
     clean_final = base.cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][None, :, -1]  # [1, B, d]
     clean = {k: numpy(v[0]) for k, v in readouts(model, clean_final, prompts).items()}
     corrupted_reads = readouts(model, corrupted_base.cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"][None, :, -1],
@@ -108,17 +108,19 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
     corrupted_ld = numpy(corrupted_reads["logit_diff"][0])
     direct = direct_effects(model, prompts, node_list)
     informative, reason = informative_gap(clean["logit_diff"], corrupted_ld)
-    arrays = {f"{kind}_{metric}": reads[metric][i] for i, kind in enumerate(ABLATIONS) for metric in reads}
+    arrays = {f"{kind}_{metric}": numpy(reads[metric][i]) for i, kind in enumerate(ABLATIONS) for metric in reads}
     arrays.update({"clean_logit_diff": clean["logit_diff"], "clean_copy_logit_diff": clean["copy_logit_diff"],
                    "clean_p_correct": clean["p_correct"], "corrupted_logit_diff": corrupted_ld, "direct_mean": direct,
                    "clean_answer_logit": clean["answer_logit"],
                    "corrupted_answer_logit": numpy(corrupted_reads["answer_logit"][0])})
-    arrays.update(noising_and_denoising(model, prompts, node_list, base, corrupted_base))
+    resample = ABLATIONS.index(PRIMARY_ABLATION)  # noising is the resample ablation: its rows, read once
+    arrays.update(noising_and_denoising(model, prompts, node_list, base, corrupted_base,
+                                        {metric: values[resample] for metric, values in reads.items()}))
     labels = {"nodes": [node_name(n) for n in node_list]}
     summary = _summary(arrays, labels["nodes"], prompts, cfg, informative, reason)
     summary.update(_necessity_summary(arrays, labels["nodes"], informative))
     summary["gap_state"] = gap_state(clean["logit_diff"], corrupted_ld)
-    summary["items_above_chance"] = shared.above_chance(shared.context_for(model, context), prompts)
+    summary["items_above_chance"] = shared.above_chance(ctx, prompts)
     return Result(summary=summary, arrays=arrays, labels=labels)
 
 
