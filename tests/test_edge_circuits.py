@@ -159,6 +159,42 @@ def test_batched_edge_patching_equals_one_edge_at_a_time(tmp_path, tokenizer, ar
     assert (ends[1] - ee.pair_ld(model, pair)).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_receivers_are_projected_without_the_rest_of_the_block(tmp_path, tokenizer, architecture):
+    """The q / k / v receivers' call stops once the block has fired its q, k and v hooks (nothing after them runs for
+    the copies), and gives the values a whole block call gives."""
+    from functools import partial
+
+    from analyses.engine import edge_runs
+
+    model = load(save_tiny(tmp_path / architecture, architecture, tokenizer))
+    prompts = prompt_set(model)
+    pos, neg = answer_pair(prompts, "clean_vs_corrupted")
+    pair = ee.make_pair(model, prompts.corrupted_tokens[:7], prompts.clean_tokens[:7], pos[:7], neg[:7])
+    es = ee.edge_set(model)
+    layer, B = 1, 7
+    copies = [(0, v) for v, (kind, rl, _) in enumerate(es.receivers) if rl == layer and kind in ee.QKV]
+    inputs = [pair.x.cache[f"blocks.{layer}.hook_resid_pre"] * (1 + 0.1 * k) for k in range(len(copies))]
+    fired, whole = [], {}
+    later = [(f"blocks.{layer}.hook_attn_out", lambda a, hook: fired.append(hook.name) or a),
+             (f"blocks.{layer}.hook_mlp_out", lambda a, hook: fired.append(hook.name) or a)]
+    with model.hooks(fwd_hooks=later):
+        projected = edge_runs._receiver_projections(model, pair, es, layer, copies, inputs, B, torch.device("cpu"))
+    assert fired == [] and set(projected) == set(ee.QKV)
+
+    def keep(act, hook, kind):
+        whole[kind] = act
+        return act
+
+    with model.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_{k}", partial(keep, kind=k)) for k in ee.QKV]):
+        edge_runs.run_block(model, pair.x, layer, torch.cat(inputs))
+    for kind, (dst, value, _) in projected.items():
+        rows = [k for k, (_, v) in enumerate(copies) if es.receivers[v][0] == kind]
+        expected = torch.cat([whole[kind][k * B:(k + 1) * B, :, es.receivers[copies[k][1]][2]] for k in rows])
+        torch.testing.assert_close(value, expected, atol=0, rtol=0)
+        assert torch.equal(dst, torch.arange(B).repeat(len(rows)))
+
+
 def test_grouped_query_heads_share_their_key_value_receivers(tmp_path, tokenizer):
     model = load(save_tiny(tmp_path / "llama", "llama", tokenizer))
     es = ee.edge_set(model)

@@ -5,9 +5,12 @@ Run X; a removed edge u->v delivers u's Y activation to v instead of its X one, 
 and everything downstream is recomputed. A circuit = the edges kept, evaluated with X = clean, Y = corrupted
 (MIB). Exact patching of one edge e is the run X = corrupted, Y = clean with e alone removed: e carries the clean
 activation and nothing else changes (the denoising direction of the report's node patching).
-One block call per layer serves many circuits at once: the batch holds, per circuit, the real rows plus one copy
-of the block per receiver with removed edges (its input corrected), whose q / k / v / MLP output hooks write into
-the real rows, and one copy per head whose D is needed (that head's z set to Y). Rows write into other rows, which
+Two block calls per layer serve many circuits at once. First the q / k / v receivers with removed edges: one copy of
+the block's input per receiver (corrected), run only as far as the q / k / v projections (the call stops there:
+the rest of the block would be thrown away). Then the batch holds, per circuit, the real rows (their q / k / v
+receivers' values written in), one copy per MLP receiver with removed edges (its input corrected), whose MLP
+output hook writes into the real rows, and one copy per head whose D is needed (that head's z set to Y). Rows
+write into other rows, which
 an `Edit` (a value fixed before the run) cannot say, so edges have their own batch layout; they share the engine's
 block calls (`blocks.run_block`), its base run (`rows.Base`) and its chunks, which halve on out-of-memory
 (`chunks.Chunker`). Circuits join the batch at the first layer where they differ from X (edges into earlier layers
@@ -24,7 +27,7 @@ import torch
 
 from analyses.engine.blocks import run_block
 from analyses.engine.chunks import CPU_TOKENS_PER_CHUNK, Chunker
-from analyses.engine.edges import EdgeSet, Pair, sender_differences
+from analyses.engine.edges import QKV, EdgeSet, Pair, sender_differences
 from analyses.engine.readout import final_logit_diff
 
 
@@ -113,15 +116,17 @@ class _Differences:
 def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, removed: torch.Tensor,
            diffs: _Differences) -> torch.Tensor:
     """One block for C circuits. Rows: the real rows of every circuit (circuit-major), then per circuit one copy
-    per receiver of this layer with removed edges (q/k/v: its input corrected; MLP: its resid_mid corrected, or its
-    input in a parallel block) and one copy per head of this layer with removed outgoing edges (its z set to Y).
-    Hooks write each copy's q/k/v or MLP output into its circuit's real rows. Returns the real rows [C*B, S, d]."""
+    per MLP receiver of this layer with removed edges (its resid_mid corrected, or its input in a parallel block) and
+    one copy per head of this layer with removed outgoing edges (its z set to Y). The q/k/v receivers with removed
+    edges (their input corrected) are projected first, in a call that stops after the projections. Hooks write each
+    receiver's q/k/v or MLP output into its circuit's real rows. Returns the real rows [C*B, S, d]."""
     B, C = pair.x.n_prompts, removed.shape[0]
     shape = resid.shape[1:]
     dev = resid.device
     receivers = es.receivers_of_layer(layer)
     heads = [u for u, (kind, sl, _) in enumerate(es.senders) if kind == "head" and sl == layer]
     inputs, copies = [resid], []  # copies: (circuit, "recv"|"head", index)
+    qkv_inputs, qkv_copies = [], []  # q / k / v receivers: their projections only, in a call of their own
     mlp_corr: dict[int, torch.Tensor] = {}  # circuit -> [B, S, d]
     for c in range(C):
         mine = [v for v in receivers if bool(removed[c, :, v].any())]
@@ -129,26 +134,31 @@ def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, remo
             corr = diffs.correction(c, mine).to(resid.dtype).view(len(mine), B, *shape)
         real = resid[c * B:(c + 1) * B]
         for i, v in enumerate(mine):
-            copies.append((c, "recv", v))
             is_mlp = es.receivers[v][0] == "mlp"
             if is_mlp and not es.parallel:
                 mlp_corr[c] = corr[i]
+                copies.append((c, "recv", v))
                 inputs.append(real)
-            else:
+            elif is_mlp:
+                copies.append((c, "recv", v))
                 inputs.append(real - corr[i])
+            else:
+                qkv_copies.append((c, v))
+                qkv_inputs.append(real - corr[i])
         for u in heads:
             if bool(removed[c, u].any()):
                 copies.append((c, "head", u))
                 inputs.append(real)
+    qkv = _receiver_projections(model, pair, es, layer, qkv_copies, qkv_inputs, B, dev)
     batch = torch.cat(inputs)
     index = _CopyIndex(es, copies, C, B, dev)
     kept: dict[str, torch.Tensor] = {}
     z_y = pair.y[f"blocks.{layer}.attn.hook_z"]
 
     def write_qkv(act, hook, kind):
-        dst, src, unit = index.qkv[kind]
+        dst, value, unit = qkv[kind]
         act = act.clone()
-        act[dst, :, unit] = act[src, :, unit]
+        act[dst, :, unit] = value.to(act.dtype)
         return act
 
     def write_z(act, hook):
@@ -177,7 +187,7 @@ def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, remo
         kept["mlp"] = act[:C * B]
         return act
 
-    hooks = [(f"blocks.{layer}.attn.hook_{kind}", partial(write_qkv, kind=kind)) for kind in index.qkv]
+    hooks = [(f"blocks.{layer}.attn.hook_{kind}", partial(write_qkv, kind=kind)) for kind in qkv]
     if index.heads:
         hooks += [(f"blocks.{layer}.attn.hook_z", write_z), (f"blocks.{layer}.hook_attn_out", keep_attn)]
     if index.mlps and not es.parallel:
@@ -195,6 +205,46 @@ def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, remo
     return out[:C * B]
 
 
+class _Projected(Exception):
+    """Raised by the last q / k / v hook of a receivers-only block call: nothing after the projections is read."""
+
+
+def _receiver_projections(model, pair: Pair, es: EdgeSet, layer: int, copies: list[tuple[int, int]],
+                          inputs: list[torch.Tensor], B: int, dev) -> dict[str, tuple]:
+    """kind -> (real rows [n*B], the receivers' values [n*B, S, d_head], their head units [n*B]) for the q / k / v
+    receivers of one layer, each computed from its corrected input.
+
+    A receiver needs only its own projection of the block's input, not the rest of the block: the copies run in a
+    call of their own that stops (an exception from the hook) once the block has fired its q, k and v hooks, so
+    attention, output projection and MLP are never computed for them. Which module computes q / k / v (fused or
+    not, normed or not) is the model's own: this reads the same hooks the full block would."""
+    if not copies:
+        return {}
+    b = torch.arange(B, device=dev)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(act, hook, kind):
+        captured[kind] = act
+        if len(captured) == len(QKV):
+            raise _Projected
+        return act
+
+    try:
+        with model.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_{kind}", partial(keep, kind=kind)) for kind in QKV]):
+            run_block(model, pair.x, layer, torch.cat(inputs))
+    except _Projected:
+        pass
+    by_kind: dict[str, list] = {}
+    for k, (c, v) in enumerate(copies):
+        kind, _, unit = es.receivers[v]
+        by_kind.setdefault(kind, []).append((c * B + b, k * B + b, torch.full((B,), unit, device=dev)))
+    out = {}
+    for kind, items in by_kind.items():
+        dst, src, unit = (torch.cat(parts) for parts in zip(*items))
+        out[kind] = (dst, captured[kind][src, :, unit], unit)
+    return out
+
+
 class _CopyIndex:
     """Row indices of one layer's copies, so that each hook is a few tensor operations whatever their number.
 
@@ -209,7 +259,6 @@ class _CopyIndex:
         def real(c: int) -> torch.Tensor:
             return c * B + b
 
-        qkv: dict[str, list] = {}
         self.heads: list[tuple[int, int]] = []  # (circuit, sender) per head copy
         self.mlps: list[tuple[int, int]] = []  # (circuit, receiver) per MLP copy
         head_rows, head_real, head_unit, mlp_rows, mlp_real = [], [], [], [], []
@@ -219,14 +268,10 @@ class _CopyIndex:
                 head_rows.append(rows(k))
                 head_real.append(real(c))
                 head_unit.append(torch.full((B,), es.senders[i][2], device=dev))
-            elif es.receivers[i][0] == "mlp":
+            else:  # an MLP receiver (q / k / v receivers run apart: `_receiver_projections`)
                 self.mlps.append((c, i))
                 mlp_rows.append(rows(k))
                 mlp_real.append(real(c))
-            else:
-                kind, _, unit = es.receivers[i]
-                qkv.setdefault(kind, []).append((real(c), rows(k), torch.full((B,), unit, device=dev)))
-        self.qkv = {kind: tuple(torch.cat(parts) for parts in zip(*items)) for kind, items in qkv.items()}
         empty = torch.zeros(0, dtype=torch.long, device=dev)
         self.head_rows = torch.cat(head_rows) if head_rows else empty
         self.head_real = torch.cat(head_real) if head_real else empty
