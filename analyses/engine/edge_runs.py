@@ -5,12 +5,13 @@ Run X; a removed edge u->v delivers u's Y activation to v instead of its X one, 
 and everything downstream is recomputed. A circuit = the edges kept, evaluated with X = clean, Y = corrupted
 (MIB). Exact patching of one edge e is the run X = corrupted, Y = clean with e alone removed: e carries the clean
 activation and nothing else changes (the denoising direction of the report's node patching).
-Two block calls per layer serve many circuits at once. First the q / k / v receivers with removed edges: one copy of
-the block's input per receiver (corrected), run only as far as the q / k / v projections (the call stops there:
-the rest of the block would be thrown away). Then the batch holds, per circuit, the real rows (their q / k / v
-receivers' values written in), one copy per MLP receiver with removed edges (its input corrected), whose MLP
-output hook writes into the real rows, and one copy per head whose D is needed (that head's z set to Y). Rows
-write into other rows, which
+Block calls serve many circuits at once, up to three per layer (`_layer`): the q / k / v receivers with removed
+edges, one copy of the block's input each (corrected), run only as far as the projections; the heads whose D is
+needed, one copy each beside the circuits' real rows (that head's z set to Y), only as far as the attention output
+(D = the real rows' attention output minus the copy's); then the real rows, whole, with their receivers' q / k / v
+written in, beside one copy per MLP receiver with removed edges (its input corrected), whose MLP output is written
+into the real rows. A call stops early by an exception from the hook after which nothing is read, so which modules
+compute q / k / v and the attention output is the model's own. Rows write into other rows, which
 an `Edit` (a value fixed before the run) cannot say, so edges have their own batch layout; they share the engine's
 block calls (`blocks.run_block`), its base run (`rows.Base`) and its chunks, which halve on out-of-memory
 (`chunks.Chunker`). Circuits join the batch at the first layer where they differ from X (edges into earlier layers
@@ -21,6 +22,7 @@ LD = logit(clean answer) − logit(corrupted answer) at the final position, per 
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 import torch
@@ -115,18 +117,19 @@ class _Differences:
 
 def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, removed: torch.Tensor,
            diffs: _Differences) -> torch.Tensor:
-    """One block for C circuits. Rows: the real rows of every circuit (circuit-major), then per circuit one copy
-    per MLP receiver of this layer with removed edges (its resid_mid corrected, or its input in a parallel block) and
-    one copy per head of this layer with removed outgoing edges (its z set to Y). The q/k/v receivers with removed
-    edges (their input corrected) are projected first, in a call that stops after the projections. Hooks write each
-    receiver's q/k/v or MLP output into its circuit's real rows. Returns the real rows [C*B, S, d]."""
+    """One block for C circuits, in up to three calls. (1) The q/k/v receivers with removed edges, one copy each
+    with its input corrected, only as far as the projections. (2) If a head of this layer has removed outgoing
+    edges: the real rows of every circuit (circuit-major, their receivers' q/k/v written in) and one copy per such
+    head (its z set to Y), only as far as the attention output, whose difference is the head's D. (3) The real
+    rows again, whole, and one copy per MLP receiver with removed edges (its resid_mid corrected, or its input in a
+    parallel block), whose MLP output is written into its circuit's real rows. Returns the real rows [C*B, S, d]."""
     B, C = pair.x.n_prompts, removed.shape[0]
     shape = resid.shape[1:]
     dev = resid.device
     receivers = es.receivers_of_layer(layer)
     heads = [u for u, (kind, sl, _) in enumerate(es.senders) if kind == "head" and sl == layer]
-    inputs, copies = [resid], []  # copies: (circuit, "recv"|"head", index)
-    qkv_inputs, qkv_copies = [], []  # q / k / v receivers: their projections only, in a call of their own
+    # per circuit, the copies of this layer's block each call needs: (circuit, "recv"|"head", index) and its input
+    qkv_copies, qkv_inputs, mlp_copies, mlp_inputs, head_copies, head_inputs = [], [], [], [], [], []
     mlp_corr: dict[int, torch.Tensor] = {}  # circuit -> [B, S, d]
     for c in range(C):
         mine = [v for v in receivers if bool(removed[c, :, v].any())]
@@ -134,48 +137,48 @@ def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, remo
             corr = diffs.correction(c, mine).to(resid.dtype).view(len(mine), B, *shape)
         real = resid[c * B:(c + 1) * B]
         for i, v in enumerate(mine):
-            is_mlp = es.receivers[v][0] == "mlp"
-            if is_mlp and not es.parallel:
-                mlp_corr[c] = corr[i]
-                copies.append((c, "recv", v))
-                inputs.append(real)
-            elif is_mlp:
-                copies.append((c, "recv", v))
-                inputs.append(real - corr[i])
-            else:
+            if es.receivers[v][0] != "mlp":
                 qkv_copies.append((c, v))
                 qkv_inputs.append(real - corr[i])
+                continue
+            mlp_copies.append((c, "recv", v))
+            if es.parallel:
+                mlp_inputs.append(real - corr[i])
+            else:
+                mlp_corr[c] = corr[i]
+                mlp_inputs.append(real)
         for u in heads:
             if bool(removed[c, u].any()):
-                copies.append((c, "head", u))
-                inputs.append(real)
+                head_copies.append((c, "head", u))
+                head_inputs.append(real)
     qkv = _receiver_projections(model, pair, es, layer, qkv_copies, qkv_inputs, B, dev)
-    batch = torch.cat(inputs)
-    index = _CopyIndex(es, copies, C, B, dev)
+    heads_index = _CopyIndex(es, head_copies, C, B, dev)
+    index = _CopyIndex(es, mlp_copies, C, B, dev)
     kept: dict[str, torch.Tensor] = {}
     z_y = pair.y[f"blocks.{layer}.attn.hook_z"]
-
-    def write_qkv(act, hook, kind):
-        dst, value, unit = qkv[kind]
-        act = act.clone()
-        act[dst, :, unit] = value.to(act.dtype)
-        return act
+    qkv_hooks = [(f"blocks.{layer}.attn.hook_{kind}", partial(_write_qkv, value=qkv[kind])) for kind in qkv]
 
     def write_z(act, hook):
         act = act.clone()
-        act[index.head_rows] = act[index.head_real]
-        act[index.head_rows, :, index.head_unit] = z_y[index.head_prompt, :, index.head_unit]
+        act[heads_index.head_rows] = act[heads_index.head_real]
+        act[heads_index.head_rows, :, heads_index.head_unit] = \
+            z_y[heads_index.head_prompt, :, heads_index.head_unit]
         return act
 
     def keep_attn(act, hook):  # D of each head copy: the real rows' attention output minus the copy's
-        kept["head_d"] = (act[index.head_real] - act[index.head_rows]).view(len(index.heads), -1)
-        return act
+        kept["head_d"] = (act[heads_index.head_real] - act[heads_index.head_rows]).view(len(heads_index.heads), -1)
+        raise _Projected  # the rest of the block is not needed for the head copies
+
+    if heads_index.heads:  # the heads' D first, in a call of their own that stops after the attention
+        with contextlib.suppress(_Projected), model.hooks(fwd_hooks=[
+                *qkv_hooks, (f"blocks.{layer}.attn.hook_z", write_z), (f"blocks.{layer}.hook_attn_out", keep_attn)]):
+            run_block(model, pair.x, layer, torch.cat([resid, *head_inputs]))
 
     def write_mid(act, hook):
         act = act.clone()
         value = act[index.mlp_real] - torch.cat([mlp_corr[c] for c in index.mlp_circuits])
-        if index.heads:  # this layer's heads feed its MLP: their D is measured in this very call
-            weights = torch.tensor([[float(c == c2 and bool(removed[c, u, v])) for c2, u in index.heads]
+        if heads_index.heads:  # this layer's heads feed its MLP: their D, measured just before
+            weights = torch.tensor([[float(c == c2 and bool(removed[c, u, v])) for c2, u in heads_index.heads]
                                     for c, v in index.mlps], device=dev, dtype=act.dtype)
             value = value - (weights @ kept["head_d"]).view(-1, *act.shape[1:])
         act[index.mlp_rows] = value
@@ -187,15 +190,13 @@ def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, remo
         kept["mlp"] = act[:C * B]
         return act
 
-    hooks = [(f"blocks.{layer}.attn.hook_{kind}", partial(write_qkv, kind=kind)) for kind in qkv]
-    if index.heads:
-        hooks += [(f"blocks.{layer}.attn.hook_z", write_z), (f"blocks.{layer}.hook_attn_out", keep_attn)]
+    hooks = list(qkv_hooks)
     if index.mlps and not es.parallel:
         hooks.append((f"blocks.{layer}.hook_resid_mid", write_mid))
     hooks.append((f"blocks.{layer}.hook_mlp_out", write_mlp))
     with model.hooks(fwd_hooks=hooks):
-        out = run_block(model, pair.x, layer, batch)
-    for k, (c, u) in enumerate(index.heads):
+        out = run_block(model, pair.x, layer, torch.cat([resid, *mlp_inputs]))
+    for k, (c, u) in enumerate(heads_index.heads):
         diffs.run.setdefault(u, torch.zeros(C, kept["head_d"].shape[1], device=dev, dtype=torch.float32))[c] = \
             kept["head_d"][k].float()
     mlp_u = es.senders.index(("mlp", layer, 0))
@@ -203,6 +204,14 @@ def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, remo
         y_mlp = pair.y[f"blocks.{layer}.hook_mlp_out"].repeat(C, 1, 1)
         diffs.run[mlp_u] = (kept["mlp"] - y_mlp).reshape(C, -1).float()
     return out[:C * B]
+
+
+def _write_qkv(act, hook, value: tuple):
+    """Write the receivers' projected q / k / v (`_receiver_projections`) into their circuits' real rows."""
+    dst, projected, unit = value
+    act = act.clone()
+    act[dst, :, unit] = projected.to(act.dtype)
+    return act
 
 
 class _Projected(Exception):
