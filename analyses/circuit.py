@@ -131,7 +131,7 @@ def compute(model, prompts: PromptSet, context: FamilyContext | None = None) -> 
                                      full_ld, ablated, clean_ld, corrupted_ld) if len(templates) > 1 else None
     mlps = [i for i in circuit if node_list[i][0] == "mlp"]
     _, table_p = run_kept_sets(model, base, node_list, [set(circuit), set(circuit) - set(mlps[:1])],
-                      sources[PRIMARY_ABLATION], prompts)
+                               sources[PRIMARY_ABLATION], prompts, p_correct=True)
     # A circuit that is not named gets no edges: path patching every one of its heads would be the costliest step
     # of the analysis, spent on a diagram that says "not a finding".
     weights, senders, receivers = (circuit_edges(ctx, prompts, [node_list[i] for i in circuit]) if named

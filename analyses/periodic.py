@@ -37,7 +37,7 @@ from analyses.common.contract import Count, SequenceHeader
 from analyses.common.metrics import model_device
 from analyses.common.thresholds import MIN_PERIOD_MARGIN, MIN_PERIOD_SHARE
 from analyses.common.types import Analysis, Figure, PromptSet, Result
-from analyses.engine.readout import final_logits
+from analyses.engine.readout import final_logits_of
 from analyses.methods.item_states import ItemNote, item_positions, residual_streams
 
 NAME = "periodic"
@@ -104,7 +104,7 @@ def compute(model, prompts: PromptSet) -> Result:
     item_shares = np.stack([fourier_shares(m) for m in item_means])  # [points, n // 2]
     device = model_device(model)
     with torch.no_grad():
-        logits = final_logits(model, torch.as_tensor(at_final[-1], device=device))[:, prompts.item_token_ids.to(device)]
+        logits = final_logits_of(model, torch.as_tensor(at_final[-1], device=device), prompts.item_token_ids.to(device))
     logits = logits.float().cpu().numpy()  # [batch, n answers]
     logit_means = np.stack([logits[position_items == i].mean(axis=0) for i in range(n)])  # [n items, n answers]
     steps = np.array(prompts.prompt_offsets())

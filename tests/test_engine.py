@@ -11,11 +11,11 @@ from planted_circuit import save_planted_gpt2
 
 from analyses.common.metrics import answer_pair
 from analyses.engine import attribution_patching as attribution
-from analyses.engine import edge_runs, edges, sweeps
+from analyses.engine import edge_runs, edges, readout, sweeps
 from analyses.engine.chunks import Chunker
 from analyses.engine.edge_reference import looped_edge_patching
 from analyses.engine.prefixes import run_rows_sharing_prefixes
-from analyses.engine.readout import final_logit_diff, final_logits
+from analyses.engine.readout import final_log_partition, final_logit_diff, final_logits, final_logits_of
 from analyses.engine.rows import Edit, Row, collect_base, looped_rows, run_rows
 
 pytestmark = pytest.mark.tiny  # builds its own planted and random checkpoints
@@ -252,3 +252,16 @@ def test_final_logit_diff_is_the_difference_of_two_columns_of_the_full_logits(se
     torch.testing.assert_close(final_logit_diff(model, final, runs.pos_ids, runs.neg_ids), expected, atol=TOL,
                                rtol=TOL)
     torch.testing.assert_close(expected, runs.corrupted_ld, atol=TOL, rtol=TOL)
+
+
+def test_item_columns_and_the_log_partition_are_read_off_the_full_logits(setting, monkeypatch):
+    """The readouts that skip the whole vocabulary: K columns, and the log-sum-exp unembedded a few vectors at a time
+    (chunks of 5 here, so the pieces are put back in order), against the full logits, on rows shaped [n, B, d]."""
+    model, prompts, runs, base = setting
+    final = torch.stack([base.cache[f"blocks.{runs.n_layers - 1}.hook_resid_post"][:, -1],
+                         base.cache[f"blocks.{runs.n_layers - 1}.hook_resid_pre"][:, -1]])  # [2, B, d]
+    full = final_logits(model, final)  # [2, B, V]
+    ids = prompts.item_token_ids
+    torch.testing.assert_close(final_logits_of(model, final, ids), full[..., ids], atol=TOL, rtol=TOL)
+    monkeypatch.setattr(readout, "LOG_PARTITION_ROWS", 5)
+    torch.testing.assert_close(final_log_partition(model, final), torch.logsumexp(full, -1), atol=TOL, rtol=TOL)

@@ -1,4 +1,5 @@
-"""Reading the final position's residual stream out as logits: all of them, or only the answer columns."""
+"""Reading the final position's residual stream out as logits: all of them, only the answer columns, or the
+log-sum-exp over the vocabulary (for probabilities) without keeping the logits."""
 
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def final_answer_logits(model, resid_final: torch.Tensor, ids: torch.Tensor) -> 
     return logit
 
 
+def final_logits_of(model, resid_final: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[..., d_model] final-position residual -> [..., K] logits of the K tokens `ids` only (every row the same
+    columns; `final_logits(...)[..., ids]` without unembedding the rest of the vocabulary)."""
+    W_U = model.W_U
+    x = widen(model.ln_final(resid_final.reshape(-1, 1, resid_final.shape[-1]).to(W_U.dtype))[:, 0])
+    logits = x @ widen(W_U[:, ids]) + widen(model.b_U[ids])
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    if cap > 0:
+        logits = cap * torch.tanh(logits / cap)
+    return logits.reshape(*resid_final.shape[:-1], -1)
+
+
 def final_logits(model, resid_final: torch.Tensor) -> torch.Tensor:
     """[..., d_model] final-position residual -> [..., d_vocab] logits (final norm, unembedding, soft-capping)."""
     shape = resid_final.shape[:-1]
@@ -35,3 +48,17 @@ def final_logits(model, resid_final: torch.Tensor) -> torch.Tensor:
     if cap > 0:
         logits = cap * torch.tanh(logits / cap)
     return logits.reshape(*shape, -1)
+
+
+LOG_PARTITION_ROWS = 512  # vectors unembedded at once: 512 MiB of float32 logits with a 262,144-token vocabulary
+
+
+def final_log_partition(model, resid_final: torch.Tensor) -> torch.Tensor:
+    """[..., d_model] final-position residual -> [...] log-sum-exp of the logits over the whole vocabulary (float32 at
+    least), unembedded LOG_PARTITION_ROWS vectors at a time: with a 262,144-token vocabulary the whole [n, d_vocab]
+    would be gigabytes. P(token) = exp(final_answer_logits(...) - this)."""
+    shape = resid_final.shape[:-1]
+    flat = resid_final.reshape(-1, resid_final.shape[-1])
+    parts = [torch.logsumexp(final_logits(model, flat[start:start + LOG_PARTITION_ROWS]).float(), -1)
+             for start in range(0, flat.shape[0], LOG_PARTITION_ROWS)]
+    return torch.cat(parts).reshape(shape)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from analyses.common.types import PromptSet
-from analyses.engine.readout import final_logits
+from analyses.engine.readout import final_logits_of
 from analyses.engine.rows import Edit, Row, collect_base, run_rows
 from analyses.engine.sweeps import hook_name
 
@@ -117,8 +117,7 @@ def causal_test(model, prompts: PromptSet, layer: int, positions: np.ndarray, it
     keys.append(("none", 0))
     final, _ = run_rows(model, base, rows)  # [rows, B, d_model]
     ids = prompts.item_token_ids.to(final.device)
-    # one row at a time: the whole vocabulary's logits for every row at once can take gigabytes (Gemma: 262k tokens)
-    choice = np.stack([final_logits(model, row)[..., ids].argmax(-1).cpu().numpy() for row in final])
+    choice = final_logits_of(model, final, ids).argmax(-1).cpu().numpy()  # [rows, B]: the items' columns only
     by_step = {variant: np.zeros(n - 1) for variant in VARIANTS}
     for (variant, k), picked in zip(keys, choice):
         if variant == "none":  # the unedited answer, scored against every step's intended item

@@ -20,7 +20,7 @@ from analyses.common.stats import finite_or_none
 from analyses.common.thresholds import FAITHFUL_TARGET
 from analyses.common.types import FamilyContext, PromptSet
 from analyses.engine.prefixes import run_rows_sharing_prefixes
-from analyses.engine.readout import final_logits
+from analyses.engine.readout import final_answer_logits, final_log_partition
 from analyses.engine.rows import Row
 from analyses.engine.sweeps import Patch, Runs, patched_logit_diffs
 from analyses.methods import shared
@@ -70,15 +70,16 @@ def ablation_sources(kind: str, runs: Runs, prompts: PromptSet, hooks) -> dict[s
             for h in hooks}
 
 
-def lds_and_p(model, final: torch.Tensor, prompts: PromptSet) -> tuple[np.ndarray, np.ndarray]:
-    """[n, B, d] -> LD [n, B] and P(correct) [n, B]."""
+def lds_and_p(model, final: torch.Tensor, prompts: PromptSet, p_correct: bool = True):
+    """[n, B, d] -> LD [n, B] and P(correct) [n, B] (None with p_correct=False). LD reads the two answer columns;
+    only P(correct) unembeds the whole vocabulary (its log-sum-exp), so rows whose P is not shown skip it."""
     pos, neg = (t.to(final.device) for t in answer_pair(prompts, "clean_vs_corrupted"))
-    logits = final_logits(model, final)
-    n = final.shape[0]
-    pick = torch.stack([pos, neg])[:, None, :, None].expand(2, n, -1, 1)
-    ld = logits.gather(-1, pick[0])[..., 0] - logits.gather(-1, pick[1])[..., 0]
-    p = torch.softmax(logits.float(), -1).gather(-1, pick[0])[..., 0]
-    return numpy(ld), numpy(p)
+    n, B, d = final.shape
+    flat = final.reshape(n * B, d)
+    answer = final_answer_logits(model, flat, pos.repeat(n)).reshape(n, B)
+    ld = answer - final_answer_logits(model, flat, neg.repeat(n)).reshape(n, B)
+    p = numpy(torch.exp(answer - final_log_partition(model, final))) if p_correct else None
+    return numpy(ld), p
 
 
 def n_notable(effect: np.ndarray, gap: float, informative: bool) -> int:
@@ -91,11 +92,12 @@ def smallest_reaching(grid: list[int], curve: np.ndarray, limit: int) -> int | N
     return next((n for n, f in zip(grid, curve) if 1 <= n <= limit and np.isfinite(f) and f >= FAITHFUL_TARGET), None)
 
 
-def run_kept_sets(model, base, node_list, keep_sets, sources, prompts):
-    """LD and P(correct) [K, B] of the clean prompts with every node outside each kept set ablated."""
+def run_kept_sets(model, base, node_list, keep_sets, sources, prompts, p_correct: bool = False):
+    """LD [K, B] and (p_correct=True; else None) P(correct) [K, B] of the clean prompts with every node outside each
+    kept set ablated."""
     # rows that ablate the same early nodes share those blocks (the engine's prefix sharing; same numbers)
     final = run_rows_sharing_prefixes(model, base, circuit_rows(node_list, keep_sets, sources))
-    return lds_and_p(model, final, prompts)
+    return lds_and_p(model, final, prompts, p_correct)
 
 
 def helpful_ablations(model, base, node_list, sources, prompts, circuit, exact, full_ld, ablated) -> list[dict]:

@@ -11,12 +11,10 @@ import torch
 
 from analyses.common.metrics import answer_pair, model_device
 from analyses.common.types import FamilyContext, PromptSet
-from analyses.engine.readout import final_answer_logits, final_logits
+from analyses.engine.readout import final_answer_logits, final_log_partition
 from analyses.engine.rows import Base, Row, run_rows
 from analyses.methods.attribution import head_outputs, metric_terms, project
 from analyses.methods.mechanism import ABLATIONS, ablation_source, mean_reference, node_edit, node_hook, numpy
-
-READOUT_ROWS = 64  # rows unembedded over the whole vocabulary at once (P(correct))
 
 
 def ablation_rows(node_list, clean: dict, corrupted: dict, kinds=ABLATIONS, corruption: str = "day",
@@ -69,16 +67,8 @@ def readouts(model, final: torch.Tensor, prompts: PromptSet, vocabulary: bool = 
     answer = column(pos)
     out = {"logit_diff": answer - column(neg), "copy_logit_diff": answer - column(copy), "answer_logit": answer}
     if vocabulary:
-        out["p_correct"] = torch.exp(answer - log_partition(model, final))
+        out["p_correct"] = torch.exp(answer - final_log_partition(model, final))
     return out
-
-
-def log_partition(model, final: torch.Tensor) -> torch.Tensor:
-    """[n, B, d_model] -> [n, B] log-sum-exp of the final-position logits over the whole vocabulary, READOUT_ROWS
-    rows unembedded at a time."""
-    parts = [torch.logsumexp(final_logits(model, final[start:start + READOUT_ROWS]).float(), -1)
-             for start in range(0, final.shape[0], READOUT_ROWS)]
-    return torch.cat(parts)
 
 
 @torch.no_grad()
