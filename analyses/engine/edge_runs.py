@@ -167,10 +167,10 @@ def _layer(model, pair: Pair, es: EdgeSet, layer: int, resid: torch.Tensor, remo
 
     def keep_attn(act, hook):  # D of each head copy: the real rows' attention output minus the copy's
         kept["head_d"] = (act[heads_index.head_real] - act[heads_index.head_rows]).view(len(heads_index.heads), -1)
-        raise _Projected  # the rest of the block is not needed for the head copies
+        raise _StopBlock  # the rest of the block is not needed for the head copies
 
     if heads_index.heads:  # the heads' D first, in a call of their own that stops after the attention
-        with contextlib.suppress(_Projected), model.hooks(fwd_hooks=[
+        with contextlib.suppress(_StopBlock), model.hooks(fwd_hooks=[
                 *qkv_hooks, (f"blocks.{layer}.attn.hook_z", write_z), (f"blocks.{layer}.hook_attn_out", keep_attn)]):
             run_block(model, pair.x, layer, torch.cat([resid, *head_inputs]))
 
@@ -214,8 +214,9 @@ def _write_qkv(act, hook, value: tuple):
     return act
 
 
-class _Projected(Exception):
-    """Raised by the last q / k / v hook of a receivers-only block call: nothing after the projections is read."""
+class _StopBlock(Exception):
+    """Raised from the hook after which nothing of the block is read (the last of q / k / v for the receivers, the
+    attention output for the heads' D): the block call ends there, its remaining modules never run."""
 
 
 def _receiver_projections(model, pair: Pair, es: EdgeSet, layer: int, copies: list[tuple[int, int]],
@@ -235,13 +236,13 @@ def _receiver_projections(model, pair: Pair, es: EdgeSet, layer: int, copies: li
     def keep(act, hook, kind):
         captured[kind] = act
         if len(captured) == len(QKV):
-            raise _Projected
+            raise _StopBlock
         return act
 
     try:
         with model.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_{kind}", partial(keep, kind=kind)) for kind in QKV]):
             run_block(model, pair.x, layer, torch.cat(inputs))
-    except _Projected:
+    except _StopBlock:
         pass
     by_kind: dict[str, list] = {}
     for k, (c, v) in enumerate(copies):
