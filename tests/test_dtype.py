@@ -47,6 +47,22 @@ def bf16_run(tiny_checkpoint, tmp_path_factory):
     return root / "runs" / "bf16", root / "site"
 
 
+@pytest.mark.slow  # the whole pipeline, on a tiny model
+def test_bfloat16_runs_every_analysis_on_a_gemma_3_shaped_model(tmp_path, tokenizer):
+    """The bundled model's architecture (a norm after attention, grouped key/value heads) in bfloat16: every analysis
+    completes. Successor heads' OV grids once multiplied the post-attention norm's float32 gain into bfloat16
+    unembedding columns and stopped the run; GPT-2, which has no such norm, never showed it."""
+    from test_architectures import save_tiny
+
+    folder = save_tiny(tmp_path / "gemma3", "gemma3", tokenizer)
+    invoke("run", "--model", folder, "--families", "tomorrow", "--dtype", "bfloat16", "--analyses", "all",
+           "--out", tmp_path / "runs", "--run-id", "bf16", "--device", "cpu")
+    (model,) = json.loads((tmp_path / "runs" / "bf16" / "manifest.json").read_text())["models"].values()
+    assert model["dtype"] == "bfloat16"
+    done = {key.split("/")[1].split("-")[0] for key, unit in model["analyses"].items() if unit["status"] == "complete"}
+    assert done == {a.name for a in REGISTRY}
+
+
 @pytest.mark.slow  # the whole pipeline
 def test_bfloat16_runs_every_analysis_end_to_end_on_the_cpu(bf16_run, tiny_checkpoint):
     run_dir, site = bf16_run

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from analyses.common.metrics import model_device
+from analyses.common.precision import widen
 from analyses.methods.attribution import norm_gain
 
 POSITION_HOOK = "hook_pos_embed"  # absent (or unused) for rotary models: nothing to remove there
@@ -67,7 +68,7 @@ def ov_grids(model, tokens: torch.Tensor) -> torch.Tensor:
             out = out * norm_gain(block.ln1_post, out.shape[-1])
         if model.cfg.normalization_type in ("LN", "LNPre"):  # the final LayerNorm centres over d_model
             out = out - out.mean(-1, keepdim=True)
-        grids.append(out @ W_U)
+        grids.append(widen(out) @ widen(W_U))  # float32 at least: a bfloat16 model's gain comes back float32
     return torch.stack(grids)
 
 
