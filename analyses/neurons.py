@@ -42,6 +42,7 @@ import torch
 from analyses.common import phrases, plots
 from analyses.common.contract import CorruptionHeader, InformativeGap, Ranked
 from analyses.common.metrics import answer_pair, does_the_task, model_device
+from analyses.common.precision import widen
 from analyses.common.thresholds import NEURONS_ENOUGH, SELECTIVE_NEURON
 from analyses.common.types import Analysis, Figure, PromptSet, Result
 from analyses.engine.readout import final_logit_diff
@@ -126,8 +127,8 @@ def promoted_items(model, prompts: PromptSet, layer: int, neurons: np.ndarray) -
     """[K, n_items] logit of each item written by one unit of each neuron's activation, centred over items."""
     gain = norm_gain(model.blocks[layer].ln2_post, model.cfg.d_model) if hasattr(model.blocks[layer], "ln2_post") \
         else 1.0
-    rows = model.W_out[layer][torch.as_tensor(neurons)] * gain  # [K, d]
-    logits = numpy(rows @ model.W_U[:, prompts.item_token_ids.to(rows.device)])
+    rows = widen(model.W_out[layer][torch.as_tensor(neurons)]) * gain  # [K, d]; float32 at least (the gain is)
+    logits = numpy(rows @ widen(model.W_U[:, prompts.item_token_ids.to(rows.device)]))
     return logits - logits.mean(-1, keepdims=True)
 
 

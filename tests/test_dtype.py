@@ -51,7 +51,8 @@ def bf16_run(tiny_checkpoint, tmp_path_factory):
 def test_bfloat16_runs_every_analysis_on_a_gemma_3_shaped_model(tmp_path, tokenizer):
     """The bundled model's architecture (a norm after attention, grouped key/value heads) in bfloat16: every analysis
     completes. Successor heads' OV grids once multiplied the post-attention norm's float32 gain into bfloat16
-    unembedding columns and stopped the run; GPT-2, which has no such norm, never showed it."""
+    unembedding columns and stopped the run, and so did the items a named neuron promotes (the norm after the MLP);
+    GPT-2, which has neither norm, never showed it."""
     from test_architectures import save_tiny
 
     folder = save_tiny(tmp_path / "gemma3", "gemma3", tokenizer)
@@ -61,6 +62,19 @@ def test_bfloat16_runs_every_analysis_on_a_gemma_3_shaped_model(tmp_path, tokeni
     assert model["dtype"] == "bfloat16"
     done = {key.split("/")[1].split("-")[0] for key, unit in model["analyses"].items() if unit["status"] == "complete"}
     assert done == {a.name for a in REGISTRY}
+    # what a random model never reaches (nothing is named there): the items a named neuron promotes, read off its
+    # output weights through the norm after the MLP
+    import numpy as np
+
+    from analyses.neurons import promoted_items
+    from report.run.families import build_prompt_set
+    from report.run.families_file import load_family_specs
+    from report.run.model import load_model
+
+    loaded = load_model(str(folder), device="cpu", dtype="bfloat16").model
+    prompts = build_prompt_set(load_family_specs()["tomorrow"], loaded.tokenizer, loaded.cfg.default_prepend_bos)
+    promoted = promoted_items(loaded, prompts, 1, np.array([0, 3]))
+    assert promoted.shape == (2, prompts.n_items) and np.isfinite(promoted).all()
 
 
 @pytest.mark.slow  # the whole pipeline
