@@ -239,11 +239,9 @@ def _receiver_projections(model, pair: Pair, es: EdgeSet, layer: int, copies: li
             raise _StopBlock
         return act
 
-    try:
-        with model.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_{kind}", partial(keep, kind=kind)) for kind in QKV]):
-            run_block(model, pair.x, layer, torch.cat(inputs))
-    except _StopBlock:
-        pass
+    with contextlib.suppress(_StopBlock), model.hooks(
+            fwd_hooks=[(f"blocks.{layer}.attn.hook_{kind}", partial(keep, kind=kind)) for kind in QKV]):
+        run_block(model, pair.x, layer, torch.cat(inputs))
     by_kind: dict[str, list] = {}
     for k, (c, v) in enumerate(copies):
         kind, _, unit = es.receivers[v]

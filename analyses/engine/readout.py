@@ -8,6 +8,13 @@ import torch
 from analyses.common.precision import widen
 
 
+def soft_cap(model, logits: torch.Tensor) -> torch.Tensor:
+    """The model's final logit soft-capping (Gemma 2/3: cap · tanh(logit / cap)), which acts on each logit, not on
+    their difference; the logits unchanged where the model has none."""
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+    return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+
 def final_logit_diff(model, resid_final: torch.Tensor, pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
     """[rows, d_model] final-position residual -> [rows] LD, unembedding only the two answer columns."""
     return final_answer_logits(model, resid_final, pos_ids) - final_answer_logits(model, resid_final, neg_ids)
@@ -18,10 +25,7 @@ def final_answer_logits(model, resid_final: torch.Tensor, ids: torch.Tensor) -> 
     x = widen(model.ln_final(resid_final[:, None, :])[:, 0])  # [rows, d_model]; the products in float32 at least
     W_U, b_U = model.W_U, model.b_U
     logit = (x * widen(W_U[:, ids].T)).sum(-1) + widen(b_U[ids])
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    if cap > 0:  # Gemma-2/3-style final soft-capping acts on each logit, not on their difference
-        logit = cap * torch.tanh(logit / cap)
-    return logit
+    return soft_cap(model, logit)
 
 
 def final_logits_of(model, resid_final: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -30,10 +34,7 @@ def final_logits_of(model, resid_final: torch.Tensor, ids: torch.Tensor) -> torc
     W_U = model.W_U
     x = widen(model.ln_final(resid_final.reshape(-1, 1, resid_final.shape[-1]).to(W_U.dtype))[:, 0])
     logits = x @ widen(W_U[:, ids]) + widen(model.b_U[ids])
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    if cap > 0:
-        logits = cap * torch.tanh(logits / cap)
-    return logits.reshape(*resid_final.shape[:-1], -1)
+    return soft_cap(model, logits).reshape(*resid_final.shape[:-1], -1)
 
 
 def final_logits(model, resid_final: torch.Tensor) -> torch.Tensor:
@@ -44,10 +45,7 @@ def final_logits(model, resid_final: torch.Tensor) -> torch.Tensor:
     # metrics accumulate in float32 (at least): a bfloat16 model's logits are compared in float32
     precision = torch.promote_types(W_U.dtype, torch.float32)
     logits = x.to(precision) @ W_U.to(precision) + model.b_U.to(precision)
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
-    if cap > 0:
-        logits = cap * torch.tanh(logits / cap)
-    return logits.reshape(*shape, -1)
+    return soft_cap(model, logits).reshape(*shape, -1)
 
 
 LOG_PARTITION_ROWS = 512  # vectors unembedded at once: 512 MiB of float32 logits with a 262,144-token vocabulary

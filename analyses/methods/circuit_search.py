@@ -15,16 +15,15 @@ import torch
 
 from analyses.common import thresholds
 from analyses.common.faithfulness import faithfulness
-from analyses.common.metrics import answer_pair
 from analyses.common.stats import finite_or_none
 from analyses.common.thresholds import FAITHFUL_TARGET
 from analyses.common.types import FamilyContext, PromptSet
 from analyses.engine.prefixes import run_rows_sharing_prefixes
-from analyses.engine.readout import final_answer_logits, final_log_partition
 from analyses.engine.rows import Row
 from analyses.engine.sweeps import Patch, Runs, patched_logit_diffs
 from analyses.methods import shared
 from analyses.methods.mechanism import NAME_FRACTION, ablation_source, node_edit, node_hook, node_name, numpy
+from analyses.methods.node_ablations import readouts
 
 DENSE_UP_TO = 16  # every circuit size up to this, then a geometric grid up to all nodes
 HELPFUL_CHECKED = 5  # ablated nodes with a negative patching effect tested when faithfulness exceeds 1
@@ -71,15 +70,11 @@ def ablation_sources(kind: str, runs: Runs, prompts: PromptSet, hooks) -> dict[s
 
 
 def lds_and_p(model, final: torch.Tensor, prompts: PromptSet, p_correct: bool = True):
-    """[n, B, d] -> LD [n, B] and P(correct) [n, B] (None with p_correct=False). LD reads the two answer columns;
-    only P(correct) unembeds the whole vocabulary (its log-sum-exp), so rows whose P is not shown skip it."""
-    pos, neg = (t.to(final.device) for t in answer_pair(prompts, "clean_vs_corrupted"))
-    n, B, d = final.shape
-    flat = final.reshape(n * B, d)
-    answer = final_answer_logits(model, flat, pos.repeat(n)).reshape(n, B)
-    ld = answer - final_answer_logits(model, flat, neg.repeat(n)).reshape(n, B)
-    p = numpy(torch.exp(answer - final_log_partition(model, final))) if p_correct else None
-    return numpy(ld), p
+    """[n, B, d] -> LD [n, B] and P(correct) [n, B] (None with p_correct=False), as `node_ablations.readouts` reads
+    them: LD from the two answer columns, and only P(correct) over the whole vocabulary, so rows whose P is not
+    shown skip it."""
+    reads = readouts(model, final, prompts, vocabulary=p_correct)
+    return numpy(reads["logit_diff"]), (numpy(reads["p_correct"]) if p_correct else None)
 
 
 def n_notable(effect: np.ndarray, gap: float, informative: bool) -> int:
